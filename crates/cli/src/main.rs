@@ -1,0 +1,362 @@
+//! `openexec`: the one binary. It only wires the crates together: `serve` runs the execution
+//! service; `keygen`, `approve`, `verify` and `hash` are offline tools for scripts and operators.
+//!
+//! Exit codes: 0 success; 1 a verification said "invalid"; 2 bad usage or unreadable input;
+//! 3 the service failed to start or stopped with an error.
+#![forbid(unsafe_code)]
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use openexec_core::{artifact, hash, json, keys, payload, receipt};
+use openexec_exec::{Config, Registry, Service, Settings};
+use serde_json::{json, Value};
+
+#[derive(Parser)]
+#[command(
+    name = "openexec",
+    version,
+    about = "OpenExec: run only what was approved, at most once, with a signed receipt"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the execution service.
+    Serve(ServeArgs),
+    /// Write a new Ed25519 key pair; print its key id and public key.
+    Keygen {
+        /// Where to write the private key (PKCS#8 PEM, mode 0600); the public key goes to <OUT>.pub.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Mint a v1 approval artifact for one request (scripts, tests, break-glass).
+    Approve(ApproveArgs),
+    /// Check an evidence JSON file offline against receipt public keys.
+    Verify {
+        /// The evidence file (an /execute answer, a GET /receipts answer, or the evidence itself); - for stdin.
+        evidence: PathBuf,
+        /// A receipt public key (PEM or raw base64, or a file holding one); repeatable.
+        #[arg(long = "key", required = true)]
+        keys: Vec<String>,
+    },
+    /// Print the canonical forms and hashes of a request.
+    Hash(HashArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Optional TOML file with the same settings (lowest precedence).
+    #[arg(long, env = "OPENEXEC_CONFIG")]
+    config: Option<PathBuf>,
+    /// demo | clawshield
+    #[arg(long, env = "OPENEXEC_MODE")]
+    mode: Option<String>,
+    /// Address to listen on (default 127.0.0.1:5000; port 0 picks a free one).
+    #[arg(long, env = "OPENEXEC_BIND")]
+    bind: Option<String>,
+    /// Where generated keys live (default ./.openexec).
+    #[arg(long, env = "OPENEXEC_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// sqlite:///relative.db or sqlite:////absolute.db (default sqlite:///openexec.db).
+    #[arg(long, env = "OPENEXEC_DB_URL")]
+    db_url: Option<String>,
+    /// Receipt signing key file (PKCS#8 PEM or raw base64 seed).
+    #[arg(long, env = "OPENEXEC_RECEIPT_KEY")]
+    receipt_key: Option<String>,
+    /// Origin line of the receipt log.
+    #[arg(long, env = "OPENEXEC_LOG_ORIGIN")]
+    log_origin: Option<String>,
+    /// Comma-separated actions allowed to run (default: all registered).
+    #[arg(long, env = "OPENEXEC_ALLOWED_ACTIONS")]
+    allowed_actions: Option<String>,
+    /// ClawShield public key(s), PEM or raw base64, or a file holding them.
+    #[arg(long, env = "CLAWSHIELD_PUBLIC_KEY")]
+    clawshield_public_key: Option<String>,
+    /// Tenant of requests that name none (default "default").
+    #[arg(long, env = "CLAWSHIELD_TENANT_ID")]
+    clawshield_tenant_id: Option<String>,
+    /// Clock skew allowed on approval time windows, in seconds (default 30).
+    #[arg(long, env = "OPENEXEC_CLOCK_SKEW_SECONDS")]
+    clock_skew_seconds: Option<i64>,
+    /// Largest request body in bytes (default 1048576).
+    #[arg(long, env = "OPENEXEC_MAX_BODY_BYTES")]
+    max_body_bytes: Option<usize>,
+    /// Deepest JSON nesting accepted (default 64).
+    #[arg(long, env = "OPENEXEC_MAX_DEPTH")]
+    max_depth: Option<usize>,
+    /// How long a duplicate waits for a running request, in ms (default 30000).
+    #[arg(long, env = "OPENEXEC_REPLAY_WAIT_MS")]
+    replay_wait_ms: Option<u64>,
+    /// How long a write waits for a database lock before answering 503, in ms (default 5000).
+    #[arg(long, env = "OPENEXEC_DB_BUSY_TIMEOUT_MS")]
+    db_busy_timeout_ms: Option<u64>,
+}
+
+impl ServeArgs {
+    fn settings(self) -> anyhow::Result<Settings> {
+        let file = match &self.config {
+            Some(p) => Settings::from_toml_file(p)?,
+            None => Settings::default(),
+        };
+        let given = Settings {
+            mode: self.mode,
+            bind: self.bind,
+            data_dir: self.data_dir,
+            db_url: self.db_url,
+            receipt_key: self.receipt_key,
+            log_origin: self.log_origin,
+            allowed_actions: self.allowed_actions.map(|a| vec![a]),
+            clawshield_public_key: self.clawshield_public_key,
+            clawshield_tenant_id: self.clawshield_tenant_id,
+            clock_skew_seconds: self.clock_skew_seconds,
+            max_body_bytes: self.max_body_bytes,
+            max_depth: self.max_depth,
+            replay_wait_ms: self.replay_wait_ms,
+            db_busy_timeout_ms: self.db_busy_timeout_ms,
+        };
+        Ok(given.over(file))
+    }
+}
+
+#[derive(Args)]
+struct ApproveArgs {
+    /// ClawShield (or break-glass) private key file.
+    #[arg(long)]
+    key: PathBuf,
+    #[arg(long)]
+    action: String,
+    /// The payload as JSON (a JSON string holding an object is decoded, as OpenExec does).
+    #[arg(long, default_value = "{}")]
+    payload: String,
+    #[arg(long)]
+    nonce: String,
+    #[arg(long, default_value = "default")]
+    tenant: String,
+    /// Validity in seconds from now.
+    #[arg(long, default_value_t = 300)]
+    ttl: i64,
+    /// Defaults to a random id.
+    #[arg(long)]
+    approval_id: Option<String>,
+    #[arg(long)]
+    decision_id: Option<String>,
+}
+
+#[derive(Args)]
+struct HashArgs {
+    /// A whole /execute body (file, or - for stdin) instead of the flags below.
+    #[arg(long, conflicts_with_all = ["action", "payload", "nonce"])]
+    request: Option<PathBuf>,
+    #[arg(long)]
+    action: Option<String>,
+    #[arg(long, default_value = "{}")]
+    payload: String,
+    #[arg(long)]
+    nonce: Option<String>,
+    #[arg(long, default_value = "default")]
+    tenant: String,
+}
+
+/// A failure with its exit code.
+struct Fail(u8, anyhow::Error);
+
+fn usage(e: impl Into<anyhow::Error>) -> Fail {
+    Fail(2, e.into())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Serve(a) => serve(a),
+        Cmd::Keygen { out } => keygen(&out).map_err(usage),
+        Cmd::Approve(a) => approve(a).map_err(usage),
+        Cmd::Verify { evidence, keys } => verify(&evidence, &keys),
+        Cmd::Hash(a) => hash_cmd(a).map_err(usage),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Fail(code, e)) => {
+            eprintln!("openexec: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn serve(a: ServeArgs) -> Result<(), Fail> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OPENEXEC_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cfg = a
+        .settings()
+        .and_then(|s| Ok(Config::from_settings(s)?))
+        .map_err(usage)?;
+    let rt = tokio::runtime::Runtime::new().map_err(|e| Fail(3, e.into()))?;
+    rt.block_on(async move {
+        let svc = Service::start(cfg, Registry::builtin()).await?;
+        let addr = svc.local_addr()?;
+        // One line on stdout that scripts and tests can wait for.
+        println!("openexec: listening on http://{addr}");
+        tracing::info!(%addr, "listening");
+        svc.run(shutdown_signal()).await
+    })
+    .map_err(|e| Fail(3, e))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+    tracing::info!("shutdown requested");
+}
+
+fn keygen(out: &std::path::Path) -> anyhow::Result<()> {
+    let sk = openexec_exec::keyfile::generate();
+    let pk = sk.verifying_key();
+    let pub_path = PathBuf::from(format!("{}.pub", out.display()));
+    if pub_path.exists() {
+        bail!("{} already exists; not overwriting", pub_path.display());
+    }
+    openexec_exec::keyfile::write_private(out, &keys::signing_key_to_pem(&sk))?;
+    std::fs::write(&pub_path, keys::verifying_key_to_pem(&pk))
+        .with_context(|| format!("cannot write {}", pub_path.display()))?;
+    println!("key_id: {}", keys::key_id(&pk));
+    println!("public_key: {}", keys::verifying_key_b64(&pk));
+    print!("{}", keys::verifying_key_to_pem(&pk));
+    Ok(())
+}
+
+fn read_input(p: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    if p.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin().read_to_end(&mut buf)?;
+        Ok(buf)
+    } else {
+        std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+    }
+}
+
+fn parse_payload(text: &str) -> anyhow::Result<Value> {
+    let v = json::parse_ijson(text.as_bytes(), json::DEFAULT_MAX_DEPTH)
+        .map_err(|e| anyhow::anyhow!("--payload is not valid JSON: {e}"))?;
+    payload::normalize(Some(&v), json::DEFAULT_MAX_DEPTH).map_err(|e| {
+        anyhow::anyhow!("--payload is a string that starts like an object but does not parse: {e}")
+    })
+}
+
+fn approve(a: ApproveArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&a.key)
+        .with_context(|| format!("cannot read {}", a.key.display()))?;
+    let sk = keys::parse_signing_key(&text)
+        .with_context(|| format!("{} is not an Ed25519 private key", a.key.display()))?;
+    let payload = parse_payload(&a.payload)?;
+    if a.ttl <= 0 {
+        bail!("--ttl must be positive");
+    }
+    let now = chrono::Utc::now();
+    let id = a.approval_id.unwrap_or_else(|| {
+        let mut b = [0u8; 16];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    });
+    let art = artifact::sign_v1(
+        &artifact::V1Params {
+            approval_id: &id,
+            tenant_id: &a.tenant,
+            action: &a.action,
+            payload: &payload,
+            nonce: &a.nonce,
+            issued_at: now,
+            expires_at: now + chrono::Duration::seconds(a.ttl),
+            decision_id: a.decision_id.as_deref(),
+            policy_hash: None,
+        },
+        &sk,
+    );
+    println!("{}", serde_json::to_string_pretty(&art)?);
+    Ok(())
+}
+
+fn verify(path: &std::path::Path, key_args: &[String]) -> Result<(), Fail> {
+    let bytes = read_input(path).map_err(usage)?;
+    let v = json::parse_ijson(&bytes, json::DEFAULT_MAX_DEPTH)
+        .map_err(|e| usage(anyhow::anyhow!("{} is not valid JSON: {e}", path.display())))?;
+    let mut pks = Vec::new();
+    for k in key_args {
+        let text = if std::path::Path::new(k).is_file() {
+            std::fs::read_to_string(k)
+                .map_err(|e| usage(anyhow::anyhow!("cannot read {k}: {e}")))?
+        } else {
+            k.clone()
+        };
+        let mut ks = keys::parse_verifying_keys(&text)
+            .map_err(|e| usage(anyhow::anyhow!("--key {k}: {e}")))?;
+        pks.append(&mut ks);
+    }
+    let ev = v.get("evidence").filter(|e| e.is_object()).unwrap_or(&v);
+    let report = receipt::verify_evidence(ev, &pks);
+    let out = json!({"valid": report.valid, "checks": report.checks, "errors": report.errors});
+    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    if report.valid {
+        Ok(())
+    } else {
+        Err(Fail(
+            1,
+            anyhow::anyhow!("evidence is NOT valid: {}", report.errors.join("; ")),
+        ))
+    }
+}
+
+fn hash_cmd(a: HashArgs) -> anyhow::Result<()> {
+    let (action, payload, nonce, tenant) = match &a.request {
+        Some(p) => {
+            let v = json::parse_ijson(&read_input(p)?, json::DEFAULT_MAX_DEPTH)
+                .map_err(|e| anyhow::anyhow!("{} is not valid JSON: {e}", p.display()))?;
+            let req = openexec_exec::http::exec_request(v).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let payload = payload::normalize(req.payload.as_ref(), json::DEFAULT_MAX_DEPTH)
+                .map_err(|e| anyhow::anyhow!("payload: {e}"))?;
+            (
+                req.action,
+                payload,
+                req.nonce,
+                req.tenant_id.unwrap_or(a.tenant),
+            )
+        }
+        None => {
+            let action = a
+                .action
+                .context("--action is required (or --request FILE)")?;
+            let nonce = a.nonce.context("--nonce is required (or --request FILE)")?;
+            (action, parse_payload(&a.payload)?, nonce, a.tenant)
+        }
+    };
+    let intent = json!({"action": action, "payload": payload});
+    let request =
+        json!({"action": action, "nonce": nonce, "payload": payload, "tenant_id": tenant});
+    let out = json!({
+        "intent_jcs": String::from_utf8_lossy(&json::canonicalize(&intent)),
+        "intent_hash": hash::intent_hash(&action, &payload),
+        "request_jcs": String::from_utf8_lossy(&json::canonicalize(&request)),
+        "request_hash": hash::request_hash(&action, &nonce, &payload, &tenant),
+        "legacy_canonical": hash::legacy_canonical(&action, &payload),
+        "legacy_action_hash": hash::legacy_action_hash(&action, &payload),
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}

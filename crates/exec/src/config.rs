@@ -1,0 +1,295 @@
+//! Service configuration: one `Settings` layer per source (flags, environment, TOML file), merged
+//! in that order of precedence, then validated into a `Config` with the defaults of SPEC §8.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// How the service decides whether a request may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// No approval needed; every receipt says `"mode": "demo"`.
+    Demo,
+    /// Every execution needs a valid approval artifact from ClawShield.
+    Clawshield,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Demo => "demo",
+            Mode::Clawshield => "clawshield",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Mode, ConfigError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "demo" => Ok(Mode::Demo),
+            "clawshield" => Ok(Mode::Clawshield),
+            other => Err(ConfigError(format!(
+                "OPENEXEC_MODE must be 'demo' or 'clawshield', not '{other}'"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(pub String);
+
+/// One layer of settings. Every field is optional so that layers can be merged; unknown keys in a
+/// TOML file are an error (a typo must not silently fall back to a default).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub mode: Option<String>,
+    pub bind: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub db_url: Option<String>,
+    /// Path of the receipt signing key (or the key itself, PEM or raw base64).
+    pub receipt_key: Option<String>,
+    pub log_origin: Option<String>,
+    /// Comma-separated in the environment; a list in TOML.
+    pub allowed_actions: Option<Vec<String>>,
+    /// ClawShield public key(s): PEM or raw base64, several allowed.
+    pub clawshield_public_key: Option<String>,
+    pub clawshield_tenant_id: Option<String>,
+    pub clock_skew_seconds: Option<i64>,
+    pub max_body_bytes: Option<usize>,
+    pub max_depth: Option<usize>,
+    /// How long a duplicate of a running request waits for its outcome.
+    pub replay_wait_ms: Option<u64>,
+    /// How long a store operation may wait for a lock before the store counts as unavailable.
+    pub db_busy_timeout_ms: Option<u64>,
+}
+
+impl Settings {
+    /// `self` wins over `lower` field by field.
+    pub fn over(self, lower: Settings) -> Settings {
+        Settings {
+            mode: self.mode.or(lower.mode),
+            bind: self.bind.or(lower.bind),
+            data_dir: self.data_dir.or(lower.data_dir),
+            db_url: self.db_url.or(lower.db_url),
+            receipt_key: self.receipt_key.or(lower.receipt_key),
+            log_origin: self.log_origin.or(lower.log_origin),
+            allowed_actions: self.allowed_actions.or(lower.allowed_actions),
+            clawshield_public_key: self.clawshield_public_key.or(lower.clawshield_public_key),
+            clawshield_tenant_id: self.clawshield_tenant_id.or(lower.clawshield_tenant_id),
+            clock_skew_seconds: self.clock_skew_seconds.or(lower.clock_skew_seconds),
+            max_body_bytes: self.max_body_bytes.or(lower.max_body_bytes),
+            max_depth: self.max_depth.or(lower.max_depth),
+            replay_wait_ms: self.replay_wait_ms.or(lower.replay_wait_ms),
+            db_busy_timeout_ms: self.db_busy_timeout_ms.or(lower.db_busy_timeout_ms),
+        }
+    }
+
+    /// Read a TOML settings file.
+    pub fn from_toml_file(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+        toml::from_str(&text)
+            .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))
+    }
+}
+
+/// Where the service keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbTarget {
+    Sqlite(PathBuf),
+}
+
+fn memory_refused() -> ConfigError {
+    ConfigError(
+        "an in-memory SQLite database is refused: receipts must outlive the process; give a file path (sqlite:///openexec.db)"
+            .into(),
+    )
+}
+
+impl DbTarget {
+    /// Read a database URL as SQLAlchemy does: `sqlite:///rel/path`, `sqlite:////abs/path`,
+    /// `sqlite://` and `sqlite:///:memory:` (memory) are refused. Plain `sqlite:path` is accepted too.
+    pub fn parse(url: &str) -> Result<DbTarget, ConfigError> {
+        let url = url.trim();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Err(ConfigError(
+                "PostgreSQL (OPENEXEC_DB_URL=postgres://…) is not supported by this build yet; use sqlite:///path"
+                    .into(),
+            ));
+        }
+        let rest = url.strip_prefix("sqlite:").ok_or_else(|| {
+            ConfigError(format!(
+                "OPENEXEC_DB_URL must start with sqlite: (e.g. sqlite:///openexec.db), got '{url}'"
+            ))
+        })?;
+        let path = if let Some(after) = rest.strip_prefix("//") {
+            // sqlite://<host>/<path>: the host must be empty.
+            match after.strip_prefix('/') {
+                Some(p) => p.to_string(),
+                None if after.is_empty() => return Err(memory_refused()),
+                None => {
+                    return Err(ConfigError(format!(
+                        "OPENEXEC_DB_URL '{url}': use three slashes for a relative path (sqlite:///openexec.db) and four for an absolute one"
+                    )))
+                }
+            }
+        } else {
+            rest.to_string()
+        };
+        let path = path.split('?').next().unwrap_or_default().to_string();
+        if path.is_empty() || path == ":memory:" {
+            return Err(memory_refused());
+        }
+        Ok(DbTarget::Sqlite(PathBuf::from(path)))
+    }
+}
+
+/// The validated configuration of one OpenExec process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub mode: Mode,
+    pub bind: String,
+    pub data_dir: PathBuf,
+    pub db: DbTarget,
+    pub receipt_key: Option<String>,
+    pub log_origin: Option<String>,
+    pub allowed_actions: Option<Vec<String>>,
+    pub approval_keys: Option<String>,
+    pub tenant_id: Option<String>,
+    pub clock_skew_seconds: i64,
+    pub max_body_bytes: usize,
+    pub max_depth: usize,
+    pub replay_wait: Duration,
+    pub db_busy_timeout: Duration,
+}
+
+pub const DEFAULT_BIND: &str = "127.0.0.1:5000";
+pub const DEFAULT_DB_URL: &str = "sqlite:///openexec.db";
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+
+impl Config {
+    pub fn from_settings(s: Settings) -> Result<Config, ConfigError> {
+        let mode = Mode::parse(s.mode.as_deref().unwrap_or("demo"))?;
+        let allowed_actions = s.allowed_actions.and_then(|list| {
+            let list: Vec<String> = list
+                .iter()
+                .flat_map(|item| item.split(','))
+                .map(|a| a.trim().to_string())
+                .filter(|a| !a.is_empty())
+                .collect();
+            (!list.is_empty()).then_some(list)
+        });
+        let max_depth = s
+            .max_depth
+            .unwrap_or(openexec_core::json::DEFAULT_MAX_DEPTH);
+        if max_depth == 0 || max_depth > 120 {
+            return Err(ConfigError(format!(
+                "max_depth must be between 1 and 120, got {max_depth}"
+            )));
+        }
+        let max_body_bytes = s.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+        if max_body_bytes < 64 {
+            return Err(ConfigError(format!(
+                "max_body_bytes must be at least 64, got {max_body_bytes}"
+            )));
+        }
+        let clock_skew_seconds = s.clock_skew_seconds.unwrap_or(30);
+        if !(0..=86_400).contains(&clock_skew_seconds) {
+            return Err(ConfigError(format!(
+                "OPENEXEC_CLOCK_SKEW_SECONDS must be between 0 and 86400, got {clock_skew_seconds}"
+            )));
+        }
+        let nonempty = |v: Option<String>| v.filter(|x| !x.trim().is_empty());
+        Ok(Config {
+            mode,
+            bind: s.bind.unwrap_or_else(|| DEFAULT_BIND.to_string()),
+            data_dir: s.data_dir.unwrap_or_else(|| PathBuf::from("./.openexec")),
+            db: DbTarget::parse(s.db_url.as_deref().unwrap_or(DEFAULT_DB_URL))?,
+            receipt_key: nonempty(s.receipt_key),
+            log_origin: nonempty(s.log_origin),
+            allowed_actions,
+            approval_keys: nonempty(s.clawshield_public_key),
+            tenant_id: nonempty(s.clawshield_tenant_id),
+            clock_skew_seconds,
+            max_body_bytes,
+            max_depth,
+            replay_wait: Duration::from_millis(s.replay_wait_ms.unwrap_or(30_000)),
+            db_busy_timeout: Duration::from_millis(s.db_busy_timeout_ms.unwrap_or(5_000)),
+        })
+    }
+
+    /// The tenant a request belongs to when it names none.
+    pub fn default_tenant(&self) -> &str {
+        self.tenant_id.as_deref().unwrap_or("default")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn db_urls_read_like_sqlalchemy() {
+        assert_eq!(
+            DbTarget::parse("sqlite:///openexec.db").unwrap(),
+            DbTarget::Sqlite("openexec.db".into())
+        );
+        assert_eq!(
+            DbTarget::parse("sqlite:////tmp/x/openexec.db").unwrap(),
+            DbTarget::Sqlite("/tmp/x/openexec.db".into())
+        );
+        assert!(DbTarget::parse("sqlite://").is_err());
+        assert!(DbTarget::parse("sqlite:///:memory:").is_err());
+        assert!(DbTarget::parse("mysql://x").is_err());
+        assert!(DbTarget::parse("sqlite://host/x.db").is_err());
+    }
+
+    #[test]
+    fn allow_list_splits_commas_and_ignores_blanks() {
+        let c = Config::from_settings(Settings {
+            allowed_actions: Some(vec![" echo, add ,".into()]),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.allowed_actions, Some(vec!["echo".into(), "add".into()]));
+        let c = Config::from_settings(Settings {
+            allowed_actions: Some(vec!["".into()]),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.allowed_actions, None);
+    }
+
+    #[test]
+    fn higher_layer_wins() {
+        let a = Settings {
+            mode: Some("clawshield".into()),
+            ..Default::default()
+        };
+        let b = Settings {
+            mode: Some("demo".into()),
+            bind: Some("127.0.0.1:1".into()),
+            ..Default::default()
+        };
+        let c = Config::from_settings(a.over(b)).unwrap();
+        assert_eq!(c.mode, Mode::Clawshield);
+        assert_eq!(c.bind, "127.0.0.1:1");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = Config::from_settings(Settings {
+            mode: Some("prod".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("'prod'"), "{e}");
+        let e = Config::from_settings(Settings {
+            max_depth: Some(0),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("max_depth"), "{e}");
+    }
+}

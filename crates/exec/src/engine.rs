@@ -1,0 +1,883 @@
+//! The execution state machine of SPEC §4–§6: checks in order, nonce claim, handler, receipt.
+//!
+//! Every path ends in an [`Answer`]. Paths that change state (claim, handler, receipt) run in a
+//! task of their own, so a client that hangs up cannot cancel a handler half way or leave it
+//! without its receipt; shutdown waits for those tasks.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use openexec_core::artifact::{self, ApprovalRef, RequestBinding};
+use openexec_core::keys::{key_id, SigningKey, VerifyingKey};
+use openexec_core::receipt::{Evidence, HandlerRef, Receipt, Status};
+use openexec_core::{hash, json, payload};
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, Mode};
+use crate::handler::{Handler, Invocation, Registry};
+use crate::store::{
+    Claim, ClaimResult, ClaimRow, ClaimStatus, NewReceipt, Store, StoreError, StoredReceipt,
+};
+
+/// What `POST /execute` answers: an HTTP status and a JSON body.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Answer {
+    /// The code counted in metrics: `executed`, `replayed`, or the error code.
+    pub fn outcome_code(&self) -> String {
+        if self.status == 200 {
+            if self.body.get("replayed") == Some(&Value::Bool(true)) {
+                "replayed".into()
+            } else {
+                "executed".into()
+            }
+        } else {
+            self.body
+                .pointer("/error/code")
+                .and_then(Value::as_str)
+                .unwrap_or("error")
+                .to_string()
+        }
+    }
+
+    /// An error answer in the original's shape plus the structured error.
+    pub fn error(status: u16, code: &str, message: &str, evidence: Option<&Evidence>) -> Answer {
+        let mut body = json!({
+            "detail": message,
+            "error": {"code": code, "message": message},
+        });
+        if let Some(ev) = evidence {
+            body["id"] = json!(receipt_field(ev, "exec_id"));
+            body["evidence"] = serde_json::to_value(ev).unwrap_or(Value::Null);
+        }
+        Answer { status, body }
+    }
+
+    fn as_replay(&self) -> Answer {
+        let mut a = self.clone();
+        if let Some(obj) = a.body.as_object_mut() {
+            if obj.contains_key("replayed") {
+                obj.insert("replayed".into(), Value::Bool(true));
+            }
+        }
+        a
+    }
+}
+
+fn receipt_field(ev: &Evidence, field: &str) -> Value {
+    ev.receipt.get(field).cloned().unwrap_or(Value::Null)
+}
+
+/// The body of `POST /execute`, after the JSON was parsed and its fields typed.
+#[derive(Debug, Clone)]
+pub struct ExecRequest {
+    pub action: String,
+    /// As sent; normalised by the engine (SPEC §2).
+    pub payload: Option<Value>,
+    pub nonce: String,
+    pub tenant_id: Option<String>,
+    pub artifact: Option<Value>,
+}
+
+/// One well-formed attempt and its hashes.
+struct Attempt {
+    tenant_id: String,
+    action: String,
+    nonce: String,
+    payload: Value,
+    payload_error: Option<String>,
+    intent_hash: String,
+    request_hash: String,
+    artifact: Option<Value>,
+}
+
+/// A refusal: status, code, message, and the approval when it was authentic.
+struct Refusal {
+    status: u16,
+    code: &'static str,
+    message: String,
+    approval: Option<Box<ApprovalRef>>,
+}
+
+impl Refusal {
+    fn new(status: u16, code: &'static str, message: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            code,
+            message: message.into(),
+            approval: None,
+        }
+    }
+}
+
+type Answered = Arc<Answer>;
+
+#[derive(Clone)]
+struct Inflight {
+    exec_id: String,
+    done: watch::Receiver<Option<Answered>>,
+}
+
+enum Existing {
+    /// Running in this process.
+    Here(Inflight),
+    Stored(Box<ClaimRow>),
+}
+
+/// Keys the service holds.
+pub struct Keys {
+    pub receipt: SigningKey,
+    pub receipt_key_id: String,
+    pub approval: Vec<VerifyingKey>,
+}
+
+impl Keys {
+    pub fn new(receipt: SigningKey, approval: Vec<VerifyingKey>) -> Keys {
+        Keys {
+            receipt_key_id: key_id(&receipt.verifying_key()),
+            receipt,
+            approval,
+        }
+    }
+}
+
+pub struct Engine {
+    cfg: Config,
+    store: Store,
+    handlers: Registry,
+    keys: Keys,
+    inflight: Mutex<HashMap<(String, String), Inflight>>,
+    tasks: TaskTracker,
+    /// Claims whose receipt could not be written; turned into `interrupted` once the store is back.
+    orphaned: Mutex<Vec<(String, String)>>,
+}
+
+const POLL: Duration = Duration::from_millis(20);
+
+impl Engine {
+    pub fn new(cfg: Config, store: Store, handlers: Registry, keys: Keys) -> Arc<Engine> {
+        Arc::new(Engine {
+            cfg,
+            store,
+            handlers,
+            keys,
+            inflight: Mutex::new(HashMap::new()),
+            tasks: TaskTracker::new(),
+            orphaned: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn handlers(&self) -> &Registry {
+        &self.handlers
+    }
+
+    /// Turn claims left `running` by a process that died into `interrupted` receipts. Run at
+    /// start-up before serving, and again whenever a receipt could not be written.
+    pub async fn recover_interrupted(&self) -> Result<usize, StoreError> {
+        let rows = self.store.running().await?;
+        let mut n = 0;
+        for row in rows {
+            let key = (row.tenant_id.clone(), row.nonce.clone());
+            if self.lock_inflight().contains_key(&key) {
+                continue; // still running here
+            }
+            let mut receipt: Receipt = serde_json::from_str(&row.template).map_err(|e| {
+                StoreError::Corrupt(format!("claim template of {}: {e}", row.exec_id))
+            })?;
+            receipt.status = Status::Interrupted;
+            receipt.code = Some("outcome_unknown".into());
+            receipt.result_hash = None;
+            let rec = self.seal(&receipt, None, Some(INTERRUPTED_MESSAGE.into()));
+            self.store
+                .complete(&row.tenant_id, &row.nonce, ClaimStatus::Interrupted, rec.0)
+                .await?;
+            tracing::warn!(exec_id = %row.exec_id, tenant = %row.tenant_id, nonce = %row.nonce,
+                "a handler was interrupted (the process stopped while it ran); its request now answers 409 outcome_unknown");
+            n += 1;
+        }
+        if let Ok(mut o) = self.orphaned.lock() {
+            o.clear();
+        }
+        Ok(n)
+    }
+
+    /// Retry writing `interrupted` receipts for claims whose receipt write failed, until the
+    /// store takes them. Runs until the process ends.
+    pub async fn repair_loop(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let pending = self.orphaned.lock().map(|o| !o.is_empty()).unwrap_or(false);
+            if pending {
+                match self.recover_interrupted().await {
+                    Ok(n) => {
+                        tracing::info!(recovered = n, "store is back; interrupted receipts written")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "store still unavailable; will retry"),
+                }
+            }
+        }
+    }
+
+    /// Wait for every execution task to finish (graceful shutdown), then close the store.
+    pub async fn shutdown(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+        self.store.close().await;
+    }
+
+    fn lock_inflight(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Inflight>> {
+        self.inflight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Handle one request to `POST /execute`.
+    pub async fn execute(self: &Arc<Self>, req: ExecRequest) -> Answer {
+        let answer = self.execute_inner(req).await;
+        metrics::counter!("openexec_requests_total", "code" => answer.outcome_code()).increment(1);
+        answer
+    }
+
+    async fn execute_inner(self: &Arc<Self>, req: ExecRequest) -> Answer {
+        let tenant_id = req
+            .tenant_id
+            .unwrap_or_else(|| self.cfg.default_tenant().to_string());
+        let (payload, payload_error) =
+            match payload::normalize(req.payload.as_ref(), self.cfg.max_depth) {
+                Ok(p) => (p, None),
+                // The rejected receipt hashes the payload as the string that was sent.
+                Err(m) => (req.payload.clone().unwrap_or(Value::Null), Some(m)),
+            };
+        let att = Attempt {
+            intent_hash: hash::intent_hash(&req.action, &payload),
+            request_hash: hash::request_hash(&req.action, &req.nonce, &payload, &tenant_id),
+            tenant_id,
+            action: req.action,
+            nonce: req.nonce,
+            payload,
+            payload_error,
+            artifact: match self.cfg.mode {
+                Mode::Demo => None, // demo mode ignores an artifact, as the original did
+                Mode::Clawshield => req.artifact,
+            },
+        };
+
+        if let Some(list) = &self.cfg.allowed_actions {
+            if !list.iter().any(|a| a == &att.action) {
+                let msg = format!("Action '{}' is not in the execution allow-list", att.action);
+                return self
+                    .refuse(&att, None, Refusal::new(403, "action_not_allowed", msg))
+                    .await;
+            }
+        }
+        let Some(handler) = self.handlers.get(&att.action).cloned() else {
+            let msg = format!("Unknown action: {}", att.action);
+            return self
+                .refuse(&att, None, Refusal::new(400, "unknown_action", msg))
+                .await;
+        };
+
+        match self.existing(&att).await {
+            Err(e) => return store_unavailable(&e),
+            Ok(Some(ex)) => return self.answer_existing(&att, &handler, ex).await,
+            Ok(None) => {}
+        }
+
+        if let Some(m) = &att.payload_error {
+            let msg = format!(
+                "payload is a string that starts like a JSON object but does not parse: {m}"
+            );
+            return self
+                .refuse(
+                    &att,
+                    Some(&handler),
+                    Refusal::new(400, "invalid_payload", msg),
+                )
+                .await;
+        }
+        if let Err(m) = handler.validate(&att.payload) {
+            return self
+                .refuse(
+                    &att,
+                    Some(&handler),
+                    Refusal::new(400, "invalid_payload", m),
+                )
+                .await;
+        }
+        let approval = match self.cfg.mode {
+            Mode::Demo => None,
+            Mode::Clawshield => match self.check_approval(&att, true) {
+                Ok(a) => Some(a),
+                Err(r) => return self.refuse(&att, Some(&handler), r).await,
+            },
+        };
+        self.claim_and_run(att, handler, approval).await
+    }
+
+    async fn existing(&self, att: &Attempt) -> Result<Option<Existing>, StoreError> {
+        let key = (att.tenant_id.clone(), att.nonce.clone());
+        if let Some(f) = self.lock_inflight().get(&key) {
+            return Ok(Some(Existing::Here(f.clone())));
+        }
+        Ok(self
+            .store
+            .lookup(&att.tenant_id, &att.nonce)
+            .await?
+            .map(|r| Existing::Stored(Box::new(r))))
+    }
+
+    /// The nonce is taken: a conflict, a replay, or a wait for the running first attempt.
+    async fn answer_existing(
+        &self,
+        att: &Attempt,
+        handler: &Arc<dyn Handler>,
+        ex: Existing,
+    ) -> Answer {
+        let exec_id = match &ex {
+            Existing::Here(f) => &f.exec_id,
+            Existing::Stored(r) => &r.exec_id,
+        };
+        if *exec_id != att.request_hash {
+            let msg = format!(
+                "Nonce '{}' was already used for a different request (tenant '{}'); use a new nonce",
+                att.nonce, att.tenant_id
+            );
+            return self
+                .refuse(att, Some(handler), Refusal::new(422, "nonce_conflict", msg))
+                .await;
+        }
+        if self.cfg.mode == Mode::Clawshield {
+            // An honest retry of an approved request gets its stored answer: the artifact must
+            // still be authentic and bound to this request, but its time window and single use
+            // are not checked again.
+            if let Err(r) = self.check_approval(att, false) {
+                return self.refuse(att, Some(handler), r).await;
+            }
+        }
+        let deadline = Instant::now() + self.cfg.replay_wait;
+        match ex {
+            Existing::Here(mut f) => {
+                let waited = tokio::time::timeout_at(deadline.into(), async {
+                    // Clone out of the watch guard at once: it must not be held across an await.
+                    f.done.wait_for(Option::is_some).await.map(|a| a.clone())
+                })
+                .await;
+                match waited {
+                    Ok(Ok(a)) => match a {
+                        Some(a) => a.as_replay(),
+                        None => in_progress(att),
+                    },
+                    // The first attempt's task ended without an answer: read what the store says.
+                    Ok(Err(_)) => self.poll_stored(att, deadline).await,
+                    Err(_) => in_progress(att),
+                }
+            }
+            Existing::Stored(row) => match stored_answer(&row, true) {
+                Some(a) => a,
+                None => self.poll_stored(att, deadline).await,
+            },
+        }
+    }
+
+    /// Wait for a claim held elsewhere (another process, or a receipt write that failed) to get
+    /// its outcome.
+    async fn poll_stored(&self, att: &Attempt, deadline: Instant) -> Answer {
+        loop {
+            match self.store.lookup(&att.tenant_id, &att.nonce).await {
+                Err(e) => return store_unavailable(&e),
+                Ok(Some(row)) => {
+                    if let Some(a) = stored_answer(&row, true) {
+                        return a;
+                    }
+                }
+                Ok(None) => {
+                    return store_unavailable(&StoreError::Unavailable(
+                        "the claim of this nonce was not found".into(),
+                    ))
+                }
+            }
+            if Instant::now() + POLL > deadline {
+                return in_progress(att);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    fn check_approval(&self, att: &Attempt, fresh: bool) -> Result<ApprovalRef, Refusal> {
+        if self.keys.approval.is_empty() {
+            return Err(Refusal::new(
+                503,
+                "approval_not_configured",
+                "CLAWSHIELD_PUBLIC_KEY not configured",
+            ));
+        }
+        let Some(raw) = &att.artifact else {
+            return Err(Refusal::new(
+                403,
+                "approval_required",
+                "ClawShield mode requires an approval artifact",
+            ));
+        };
+        let art = artifact::parse(raw).map_err(|m| Refusal::new(403, "approval_malformed", m))?;
+        let binding = RequestBinding {
+            tenant_id: &att.tenant_id,
+            action: &att.action,
+            nonce: &att.nonce,
+            payload: &att.payload,
+            request_hash: &att.request_hash,
+            intent_hash: &att.intent_hash,
+        };
+        let now = Utc::now();
+        let approval = artifact::verify(
+            &art,
+            &self.keys.approval,
+            &binding,
+            now,
+            self.cfg.clock_skew_seconds,
+            false,
+        )
+        .map_err(|r| Refusal::new(403, r.code(), r.message()))?;
+        if fresh {
+            let skew = chrono::Duration::seconds(self.cfg.clock_skew_seconds);
+            let window = check_window(art.issued_at(), art.expires_at(), now, skew);
+            if let Err(r) = window {
+                return Err(Refusal {
+                    approval: Some(Box::new(approval)),
+                    ..Refusal::new(403, r.code(), r.message())
+                });
+            }
+        }
+        Ok(approval)
+    }
+
+    async fn claim_and_run(
+        self: &Arc<Self>,
+        att: Attempt,
+        handler: Arc<dyn Handler>,
+        approval: Option<ApprovalRef>,
+    ) -> Answer {
+        let key = (att.tenant_id.clone(), att.nonce.clone());
+        let (tx, rx) = watch::channel(None);
+        let running_here = {
+            let mut map = self.lock_inflight();
+            match map.get(&key) {
+                Some(f) => Some(f.clone()),
+                None => {
+                    map.insert(
+                        key.clone(),
+                        Inflight {
+                            exec_id: att.request_hash.clone(),
+                            done: rx,
+                        },
+                    );
+                    None
+                }
+            }
+        };
+        if let Some(f) = running_here {
+            return self
+                .answer_existing(&att, &handler, Existing::Here(f))
+                .await;
+        }
+        let this = self.clone();
+        let task = self.tasks.spawn(async move {
+            let answer = this.run_claimed(&att, &handler, approval).await;
+            let answer = Arc::new(answer);
+            let _ = tx.send(Some(answer.clone()));
+            this.lock_inflight().remove(&key);
+            answer
+        });
+        match task.await {
+            Ok(a) => (*a).clone(),
+            Err(e) => {
+                tracing::error!(error = %e, "execution task failed");
+                Answer::error(
+                    500,
+                    "internal_error",
+                    "the execution task failed; see the server log",
+                    None,
+                )
+            }
+        }
+    }
+
+    async fn run_claimed(
+        self: &Arc<Self>,
+        att: &Attempt,
+        handler: &Arc<dyn Handler>,
+        approval: Option<ApprovalRef>,
+    ) -> Answer {
+        let template = self.receipt(
+            att,
+            Some(handler),
+            approval.clone(),
+            Status::Executed,
+            None,
+            None,
+        );
+        let claim = Claim {
+            tenant_id: att.tenant_id.clone(),
+            nonce: att.nonce.clone(),
+            exec_id: att.request_hash.clone(),
+            action: att.action.clone(),
+            template: String::from_utf8(json::canonicalize(&template.to_value()))
+                .unwrap_or_default(),
+            approval_key: approval
+                .as_ref()
+                .map(|a| format!("{}:{}", a.key_id, a.approval_id)),
+        };
+        match self.store.claim(claim).await {
+            Err(e) => return store_unavailable(&e),
+            Ok(ClaimResult::NonceTaken(row)) => {
+                return self
+                    .answer_existing(att, handler, Existing::Stored(row))
+                    .await
+            }
+            Ok(ClaimResult::ApprovalReused { exec_id }) => {
+                let a = approval.expect("a reuse is only found for an approval");
+                let msg = format!(
+                    "Approval '{}' has already been used (by execution {exec_id}); each approval runs one request",
+                    a.approval_id
+                );
+                let r = Refusal {
+                    approval: Some(Box::new(a)),
+                    ..Refusal::new(409, "approval_reused", msg)
+                };
+                return self.refuse(att, Some(handler), r).await;
+            }
+            Ok(ClaimResult::Claimed) => {}
+        }
+
+        // The claim is durable: run the handler, at most once. It runs in a task of its own so that
+        // a panic inside it is a `failed` outcome, not a lost receipt.
+        let started = Instant::now();
+        metrics::counter!("openexec_handler_runs_total", "action" => att.action.clone())
+            .increment(1);
+        let h = handler.clone();
+        let (exec_id, tenant, action, nonce, payload) = (
+            att.request_hash.clone(),
+            att.tenant_id.clone(),
+            att.action.clone(),
+            att.nonce.clone(),
+            att.payload.clone(),
+        );
+        let outcome = tokio::spawn(async move {
+            let inv = Invocation {
+                exec_id: &exec_id,
+                tenant_id: &tenant,
+                action: &action,
+                nonce: &nonce,
+                payload: &payload,
+            };
+            h.run(&inv).await
+        })
+        .await;
+        metrics::histogram!("openexec_handler_seconds", "action" => att.action.clone())
+            .record(started.elapsed().as_secs_f64());
+
+        let (receipt, result, message, status) = match outcome {
+            Ok(Ok(result)) => {
+                let rh = json::jcs_sha256(&result);
+                let r = self.receipt(
+                    att,
+                    Some(handler),
+                    approval,
+                    Status::Executed,
+                    None,
+                    Some(rh),
+                );
+                (r, Some(result), None, ClaimStatus::Executed)
+            }
+            Ok(Err(e)) => {
+                let r = self.receipt(
+                    att,
+                    Some(handler),
+                    approval,
+                    Status::Failed,
+                    Some(e.code.clone()),
+                    None,
+                );
+                (r, None, Some(e.message), ClaimStatus::Failed)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, action = %att.action, "handler panicked");
+                let r = self.receipt(
+                    att,
+                    Some(handler),
+                    approval,
+                    Status::Failed,
+                    Some("handler_panicked".into()),
+                    None,
+                );
+                (
+                    r,
+                    None,
+                    Some("the handler panicked".to_string()),
+                    ClaimStatus::Failed,
+                )
+            }
+        };
+        let (rec, evidence) = self.seal(&receipt, result.as_ref(), message.clone());
+        match self
+            .store
+            .complete(&att.tenant_id, &att.nonce, status, rec)
+            .await
+        {
+            Ok(log_index) => {
+                let evidence = Evidence {
+                    log_index,
+                    ..evidence
+                };
+                outcome_answer(status, result, message, &evidence, false)
+            }
+            Err(e) => {
+                // The handler ran but its receipt is not durable: never report success. The claim
+                // stays `running` and becomes `interrupted` once the store takes writes again.
+                tracing::error!(error = %e, exec_id = %att.request_hash, "receipt could not be stored after the handler ran");
+                if let Ok(mut o) = self.orphaned.lock() {
+                    o.push((att.tenant_id.clone(), att.nonce.clone()));
+                }
+                Answer::error(
+                    503,
+                    "store_unavailable",
+                    &format!(
+                        "The handler ran but its receipt could not be stored ({e}); this request will answer 409 outcome_unknown once the store is back"
+                    ),
+                    None,
+                )
+            }
+        }
+    }
+
+    fn receipt(
+        &self,
+        att: &Attempt,
+        handler: Option<&Arc<dyn Handler>>,
+        approval: Option<ApprovalRef>,
+        status: Status,
+        code: Option<String>,
+        result_hash: Option<String>,
+    ) -> Receipt {
+        Receipt {
+            v: 1,
+            exec_id: att.request_hash.clone(),
+            tenant_id: att.tenant_id.clone(),
+            action: att.action.clone(),
+            nonce: att.nonce.clone(),
+            intent_hash: att.intent_hash.clone(),
+            request_hash: att.request_hash.clone(),
+            mode: self.cfg.mode.as_str().to_string(),
+            approval,
+            status,
+            code,
+            result_hash,
+            handler: handler.map(|h| HandlerRef {
+                name: h.name().to_string(),
+                digest: h.digest().to_string(),
+            }),
+        }
+    }
+
+    /// Hash and sign a receipt; the evidence's log index is filled in once stored.
+    fn seal(
+        &self,
+        receipt: &Receipt,
+        result: Option<&Value>,
+        message: Option<String>,
+    ) -> (NewReceipt, Evidence) {
+        let value = receipt.to_value();
+        let text = String::from_utf8(json::canonicalize(&value)).unwrap_or_default();
+        let receipt_hash = json::sha256_hex(text.as_bytes());
+        let signature = openexec_core::receipt::sign(&receipt_hash, &self.keys.receipt);
+        let rec = NewReceipt {
+            receipt_hash: receipt_hash.clone(),
+            exec_id: receipt.exec_id.clone(),
+            receipt: text,
+            signature: signature.clone(),
+            key_id: self.keys.receipt_key_id.clone(),
+            result: result.map(|r| String::from_utf8(json::canonicalize(r)).unwrap_or_default()),
+            message,
+        };
+        let ev = Evidence {
+            receipt: value,
+            receipt_hash,
+            signature,
+            key_id: self.keys.receipt_key_id.clone(),
+            log_index: 0,
+            inclusion: None,
+        };
+        (rec, ev)
+    }
+
+    /// Answer a refusal, with a `rejected` receipt (reused when the same verdict was given before).
+    async fn refuse(
+        &self,
+        att: &Attempt,
+        handler: Option<&Arc<dyn Handler>>,
+        r: Refusal,
+    ) -> Answer {
+        let receipt = self.receipt(
+            att,
+            handler,
+            r.approval.map(|a| *a),
+            Status::Rejected,
+            Some(r.code.to_string()),
+            None,
+        );
+        let (rec, ev) = self.seal(&receipt, None, Some(r.message.clone()));
+        match self.store.add_receipt(rec).await {
+            Ok(log_index) => Answer::error(
+                r.status,
+                r.code,
+                &r.message,
+                Some(&Evidence { log_index, ..ev }),
+            ),
+            Err(e) => {
+                // The verdict stands; only its receipt is missing. Say so rather than hide it.
+                tracing::error!(error = %e, code = r.code, "rejected receipt could not be stored");
+                let mut a = Answer::error(r.status, r.code, &r.message, None);
+                a.body["receipt_error"] = json!(e.to_string());
+                a
+            }
+        }
+    }
+
+    /// Evidence for an execution, as `GET /receipts/{exec_id}` serves it.
+    pub async fn evidence_for(&self, exec_id: &str) -> Result<Option<Evidence>, StoreError> {
+        Ok(self
+            .store
+            .receipt_for(exec_id)
+            .await?
+            .map(|r| evidence_of(&r)))
+    }
+}
+
+const INTERRUPTED_MESSAGE: &str =
+    "The process stopped while the handler ran; whether it took effect is unknown. It will not be run again.";
+
+/// The time window of SPEC §4.
+pub fn check_window(
+    issued_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    skew: chrono::Duration,
+) -> Result<(), artifact::Rejection> {
+    if expires_at < now - skew {
+        return Err(artifact::Rejection::Expired);
+    }
+    if issued_at > now + skew {
+        return Err(artifact::Rejection::NotYetValid);
+    }
+    Ok(())
+}
+
+pub fn evidence_of(r: &StoredReceipt) -> Evidence {
+    Evidence {
+        receipt: r.receipt.clone(),
+        receipt_hash: r.receipt_hash.clone(),
+        signature: r.signature.clone(),
+        key_id: r.key_id.clone(),
+        log_index: r.log_index,
+        inclusion: None,
+    }
+}
+
+/// The stored answer of a finished claim; `None` while it is still running.
+fn stored_answer(row: &ClaimRow, replayed: bool) -> Option<Answer> {
+    let r = row.receipt.as_ref()?;
+    if row.status == ClaimStatus::Running {
+        return None;
+    }
+    let ev = evidence_of(r);
+    Some(outcome_answer(
+        row.status,
+        r.result.clone(),
+        r.message.clone(),
+        &ev,
+        replayed,
+    ))
+}
+
+fn outcome_answer(
+    status: ClaimStatus,
+    result: Option<Value>,
+    message: Option<String>,
+    ev: &Evidence,
+    replayed: bool,
+) -> Answer {
+    match status {
+        ClaimStatus::Executed | ClaimStatus::Running => Answer {
+            status: 200,
+            body: json!({
+                "id": receipt_field(ev, "exec_id"),
+                "action": receipt_field(ev, "action"),
+                "result": result.unwrap_or(Value::Null),
+                "approved": true,
+                "receipt": ev.receipt_hash,
+                "status": "executed",
+                "replayed": replayed,
+                "evidence": ev,
+            }),
+        },
+        ClaimStatus::Failed => {
+            let code = ev
+                .receipt
+                .get("code")
+                .and_then(Value::as_str)
+                .unwrap_or("handler_failed");
+            let msg = format!(
+                "The handler failed ({code}): {}",
+                message.unwrap_or_else(|| "no detail".into())
+            );
+            let mut a = Answer::error(502, "handler_failed", &msg, Some(ev));
+            a.body["status"] = json!("failed");
+            a.body["replayed"] = json!(replayed);
+            a
+        }
+        ClaimStatus::Interrupted => {
+            let msg = message.unwrap_or_else(|| INTERRUPTED_MESSAGE.into());
+            let mut a = Answer::error(409, "outcome_unknown", &msg, Some(ev));
+            a.body["status"] = json!("interrupted");
+            a.body["replayed"] = json!(replayed);
+            a
+        }
+    }
+}
+
+fn store_unavailable(e: &StoreError) -> Answer {
+    Answer::error(
+        503,
+        "store_unavailable",
+        &format!("The store cannot make this durable, so nothing was run: {e}"),
+        None,
+    )
+}
+
+fn in_progress(att: &Attempt) -> Answer {
+    let mut a = Answer::error(
+        409,
+        "in_progress",
+        "An identical request with this nonce is still running; ask again later for its outcome",
+        None,
+    );
+    a.body["id"] = json!(att.request_hash);
+    a
+}

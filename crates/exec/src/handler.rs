@@ -1,0 +1,310 @@
+//! The one handler trait every action runs behind, and the built-in handlers.
+//!
+//! A handler declares how its payload is validated (before anything is claimed, so a bad payload
+//! never uses up a nonce) and runs with the validated payload. Its `name` and `digest` go into
+//! every receipt, pinning exactly what ran. Later kinds (HTTP with an egress allow-list,
+//! WebAssembly under wasmtime, commands without a shell) and embedders' own handlers implement the
+//! same trait and are put in a [`Registry`]; nothing else in the service changes.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+/// The future a handler returns.
+pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<Value, HandlerError>> + Send + 'a>>;
+
+/// What a handler is told about the attempt it runs for.
+#[derive(Debug, Clone)]
+pub struct Invocation<'a> {
+    pub exec_id: &'a str,
+    pub tenant_id: &'a str,
+    pub action: &'a str,
+    pub nonce: &'a str,
+    pub payload: &'a Value,
+}
+
+/// A handler that started but did not produce a result. The request counts as `failed`: its
+/// nonce is used up and it is never re-run by itself.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct HandlerError {
+    /// A short machine-readable code, recorded in the receipt.
+    pub code: String,
+    pub message: String,
+}
+
+pub trait Handler: Send + Sync {
+    /// The name recorded in receipts, e.g. `builtin:echo`.
+    fn name(&self) -> &str;
+    /// Pins what runs: the module's hash for WebAssembly, the config entry's hash otherwise.
+    fn digest(&self) -> &str;
+    /// Check the payload before anything is claimed. `Err` is a 400 `invalid_payload` with this
+    /// message.
+    fn validate(&self, payload: &Value) -> Result<(), String>;
+    /// Run the action. Called at most once per (tenant, nonce), after the claim is durable.
+    fn run<'a>(&'a self, inv: &'a Invocation<'a>) -> HandlerFuture<'a>;
+}
+
+/// Actions by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    handlers: BTreeMap<String, Arc<dyn Handler>>,
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    /// The built-in actions of SPEC §8: `echo`, `add`, `sleep`.
+    pub fn builtin() -> Registry {
+        let mut r = Registry::new();
+        r.register("echo", Arc::new(Builtin::new("echo", BuiltinKind::Echo)));
+        r.register("add", Arc::new(Builtin::new("add", BuiltinKind::Add)));
+        r.register("sleep", Arc::new(Builtin::new("sleep", BuiltinKind::Sleep)));
+        r
+    }
+
+    pub fn register(&mut self, action: &str, handler: Arc<dyn Handler>) {
+        self.handlers.insert(action.to_string(), handler);
+    }
+
+    pub fn get(&self, action: &str) -> Option<&Arc<dyn Handler>> {
+        self.handlers.get(action)
+    }
+
+    pub fn actions(&self) -> impl Iterator<Item = &str> {
+        self.handlers.keys().map(String::as_str)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum BuiltinKind {
+    Echo,
+    Add,
+    Sleep,
+}
+
+/// The longest `sleep` accepts, in milliseconds.
+pub const SLEEP_MAX_MS: u64 = 10_000;
+
+struct Builtin {
+    name: String,
+    digest: String,
+    kind: BuiltinKind,
+}
+
+impl Builtin {
+    fn new(action: &str, kind: BuiltinKind) -> Builtin {
+        let name = format!("builtin:{action}");
+        // The config entry of a built-in is its name and version; its hash pins what ran.
+        let entry = json!({"handler": name, "version": 1});
+        Builtin {
+            digest: openexec_core::json::jcs_sha256(&entry),
+            name,
+            kind,
+        }
+    }
+}
+
+/// The number as a JSON number a handler can compute with; bools and strings are not numbers.
+fn number(payload: &Value, field: &str) -> Result<serde_json::Number, String> {
+    match payload.get(field) {
+        Some(Value::Number(n)) => Ok(n.clone()),
+        Some(other) => Err(format!(
+            "add needs numbers: field '{field}' is {}",
+            kind_of(other)
+        )),
+        None => Err(format!("add needs numbers: field '{field}' is missing")),
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn add(a: &serde_json::Number, b: &serde_json::Number) -> Result<Value, String> {
+    const MAX: i64 = openexec_core::json::MAX_SAFE_INTEGER as i64;
+    if let (Some(x), Some(y)) = (a.as_i64(), b.as_i64()) {
+        let s = x + y; // both within ±(2^53-1): cannot overflow i64
+        if (-MAX..=MAX).contains(&s) {
+            return Ok(json!({ "sum": s }));
+        }
+    }
+    let s = a.as_f64().unwrap_or(f64::NAN) + b.as_f64().unwrap_or(f64::NAN);
+    serde_json::Number::from_f64(s)
+        .map(|n| json!({ "sum": n }))
+        .ok_or_else(|| "add: the sum is not a finite number".to_string())
+}
+
+fn sleep_ms(payload: &Value) -> Result<u64, String> {
+    match payload.get("ms") {
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(ms) if ms <= SLEEP_MAX_MS => Ok(ms),
+            _ => Err(format!(
+                "sleep: 'ms' must be a whole number from 0 to {SLEEP_MAX_MS}, got {n}"
+            )),
+        },
+        Some(other) => Err(format!(
+            "sleep: 'ms' must be a whole number, got {}",
+            kind_of(other)
+        )),
+        None => Err("sleep: field 'ms' is missing".into()),
+    }
+}
+
+impl Handler for Builtin {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    fn validate(&self, payload: &Value) -> Result<(), String> {
+        match self.kind {
+            BuiltinKind::Echo => Ok(()),
+            BuiltinKind::Add => {
+                if !payload.is_object() {
+                    return Err(format!(
+                        "add needs an object {{\"a\": number, \"b\": number}}, got {}",
+                        kind_of(payload)
+                    ));
+                }
+                add(&number(payload, "a")?, &number(payload, "b")?).map(|_| ())
+            }
+            BuiltinKind::Sleep => {
+                if !payload.is_object() {
+                    return Err(format!(
+                        "sleep needs an object {{\"ms\": number}}, got {}",
+                        kind_of(payload)
+                    ));
+                }
+                sleep_ms(payload).map(|_| ())
+            }
+        }
+    }
+
+    fn run<'a>(&'a self, inv: &'a Invocation<'a>) -> HandlerFuture<'a> {
+        Box::pin(async move {
+            let bad = |message: String| HandlerError {
+                code: "invalid_payload".into(),
+                message,
+            };
+            match self.kind {
+                BuiltinKind::Echo => Ok(json!({ "echo": inv.payload })),
+                BuiltinKind::Add => add(
+                    &number(inv.payload, "a").map_err(bad)?,
+                    &number(inv.payload, "b").map_err(bad)?,
+                )
+                .map_err(bad),
+                BuiltinKind::Sleep => {
+                    let ms = sleep_ms(inv.payload).map_err(bad)?;
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    Ok(json!({ "slept_ms": ms }))
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(action: &str, payload: Value) -> Result<Value, HandlerError> {
+        let reg = Registry::builtin();
+        let h = reg.get(action).unwrap().clone();
+        let inv = Invocation {
+            exec_id: "x",
+            tenant_id: "t",
+            action,
+            nonce: "n",
+            payload: &payload,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(h.run(&inv))
+    }
+
+    #[test]
+    fn echo_and_add() {
+        assert_eq!(
+            run("echo", json!({"m": 1})).unwrap(),
+            json!({"echo": {"m": 1}})
+        );
+        assert_eq!(
+            run("add", json!({"a": 2, "b": 40})).unwrap(),
+            json!({"sum": 42})
+        );
+        assert_eq!(
+            run("add", json!({"a": 0.5, "b": 1})).unwrap(),
+            json!({"sum": 1.5})
+        );
+        let big = openexec_core::json::MAX_SAFE_INTEGER;
+        // beyond 2^53-1 the sum is a float, never an integer other parties cannot hash alike
+        assert_eq!(
+            run("add", json!({"a": big, "b": big})).unwrap(),
+            json!({"sum": (2 * big) as f64})
+        );
+    }
+
+    #[test]
+    fn add_rejects_non_numbers_in_validation() {
+        let reg = Registry::builtin();
+        let h = reg.get("add").unwrap();
+        for p in [
+            json!({"a": "x", "b": 1}),
+            json!({"a": true, "b": 1}),
+            json!({"a": 1}),
+            json!([1, 2]),
+            json!("s"),
+        ] {
+            assert!(h.validate(&p).is_err(), "{p}");
+        }
+        assert!(h.validate(&json!({"a": 1, "b": 2})).is_ok());
+    }
+
+    #[test]
+    fn sleep_bounds() {
+        let reg = Registry::builtin();
+        let h = reg.get("sleep").unwrap();
+        assert!(h.validate(&json!({"ms": 10_001})).is_err());
+        assert!(h.validate(&json!({"ms": -1})).is_err());
+        assert!(h.validate(&json!({"ms": 1.5})).is_err());
+        assert!(h.validate(&json!({})).is_err());
+        assert_eq!(
+            run("sleep", json!({"ms": 1})).unwrap(),
+            json!({"slept_ms": 1})
+        );
+    }
+
+    #[test]
+    fn digests_differ_and_are_stable() {
+        let a = Registry::builtin();
+        let b = Registry::builtin();
+        assert_eq!(
+            a.get("echo").unwrap().digest(),
+            b.get("echo").unwrap().digest()
+        );
+        assert_ne!(
+            a.get("echo").unwrap().digest(),
+            a.get("add").unwrap().digest()
+        );
+        assert_eq!(a.get("echo").unwrap().digest().len(), 64);
+    }
+}

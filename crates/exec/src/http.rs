@@ -1,0 +1,485 @@
+//! The HTTP API (SPEC §8). Handlers extract, call one engine or store function, and map the
+//! result; JSON error shapes live here and nowhere else.
+
+use std::sync::{Arc, OnceLock};
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use openexec_core::json::{self, JsonError};
+use openexec_core::keys::{key_id, verifying_key_b64, verifying_key_to_pem, VerifyingKey};
+use openexec_core::receipt::verify_evidence;
+use serde_json::{json, Value};
+use utoipa::OpenApi;
+
+use crate::config::Mode;
+use crate::engine::{Answer, Engine, ExecRequest};
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub metrics: PrometheusHandle,
+}
+
+/// The process-wide Prometheus recorder (installed once).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new();
+            match builder.install_recorder() {
+                Ok(h) => h,
+                // Another recorder is installed (an embedder's): keep serving our own view.
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            }
+        })
+        .clone()
+}
+
+pub fn router(engine: Arc<Engine>) -> Router {
+    let state = AppState {
+        engine,
+        metrics: metrics_handle(),
+    };
+    Router::new()
+        .route("/", get(root))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/version", get(version))
+        .route("/keys", get(keys))
+        .route("/metrics", get(metrics_text))
+        .route("/openapi.json", get(openapi))
+        .route("/execute", post(execute))
+        .route("/receipts/verify", post(verify_receipt))
+        .route("/receipts/{exec_id}", get(get_receipt))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(json!({"detail": message, "error": {"code": code, "message": message}})),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "not_found", "Not Found")
+}
+
+async fn method_not_allowed() -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "Method Not Allowed",
+    )
+}
+
+fn json_error(e: &JsonError) -> Response {
+    error(StatusCode::BAD_REQUEST, e.code(), &e.to_string())
+}
+
+fn too_large(limit: usize) -> Response {
+    let mut r = error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        &format!("The request body is larger than the limit of {limit} bytes"),
+    );
+    // The rest of the body is not read, so this connection cannot be reused.
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// Read a JSON body as I-JSON within the size and depth limits.
+async fn read_json(engine: &Engine, headers: &HeaderMap, body: Body) -> Result<Value, Response> {
+    let limit = engine.config().max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large(limit));
+    }
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.is::<LengthLimitError>() => return Err(too_large(limit)),
+        Err(e) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                &format!("could not read the request body: {e}"),
+            ))
+        }
+    };
+    json::parse_ijson(&bytes, engine.config().max_depth).map_err(|e| json_error(&e))
+}
+
+fn field_str(
+    obj: &serde_json::Map<String, Value>,
+    name: &str,
+    required: bool,
+) -> Result<Option<String>, String> {
+    match obj.get(name) {
+        None | Some(Value::Null) if !required => Ok(None),
+        None | Some(Value::Null) => Err(format!("field '{name}' is required")),
+        Some(Value::String(s)) if s.is_empty() => Err(format!("field '{name}' must not be empty")),
+        Some(Value::String(s)) if s.len() > 1024 => {
+            Err(format!("field '{name}' is longer than 1024 bytes"))
+        }
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(format!("field '{name}' must be a string")),
+    }
+}
+
+/// Type the fields of an `/execute` body.
+pub fn exec_request(v: Value) -> Result<ExecRequest, String> {
+    let Value::Object(obj) = v else {
+        return Err("the request body must be a JSON object".into());
+    };
+    let action = field_str(&obj, "action", true)?.unwrap_or_default();
+    let nonce = field_str(&obj, "nonce", true)?.unwrap_or_default();
+    let tenant_id = field_str(&obj, "tenant_id", false)?;
+    let artifact = match obj.get("approval_artifact") {
+        Some(Value::Null) | None => obj.get("approval").filter(|a| !a.is_null()).cloned(),
+        Some(a) => Some(a.clone()),
+    };
+    Ok(ExecRequest {
+        action,
+        payload: obj.get("payload").cloned(),
+        nonce,
+        tenant_id,
+        artifact,
+    })
+}
+
+fn answer(a: Answer) -> Response {
+    let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, Json(a.body)).into_response()
+}
+
+#[utoipa::path(post, path = "/execute", request_body = ExecuteBody,
+    responses((status = 200, description = "Executed (or replayed): result and signed evidence", body = ExecuteOk),
+              (status = 400, description = "Bad input (invalid_json, duplicate_key, number_out_of_range, too_deep, invalid_request, unknown_action, invalid_payload)", body = ErrorBody),
+              (status = 403, description = "Refused by the allow-list or the approval checks", body = ErrorBody),
+              (status = 409, description = "approval_reused, in_progress or outcome_unknown", body = ErrorBody),
+              (status = 413, description = "body_too_large", body = ErrorBody),
+              (status = 422, description = "nonce_conflict", body = ErrorBody),
+              (status = 502, description = "The handler failed", body = ErrorBody),
+              (status = 503, description = "store_unavailable: nothing ran", body = ErrorBody)))]
+async fn execute(State(s): State<AppState>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let v = match read_json(&s.engine, &parts.headers, body).await {
+        Ok(v) => v,
+        Err(r) => {
+            metrics::counter!("openexec_requests_total", "code" => "bad_request").increment(1);
+            return r;
+        }
+    };
+    match exec_request(v) {
+        Ok(er) => answer(s.engine.execute(er).await),
+        Err(m) => {
+            metrics::counter!("openexec_requests_total", "code" => "invalid_request").increment(1);
+            error(StatusCode::BAD_REQUEST, "invalid_request", &m)
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/", responses((status = 200, description = "Service banner")))]
+async fn root(State(s): State<AppState>) -> Json<Value> {
+    Json(json!({
+        "service": "OpenExec",
+        "version": VERSION,
+        "status": "running",
+        "exec_mode": s.engine.config().mode.as_str(),
+        "endpoints": ["/health", "/ready", "/version", "/keys", "/execute", "/receipts/verify",
+                      "/receipts/{exec_id}", "/metrics", "/openapi.json"],
+    }))
+}
+
+#[utoipa::path(get, path = "/health", responses((status = 200, description = "Liveness and configuration summary")))]
+async fn health(State(s): State<AppState>) -> Json<Value> {
+    let cfg = s.engine.config();
+    let mut h = json!({
+        "status": "healthy",
+        "service": "OpenExec",
+        "version": VERSION,
+        "exec_mode": cfg.mode.as_str(),
+        "signature_verification": if cfg.mode == Mode::Clawshield { "enabled" } else { "disabled" },
+    });
+    match &cfg.allowed_actions {
+        Some(list) => {
+            h["restriction"] = json!("restricted");
+            h["allow_list"] = json!(list);
+        }
+        None => {
+            h["restriction"] = json!("open");
+            h["warning"] = json!("No allow-list configured (OPENEXEC_ALLOWED_ACTIONS): every registered action may run");
+        }
+    }
+    Json(h)
+}
+
+#[utoipa::path(get, path = "/ready", responses((status = 200, description = "Ready"), (status = 503, description = "Not ready: see checks")))]
+async fn ready(State(s): State<AppState>) -> Response {
+    let cfg = s.engine.config();
+    let database = s.engine.store().ping().await;
+    let approval_keys = cfg.mode == Mode::Demo || !s.engine.keys().approval.is_empty();
+    let ok = database && approval_keys;
+    let mut body = json!({
+        "ready": ok,
+        "checks": {"database": database, "receipt_key": true, "approval_keys": approval_keys},
+    });
+    if !approval_keys {
+        body["detail"] = json!("CLAWSHIELD_PUBLIC_KEY not configured");
+    }
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+#[utoipa::path(get, path = "/version", responses((status = 200, description = "Version")))]
+async fn version() -> Json<Value> {
+    Json(json!({"service": "OpenExec", "version": VERSION}))
+}
+
+fn key_entry(k: &VerifyingKey) -> Value {
+    json!({"key_id": key_id(k), "public_key": verifying_key_b64(k), "pem": verifying_key_to_pem(k)})
+}
+
+#[utoipa::path(get, path = "/keys", responses((status = 200, description = "Receipt and approval public keys")))]
+async fn keys(State(s): State<AppState>) -> Json<Value> {
+    let k = s.engine.keys();
+    Json(json!({
+        "receipt_keys": [key_entry(&k.receipt.verifying_key())],
+        "approval_keys": k.approval.iter().map(key_entry).collect::<Vec<_>>(),
+    }))
+}
+
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
+async fn metrics_text(State(s): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+#[utoipa::path(get, path = "/receipts/{exec_id}", params(("exec_id" = String, Path, description = "The request hash")),
+    responses((status = 200, description = "The evidence of the latest receipt"), (status = 404, description = "No receipt", body = ErrorBody)))]
+async fn get_receipt(State(s): State<AppState>, Path(exec_id): Path<String>) -> Response {
+    if exec_id.len() != 64
+        || !exec_id
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "exec_id must be 64 lowercase hex characters",
+        );
+    }
+    match s.engine.evidence_for(&exec_id).await {
+        Ok(Some(ev)) => Json(json!({"evidence": ev})).into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("No receipt for {exec_id}"),
+        ),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            &e.to_string(),
+        ),
+    }
+}
+
+#[utoipa::path(post, path = "/receipts/verify", request_body = Object,
+    responses((status = 200, description = "{valid, checks}"), (status = 400, description = "Bad input", body = ErrorBody)))]
+async fn verify_receipt(State(s): State<AppState>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let v = match read_json(&s.engine, &parts.headers, body).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let Value::Object(obj) = &v else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the request body must be a JSON object",
+        );
+    };
+    let keys = [s.engine.keys().receipt.verifying_key()];
+    // A whole evidence object, bare or under "evidence": checked offline.
+    let evidence = match obj.get("evidence") {
+        Some(e) if e.is_object() => Some(e),
+        _ if obj.get("receipt").is_some_and(Value::is_object) => Some(&v),
+        _ => None,
+    };
+    if let Some(ev) = evidence {
+        let report = verify_evidence(ev, &keys);
+        return Json(json!({"valid": report.valid, "checks": report.checks, "errors": report.errors, "kind": "evidence"}))
+            .into_response();
+    }
+    // The seed's triple: checked against the stored receipt.
+    let exec_id = match field_str(obj, "exec_id", true) {
+        Ok(x) => x.unwrap_or_default(),
+        Err(m) => return error(StatusCode::BAD_REQUEST, "invalid_request", &m),
+    };
+    let receipt_hash = match field_str(obj, "receipt", true) {
+        Ok(x) => x.unwrap_or_default(),
+        Err(m) => return error(StatusCode::BAD_REQUEST, "invalid_request", &m),
+    };
+    let Some(result) = obj.get("result") else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "field 'result' is required",
+        );
+    };
+    // The seed sends the result as a JSON string; a value is accepted as it is.
+    let result = match result {
+        Value::String(s) => json::parse_ijson(s.as_bytes(), json::DEFAULT_MAX_DEPTH)
+            .unwrap_or_else(|_| result.clone()),
+        other => other.clone(),
+    };
+    let stored = match s.engine.store().receipt_by_hash(&receipt_hash).await {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                &e.to_string(),
+            )
+        }
+    };
+    let mut checks = serde_json::Map::new();
+    let mut errors = Vec::new();
+    let mut valid = true;
+    let mut check = |name: &str, ok: bool, why: String| {
+        checks.insert(name.into(), Value::Bool(ok));
+        if !ok {
+            valid = false;
+            errors.push(why);
+        }
+    };
+    match stored {
+        None => check(
+            "receipt_known",
+            false,
+            format!("no receipt with hash {receipt_hash} was issued here"),
+        ),
+        Some(r) => {
+            check("receipt_known", true, String::new());
+            check(
+                "exec_id",
+                r.exec_id == exec_id,
+                format!("the receipt is for {}, not {exec_id}", r.exec_id),
+            );
+            let want = r
+                .receipt
+                .get("result_hash")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            let got = json::jcs_sha256(&result);
+            check(
+                "result_hash",
+                want.as_deref() == Some(got.as_str()),
+                "the result does not hash to the receipt's result_hash".into(),
+            );
+            let report = verify_evidence(&json!(crate::engine::evidence_of(&r)), &keys);
+            check(
+                "signature",
+                report.valid,
+                format!(
+                    "stored evidence does not verify: {}",
+                    report.errors.join("; ")
+                ),
+            );
+        }
+    }
+    Json(json!({"valid": valid, "checks": checks, "errors": errors, "kind": "triple"}))
+        .into_response()
+}
+
+#[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "This document")))]
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+/// The `/execute` request body.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ExecuteBody {
+    /// The action to run.
+    action: String,
+    /// The action's input: any JSON value; a string holding a JSON object is decoded first.
+    payload: Option<Value>,
+    /// Unique per tenant: the idempotency key of this attempt.
+    nonce: String,
+    /// Defaults to CLAWSHIELD_TENANT_ID, else "default".
+    tenant_id: Option<String>,
+    /// A v0 or v1 approval artifact (clawshield mode). Alias: `approval`.
+    approval_artifact: Option<Value>,
+}
+
+/// A successful execution.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ExecuteOk {
+    /// exec_id = request_hash
+    id: String,
+    action: String,
+    result: Value,
+    approved: bool,
+    /// The receipt hash.
+    receipt: String,
+    status: String,
+    replayed: bool,
+    /// {receipt, receipt_hash, signature, key_id, log_index}
+    evidence: Value,
+}
+
+/// An error: the original's `detail` plus a code, and evidence when a receipt was written.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ErrorBody {
+    detail: String,
+    error: Value,
+    evidence: Option<Value>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "OpenExec",
+        description = "Runs only what was approved, at most once, and signs a receipt for every attempt."
+    ),
+    paths(
+        execute,
+        root,
+        health,
+        ready,
+        version,
+        keys,
+        metrics_text,
+        get_receipt,
+        verify_receipt,
+        openapi
+    ),
+    components(schemas(ExecuteBody, ExecuteOk, ErrorBody))
+)]
+struct ApiDoc;

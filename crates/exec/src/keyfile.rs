@@ -1,0 +1,92 @@
+//! Loading the service's keys from files or the environment, and generating a dev receipt key.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use openexec_core::keys::{self, SigningKey, VerifyingKey};
+use rand_core::{OsRng, RngCore};
+
+use crate::config::Config;
+
+/// File name of the generated receipt key inside the data directory.
+pub const GENERATED_RECEIPT_KEY: &str = "receipt-key.pem";
+
+fn looks_inline(s: &str) -> bool {
+    s.contains("-----BEGIN") || s.contains("\\n")
+}
+
+/// The receipt signing key: `OPENEXEC_RECEIPT_KEY` (a file path, or the key itself), else the
+/// one generated under the data directory (created on first start).
+pub fn receipt_key(cfg: &Config) -> anyhow::Result<SigningKey> {
+    if let Some(v) = &cfg.receipt_key {
+        if looks_inline(v) {
+            return keys::parse_signing_key(v)
+                .context("OPENEXEC_RECEIPT_KEY holds a key that does not parse");
+        }
+        let path = Path::new(v);
+        if !path.exists() {
+            if let Ok(k) = keys::parse_signing_key(v) {
+                return Ok(k);
+            }
+            bail!("OPENEXEC_RECEIPT_KEY: no key file at {}", path.display());
+        }
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("OPENEXEC_RECEIPT_KEY: cannot read {}", path.display()))?;
+        return keys::parse_signing_key(&text).with_context(|| {
+            format!(
+                "OPENEXEC_RECEIPT_KEY: {} does not hold an Ed25519 private key",
+                path.display()
+            )
+        });
+    }
+    let path = cfg.data_dir.join(GENERATED_RECEIPT_KEY);
+    if path.exists() {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read the receipt key {}", path.display()))?;
+        return keys::parse_signing_key(&text)
+            .with_context(|| format!("{} does not hold an Ed25519 private key", path.display()));
+    }
+    let sk = generate();
+    write_private(&path, &keys::signing_key_to_pem(&sk))?;
+    tracing::warn!(path = %path.display(), key_id = %keys::key_id(&sk.verifying_key()),
+        "no receipt key configured (OPENEXEC_RECEIPT_KEY): generated one");
+    Ok(sk)
+}
+
+/// A fresh key from the operating system's randomness.
+pub fn generate() -> SigningKey {
+    let mut seed = [0u8; 32];
+    OsRng.fill_bytes(&mut seed);
+    keys::signing_key_from_seed(seed)
+}
+
+/// Write a private key readable by its owner only; never overwrite.
+pub fn write_private(path: &Path, pem: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create key file {}", path.display()))?;
+    f.write_all(pem.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// ClawShield's public keys: `CLAWSHIELD_PUBLIC_KEY` holds one or more keys (PEM or raw base64),
+/// or the path of a file that does.
+pub fn approval_keys(cfg: &Config) -> anyhow::Result<Vec<VerifyingKey>> {
+    let Some(v) = &cfg.approval_keys else {
+        return Ok(Vec::new());
+    };
+    let text = if !looks_inline(v) && Path::new(v.trim()).is_file() {
+        std::fs::read_to_string(v.trim())
+            .with_context(|| format!("CLAWSHIELD_PUBLIC_KEY: cannot read {}", v.trim()))?
+    } else {
+        v.clone()
+    };
+    keys::parse_verifying_keys(&text)
+        .context("CLAWSHIELD_PUBLIC_KEY does not hold Ed25519 public keys")
+}

@@ -1,0 +1,599 @@
+//! Durable state: nonce claims, single-use approvals and receipts, in SQLite (WAL, synchronous
+//! FULL). Only this module knows which database the service runs on.
+//!
+//! Writes go through one writer task that commits them in batches ("group commit"): every write
+//! waiting when a commit starts shares that commit and its fsync, so throughput is not capped at
+//! one fsync per request, and nothing is acknowledged before its commit returned. Reads use a
+//! separate pool (WAL lets them run beside the writer).
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::DbTarget;
+
+/// The most writes one commit takes.
+const MAX_BATCH: usize = 512;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not make a write durable (I/O error, lock timeout, full disk, closed).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data that does not read back (a bug or a database edited by hand).
+    #[error("store corrupt: {0}")]
+    Corrupt(String),
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// The state of a claimed nonce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimStatus {
+    Running,
+    Executed,
+    Failed,
+    Interrupted,
+}
+
+impl ClaimStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClaimStatus::Running => "running",
+            ClaimStatus::Executed => "executed",
+            ClaimStatus::Failed => "failed",
+            ClaimStatus::Interrupted => "interrupted",
+        }
+    }
+
+    fn parse(s: &str) -> Result<ClaimStatus, StoreError> {
+        Ok(match s {
+            "running" => ClaimStatus::Running,
+            "executed" => ClaimStatus::Executed,
+            "failed" => ClaimStatus::Failed,
+            "interrupted" => ClaimStatus::Interrupted,
+            other => return Err(StoreError::Corrupt(format!("unknown status '{other}'"))),
+        })
+    }
+}
+
+/// A receipt as stored.
+#[derive(Debug, Clone)]
+pub struct StoredReceipt {
+    pub log_index: u64,
+    pub receipt_hash: String,
+    pub exec_id: String,
+    pub receipt: Value,
+    pub signature: String,
+    pub key_id: String,
+    pub result: Option<Value>,
+    pub message: Option<String>,
+}
+
+/// A receipt to store.
+#[derive(Debug, Clone)]
+pub struct NewReceipt {
+    pub receipt_hash: String,
+    pub exec_id: String,
+    /// JCS text of the receipt.
+    pub receipt: String,
+    pub signature: String,
+    pub key_id: String,
+    pub result: Option<String>,
+    pub message: Option<String>,
+}
+
+/// A claimed nonce and, once it has one, its outcome's receipt.
+#[derive(Debug, Clone)]
+pub struct ClaimRow {
+    pub tenant_id: String,
+    pub nonce: String,
+    pub exec_id: String,
+    pub status: ClaimStatus,
+    pub template: String,
+    pub receipt: Option<StoredReceipt>,
+}
+
+/// What a claim attempt found.
+#[derive(Debug, Clone)]
+pub enum ClaimResult {
+    /// The nonce is ours: the handler may run.
+    Claimed,
+    /// Someone claimed this (tenant, nonce) first.
+    NonceTaken(Box<ClaimRow>),
+    /// The approval was already used by another execution.
+    ApprovalReused { exec_id: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub tenant_id: String,
+    pub nonce: String,
+    pub exec_id: String,
+    pub action: String,
+    pub template: String,
+    /// Set when an approval artifact must be single use.
+    pub approval_key: Option<String>,
+}
+
+enum WriteOp {
+    Claim(Claim, oneshot::Sender<Result<ClaimResult, StoreError>>),
+    Complete {
+        tenant_id: String,
+        nonce: String,
+        status: ClaimStatus,
+        receipt: NewReceipt,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
+    Receipt(NewReceipt, oneshot::Sender<Result<u64, StoreError>>),
+}
+
+impl WriteOp {
+    fn fail(self, e: StoreError) {
+        match self {
+            WriteOp::Claim(_, r) => drop(r.send(Err(e))),
+            WriteOp::Complete { reply, .. } => drop(reply.send(Err(e))),
+            WriteOp::Receipt(_, r) => drop(r.send(Err(e))),
+        }
+    }
+}
+
+enum Done {
+    Claim(
+        oneshot::Sender<Result<ClaimResult, StoreError>>,
+        ClaimResult,
+    ),
+    Index(oneshot::Sender<Result<u64, StoreError>>, u64),
+}
+
+/// What one write produced inside a batch, before the batch is committed.
+enum Applied {
+    Claim(ClaimResult),
+    Index(u64),
+}
+
+/// The service's store.
+pub struct Store {
+    read: SqlitePool,
+    /// Taken (and so dropped) by [`Store::close`]; the writer ends once no sender is left.
+    writer: std::sync::Mutex<Option<mpsc::Sender<WriteOp>>>,
+    writer_task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+fn now_text() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+impl Store {
+    /// Open (creating if needed) and migrate the database.
+    pub async fn open(target: &DbTarget, busy_timeout: Duration) -> anyhow::Result<Store> {
+        let path = match target {
+            DbTarget::Sqlite(p) => p.clone(),
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                anyhow::anyhow!("cannot create database directory {}: {e}", dir.display())
+            })?;
+        }
+        let opts = Self::options(&path, busy_timeout)?;
+        let mut conn = SqliteConnection::connect_with(&opts.clone().create_if_missing(true))
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open database {}: {e}", path.display()))?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&mut conn)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot migrate database {}: {e}", path.display()))?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(1)
+            .connect_with(opts)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open database {}: {e}", path.display()))?;
+        let (tx, rx) = mpsc::channel(4096);
+        let task = tokio::spawn(writer_loop(conn, rx));
+        Ok(Store {
+            read,
+            writer: std::sync::Mutex::new(Some(tx)),
+            writer_task: tokio::sync::Mutex::new(Some(task)),
+        })
+    }
+
+    fn options(path: &Path, busy_timeout: Duration) -> anyhow::Result<SqliteConnectOptions> {
+        Ok(SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(busy_timeout)
+            .foreign_keys(true))
+    }
+
+    async fn write<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> WriteOp,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let (tx, rx) = oneshot::channel();
+        let writer = self.sender()?;
+        writer
+            .send(make(tx))
+            .await
+            .map_err(|_| unavailable("the writer has stopped"))?;
+        let r = rx
+            .await
+            .map_err(|_| unavailable("the writer has stopped"))?;
+        metrics::histogram!("openexec_store_seconds", "op" => "write")
+            .record(started.elapsed().as_secs_f64());
+        r
+    }
+
+    /// Claim (tenant, nonce) durably, and the approval with it.
+    pub async fn claim(&self, claim: Claim) -> Result<ClaimResult, StoreError> {
+        self.write(|tx| WriteOp::Claim(claim, tx)).await
+    }
+
+    /// Record the outcome of a claimed execution with its receipt; returns its log index.
+    pub async fn complete(
+        &self,
+        tenant_id: &str,
+        nonce: &str,
+        status: ClaimStatus,
+        receipt: NewReceipt,
+    ) -> Result<u64, StoreError> {
+        self.write(|reply| WriteOp::Complete {
+            tenant_id: tenant_id.to_string(),
+            nonce: nonce.to_string(),
+            status,
+            receipt,
+            reply,
+        })
+        .await
+    }
+
+    /// Store a receipt that belongs to no claim (a rejection). A receipt with the same hash is
+    /// stored once: the earlier one's log index is returned.
+    pub async fn add_receipt(&self, receipt: NewReceipt) -> Result<u64, StoreError> {
+        self.write(|tx| WriteOp::Receipt(receipt, tx)).await
+    }
+
+    async fn read<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let r = f.await.map_err(unavailable);
+        metrics::histogram!("openexec_store_seconds", "op" => "read")
+            .record(started.elapsed().as_secs_f64());
+        r
+    }
+
+    /// The claim of (tenant, nonce), with its outcome receipt if it has one.
+    pub async fn lookup(
+        &self,
+        tenant_id: &str,
+        nonce: &str,
+    ) -> Result<Option<ClaimRow>, StoreError> {
+        let row = self
+            .read(
+                sqlx::query(
+                    "SELECT e.tenant_id, e.nonce, e.exec_id, e.status, e.template, r.log_index, r.receipt_hash, \
+                     r.exec_id AS r_exec_id, r.receipt, r.signature, r.key_id, r.result, r.message \
+                     FROM executions e LEFT JOIN receipts r ON r.receipt_hash = e.receipt_hash \
+                     WHERE e.tenant_id = ? AND e.nonce = ?",
+                )
+                .bind(tenant_id)
+                .bind(nonce)
+                .fetch_optional(&self.read),
+            )
+            .await?;
+        row.map(|r| claim_row(&r)).transpose()
+    }
+
+    /// Claims whose handler never reported back (the process died mid-run).
+    pub async fn running(&self) -> Result<Vec<ClaimRow>, StoreError> {
+        let rows = self
+            .read(
+                sqlx::query(
+                    "SELECT tenant_id, nonce, exec_id, status, template, NULL AS log_index FROM executions \
+                     WHERE status = 'running' ORDER BY claimed_at",
+                )
+                .fetch_all(&self.read),
+            )
+            .await?;
+        rows.iter().map(claim_row).collect()
+    }
+
+    /// The receipt of an execution's outcome if it ran, else its latest rejection.
+    pub async fn receipt_for(&self, exec_id: &str) -> Result<Option<StoredReceipt>, StoreError> {
+        let row = self
+            .read(
+                sqlx::query(
+                    "SELECT r.* FROM receipts r WHERE r.exec_id = ? ORDER BY \
+                     (r.receipt_hash = (SELECT receipt_hash FROM executions WHERE exec_id = ?)) DESC, \
+                     r.log_index DESC LIMIT 1",
+                )
+                .bind(exec_id)
+                .bind(exec_id)
+                .fetch_optional(&self.read),
+            )
+            .await?;
+        row.map(|r| stored_receipt(&r, "")).transpose()
+    }
+
+    /// A receipt by its hash.
+    pub async fn receipt_by_hash(&self, hash: &str) -> Result<Option<StoredReceipt>, StoreError> {
+        let row = self
+            .read(
+                sqlx::query("SELECT * FROM receipts WHERE receipt_hash = ?")
+                    .bind(hash)
+                    .fetch_optional(&self.read),
+            )
+            .await?;
+        row.map(|r| stored_receipt(&r, "")).transpose()
+    }
+
+    fn sender(&self) -> Result<mpsc::Sender<WriteOp>, StoreError> {
+        self.writer
+            .lock()
+            .ok()
+            .and_then(|w| w.clone())
+            .filter(|w| !w.is_closed())
+            .ok_or_else(|| unavailable("the store is closed"))
+    }
+
+    /// Is the database answering?
+    pub async fn ping(&self) -> bool {
+        self.sender().is_ok() && sqlx::query("SELECT 1").execute(&self.read).await.is_ok()
+    }
+
+    /// Stop taking writes, wait until the writer committed everything already sent to it, and
+    /// close the database.
+    pub async fn close(&self) {
+        if let Ok(mut w) = self.writer.lock() {
+            w.take();
+        }
+        if let Some(task) = self.writer_task.lock().await.take() {
+            let _ = task.await;
+        }
+        self.read.close().await;
+    }
+}
+
+fn claim_row(r: &sqlx::sqlite::SqliteRow) -> Result<ClaimRow, StoreError> {
+    let get = |c: &str| -> Result<String, StoreError> {
+        r.try_get::<String, _>(c)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+    };
+    let log_index: Option<i64> = r.try_get("log_index").unwrap_or(None);
+    let receipt = match log_index {
+        Some(_) => Some(stored_receipt(r, "r_")?),
+        None => None,
+    };
+    Ok(ClaimRow {
+        tenant_id: get("tenant_id")?,
+        nonce: get("nonce")?,
+        exec_id: get("exec_id")?,
+        status: ClaimStatus::parse(&get("status")?)?,
+        template: get("template")?,
+        receipt,
+    })
+}
+
+fn stored_receipt(
+    r: &sqlx::sqlite::SqliteRow,
+    exec_prefix: &str,
+) -> Result<StoredReceipt, StoreError> {
+    let corrupt = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+    let parse = |c: &str, t: &str| -> Result<Value, StoreError> {
+        serde_json::from_str(t).map_err(|e| StoreError::Corrupt(format!("{c}: {e}")))
+    };
+    let receipt: String = r.try_get("receipt").map_err(corrupt)?;
+    let result: Option<String> = r.try_get("result").map_err(corrupt)?;
+    let log_index: i64 = r.try_get("log_index").map_err(corrupt)?;
+    Ok(StoredReceipt {
+        log_index: u64::try_from(log_index)
+            .map_err(|_| StoreError::Corrupt(format!("negative log index {log_index}")))?,
+        receipt_hash: r.try_get("receipt_hash").map_err(corrupt)?,
+        exec_id: r
+            .try_get(format!("{exec_prefix}exec_id").as_str())
+            .map_err(corrupt)?,
+        receipt: parse("receipt", &receipt)?,
+        signature: r.try_get("signature").map_err(corrupt)?,
+        key_id: r.try_get("key_id").map_err(corrupt)?,
+        result: result.map(|t| parse("result", &t)).transpose()?,
+        message: r.try_get("message").map_err(corrupt)?,
+    })
+}
+
+async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<WriteOp>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let started = Instant::now();
+        let ops: Vec<WriteOp> = std::mem::take(&mut batch);
+        metrics::histogram!("openexec_store_batch_size").record(ops.len() as f64);
+        match commit_batch(&mut conn, ops).await {
+            Ok(done) => {
+                for d in done {
+                    match d {
+                        Done::Claim(tx, r) => drop(tx.send(Ok(r))),
+                        Done::Index(tx, i) => drop(tx.send(Ok(i))),
+                    }
+                }
+            }
+            Err((ops, e)) => {
+                tracing::error!(error = %e, writes = ops.len(), "store commit failed; nothing in this batch is acknowledged");
+                let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
+                for op in ops {
+                    op.fail(e.clone());
+                }
+            }
+        }
+        metrics::histogram!("openexec_store_seconds", "op" => "commit")
+            .record(started.elapsed().as_secs_f64());
+    }
+    let _ = conn.close().await;
+}
+
+/// Apply a batch in one transaction. On error nothing is acknowledged: the ops come back so that
+/// each caller is told.
+async fn commit_batch(
+    conn: &mut SqliteConnection,
+    ops: Vec<WriteOp>,
+) -> Result<Vec<Done>, (Vec<WriteOp>, StoreError)> {
+    if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
+        return Err((ops, unavailable(e)));
+    }
+    let mut done = Vec::with_capacity(ops.len());
+    let mut replies = Vec::with_capacity(ops.len());
+    let result: Result<(), StoreError> = async {
+        let next: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(log_index) + 1, 0) FROM receipts")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(unavailable)?;
+        let mut next = next;
+        for op in &ops {
+            let r = match op {
+                WriteOp::Claim(c, _) => Applied::Claim(apply_claim(conn, c).await?),
+                WriteOp::Complete {
+                    tenant_id,
+                    nonce,
+                    status,
+                    receipt,
+                    ..
+                } => {
+                    let idx = insert_receipt(conn, receipt, &mut next).await?;
+                    let n = sqlx::query(
+                        "UPDATE executions SET status = ?, receipt_hash = ? \
+                         WHERE tenant_id = ? AND nonce = ? AND status = 'running'",
+                    )
+                    .bind(status.as_str())
+                    .bind(&receipt.receipt_hash)
+                    .bind(tenant_id)
+                    .bind(nonce)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(unavailable)?
+                    .rows_affected();
+                    if n != 1 {
+                        return Err(StoreError::Corrupt(format!(
+                            "no running claim for tenant '{tenant_id}' nonce '{nonce}'"
+                        )));
+                    }
+                    Applied::Index(idx)
+                }
+                WriteOp::Receipt(receipt, _) => {
+                    Applied::Index(insert_receipt(conn, receipt, &mut next).await?)
+                }
+            };
+            replies.push(r);
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        return Err((ops, e));
+    }
+    if let Err(e) = sqlx::query("COMMIT").execute(&mut *conn).await {
+        return Err((ops, unavailable(e)));
+    }
+    for (op, r) in ops.into_iter().zip(replies) {
+        match (op, r) {
+            (WriteOp::Claim(_, tx), Applied::Claim(c)) => done.push(Done::Claim(tx, c)),
+            (WriteOp::Complete { reply, .. }, Applied::Index(i)) => {
+                done.push(Done::Index(reply, i))
+            }
+            (WriteOp::Receipt(_, tx), Applied::Index(i)) => done.push(Done::Index(tx, i)),
+            (op, _) => op.fail(StoreError::Corrupt("writer reply mismatch".into())),
+        }
+    }
+    Ok(done)
+}
+
+async fn apply_claim(conn: &mut SqliteConnection, c: &Claim) -> Result<ClaimResult, StoreError> {
+    let existing = sqlx::query(
+        "SELECT e.tenant_id, e.nonce, e.exec_id, e.status, e.template, r.log_index, r.receipt_hash, \
+         r.exec_id AS r_exec_id, r.receipt, r.signature, r.key_id, r.result, r.message \
+         FROM executions e LEFT JOIN receipts r ON r.receipt_hash = e.receipt_hash \
+         WHERE e.tenant_id = ? AND e.nonce = ?",
+    )
+    .bind(&c.tenant_id)
+    .bind(&c.nonce)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(unavailable)?;
+    if let Some(row) = existing {
+        return Ok(ClaimResult::NonceTaken(Box::new(claim_row(&row)?)));
+    }
+    if let Some(key) = &c.approval_key {
+        let used: Option<String> =
+            sqlx::query_scalar("SELECT exec_id FROM approvals_used WHERE approval_key = ?")
+                .bind(key)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(unavailable)?;
+        if let Some(exec_id) = used {
+            return Ok(ClaimResult::ApprovalReused { exec_id });
+        }
+        sqlx::query("INSERT INTO approvals_used (approval_key, exec_id) VALUES (?, ?)")
+            .bind(key)
+            .bind(&c.exec_id)
+            .execute(&mut *conn)
+            .await
+            .map_err(unavailable)?;
+    }
+    sqlx::query(
+        "INSERT INTO executions (tenant_id, nonce, exec_id, action, status, template, claimed_at) \
+         VALUES (?, ?, ?, ?, 'running', ?, ?)",
+    )
+    .bind(&c.tenant_id)
+    .bind(&c.nonce)
+    .bind(&c.exec_id)
+    .bind(&c.action)
+    .bind(&c.template)
+    .bind(now_text())
+    .execute(&mut *conn)
+    .await
+    .map_err(unavailable)?;
+    Ok(ClaimResult::Claimed)
+}
+
+async fn insert_receipt(
+    conn: &mut SqliteConnection,
+    r: &NewReceipt,
+    next: &mut i64,
+) -> Result<u64, StoreError> {
+    let existing: Option<i64> =
+        sqlx::query_scalar("SELECT log_index FROM receipts WHERE receipt_hash = ?")
+            .bind(&r.receipt_hash)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(unavailable)?;
+    if let Some(i) = existing {
+        return Ok(i as u64);
+    }
+    let idx = *next;
+    sqlx::query(
+        "INSERT INTO receipts (log_index, receipt_hash, exec_id, receipt, signature, key_id, result, message, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(idx)
+    .bind(&r.receipt_hash)
+    .bind(&r.exec_id)
+    .bind(&r.receipt)
+    .bind(&r.signature)
+    .bind(&r.key_id)
+    .bind(&r.result)
+    .bind(&r.message)
+    .bind(now_text())
+    .execute(&mut *conn)
+    .await
+    .map_err(unavailable)?;
+    *next += 1;
+    Ok(idx as u64)
+}
