@@ -157,6 +157,8 @@ enum Done {
 enum Applied {
     Claim(ClaimResult),
     Index(u64),
+    /// This write alone was refused; the rest of the batch goes on.
+    Failed(StoreError),
 }
 
 /// The service's store.
@@ -467,7 +469,8 @@ async fn commit_batch(
                     receipt,
                     ..
                 } => {
-                    let idx = insert_receipt(conn, receipt, &mut next).await?;
+                    // Update first: a claim that is not running (a bug, or a row edited by hand)
+                    // fails this write alone, before it wrote anything, not the whole batch.
                     let n = sqlx::query(
                         "UPDATE executions SET status = ?, receipt_hash = ? \
                          WHERE tenant_id = ? AND nonce = ? AND status = 'running'",
@@ -480,12 +483,13 @@ async fn commit_batch(
                     .await
                     .map_err(unavailable)?
                     .rows_affected();
-                    if n != 1 {
-                        return Err(StoreError::Corrupt(format!(
+                    if n == 1 {
+                        Applied::Index(insert_receipt(conn, receipt, &mut next).await?)
+                    } else {
+                        Applied::Failed(StoreError::Corrupt(format!(
                             "no running claim for tenant '{tenant_id}' nonce '{nonce}'"
-                        )));
+                        )))
                     }
-                    Applied::Index(idx)
                 }
                 WriteOp::Receipt(receipt, _) => {
                     Applied::Index(insert_receipt(conn, receipt, &mut next).await?)
@@ -509,6 +513,7 @@ async fn commit_batch(
                 done.push(Done::Index(reply, i))
             }
             (WriteOp::Receipt(_, tx), Applied::Index(i)) => done.push(Done::Index(tx, i)),
+            (op, Applied::Failed(e)) => op.fail(e),
             (op, _) => op.fail(StoreError::Corrupt("writer reply mismatch".into())),
         }
     }
