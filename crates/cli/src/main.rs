@@ -70,6 +70,9 @@ struct ServeArgs {
     /// Receipt signing key file (PKCS#8 PEM or raw base64 seed).
     #[arg(long, env = "OPENEXEC_RECEIPT_KEY")]
     receipt_key: Option<String>,
+    /// Public keys of earlier receipt keys (after a rotation): published and trusted, not used to sign.
+    #[arg(long, env = "OPENEXEC_PREVIOUS_RECEIPT_KEYS")]
+    previous_receipt_keys: Option<String>,
     /// Origin line of the receipt log.
     #[arg(long, env = "OPENEXEC_LOG_ORIGIN")]
     log_origin: Option<String>,
@@ -111,6 +114,7 @@ impl ServeArgs {
             data_dir: self.data_dir,
             db_url: self.db_url,
             receipt_key: self.receipt_key,
+            previous_receipt_keys: self.previous_receipt_keys,
             log_origin: self.log_origin,
             allowed_actions: self.allowed_actions.map(|a| vec![a]),
             clawshield_public_key: self.clawshield_public_key,

@@ -49,6 +49,9 @@ pub struct Settings {
     pub db_url: Option<String>,
     /// Path of the receipt signing key (or the key itself, PEM or raw base64).
     pub receipt_key: Option<String>,
+    /// Public keys of earlier receipt keys (PEM or raw base64, or a file): still published in
+    /// `/keys` and accepted by `/receipts/verify` after a rotation.
+    pub previous_receipt_keys: Option<String>,
     pub log_origin: Option<String>,
     /// Comma-separated in the environment; a list in TOML.
     pub allowed_actions: Option<Vec<String>>,
@@ -73,6 +76,7 @@ impl Settings {
             data_dir: self.data_dir.or(lower.data_dir),
             db_url: self.db_url.or(lower.db_url),
             receipt_key: self.receipt_key.or(lower.receipt_key),
+            previous_receipt_keys: self.previous_receipt_keys.or(lower.previous_receipt_keys),
             log_origin: self.log_origin.or(lower.log_origin),
             allowed_actions: self.allowed_actions.or(lower.allowed_actions),
             clawshield_public_key: self.clawshield_public_key.or(lower.clawshield_public_key),
@@ -153,6 +157,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub db: DbTarget,
     pub receipt_key: Option<String>,
+    pub previous_receipt_keys: Option<String>,
     pub log_origin: Option<String>,
     pub allowed_actions: Option<Vec<String>>,
     pub approval_keys: Option<String>,
@@ -207,6 +212,7 @@ impl Config {
             data_dir: s.data_dir.unwrap_or_else(|| PathBuf::from("./.openexec")),
             db: DbTarget::parse(s.db_url.as_deref().unwrap_or(DEFAULT_DB_URL))?,
             receipt_key: nonempty(s.receipt_key),
+            previous_receipt_keys: nonempty(s.previous_receipt_keys),
             log_origin: nonempty(s.log_origin),
             allowed_actions,
             approval_keys: nonempty(s.clawshield_public_key),

@@ -134,8 +134,11 @@ enum Existing {
 
 /// Keys the service holds.
 pub struct Keys {
+    /// The key signing receipts now.
     pub receipt: SigningKey,
     pub receipt_key_id: String,
+    /// Earlier receipt keys: published and trusted for verification, never used to sign.
+    pub previous_receipt: Vec<VerifyingKey>,
     pub approval: Vec<VerifyingKey>,
 }
 
@@ -144,8 +147,16 @@ impl Keys {
         Keys {
             receipt_key_id: key_id(&receipt.verifying_key()),
             receipt,
+            previous_receipt: Vec::new(),
             approval,
         }
+    }
+
+    /// Every receipt key that verifies, the signing one first.
+    pub fn receipt_verifying(&self) -> Vec<VerifyingKey> {
+        let mut v = vec![self.receipt.verifying_key()];
+        v.extend(self.previous_receipt.iter().copied());
+        v
     }
 }
 

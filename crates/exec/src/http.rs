@@ -264,7 +264,7 @@ fn key_entry(k: &VerifyingKey) -> Value {
 async fn keys(State(s): State<AppState>) -> Json<Value> {
     let k = s.engine.keys();
     Json(json!({
-        "receipt_keys": [key_entry(&k.receipt.verifying_key())],
+        "receipt_keys": k.receipt_verifying().iter().map(key_entry).collect::<Vec<_>>(),
         "approval_keys": k.approval.iter().map(key_entry).collect::<Vec<_>>(),
     }))
 }
@@ -322,7 +322,7 @@ async fn verify_receipt(State(s): State<AppState>, req: Request) -> Response {
             "the request body must be a JSON object",
         );
     };
-    let keys = [s.engine.keys().receipt.verifying_key()];
+    let keys = s.engine.keys().receipt_verifying();
     // A whole evidence object, bare or under "evidence": checked offline.
     let evidence = match obj.get("evidence") {
         Some(e) if e.is_object() => Some(e),

@@ -78,15 +78,27 @@ pub fn write_private(path: &Path, pem: &str) -> anyhow::Result<()> {
 /// ClawShield's public keys: `CLAWSHIELD_PUBLIC_KEY` holds one or more keys (PEM or raw base64),
 /// or the path of a file that does.
 pub fn approval_keys(cfg: &Config) -> anyhow::Result<Vec<VerifyingKey>> {
-    let Some(v) = &cfg.approval_keys else {
+    public_keys(cfg.approval_keys.as_deref(), "CLAWSHIELD_PUBLIC_KEY")
+}
+
+/// Earlier receipt keys (`OPENEXEC_PREVIOUS_RECEIPT_KEYS`), still trusted for verification.
+pub fn previous_receipt_keys(cfg: &Config) -> anyhow::Result<Vec<VerifyingKey>> {
+    public_keys(
+        cfg.previous_receipt_keys.as_deref(),
+        "OPENEXEC_PREVIOUS_RECEIPT_KEYS",
+    )
+}
+
+fn public_keys(value: Option<&str>, name: &str) -> anyhow::Result<Vec<VerifyingKey>> {
+    let Some(v) = value else {
         return Ok(Vec::new());
     };
     let text = if !looks_inline(v) && Path::new(v.trim()).is_file() {
         std::fs::read_to_string(v.trim())
-            .with_context(|| format!("CLAWSHIELD_PUBLIC_KEY: cannot read {}", v.trim()))?
+            .with_context(|| format!("{name}: cannot read {}", v.trim()))?
     } else {
-        v.clone()
+        v.to_string()
     };
     keys::parse_verifying_keys(&text)
-        .context("CLAWSHIELD_PUBLIC_KEY does not hold Ed25519 public keys")
+        .with_context(|| format!("{name} does not hold Ed25519 public keys"))
 }

@@ -41,6 +41,7 @@ impl Service {
         })?;
         let receipt = keyfile::receipt_key(&cfg)?;
         let approval = keyfile::approval_keys(&cfg)?;
+        let previous = keyfile::previous_receipt_keys(&cfg)?;
         if cfg.mode == Mode::Demo {
             tracing::warn!("==============================================================");
             tracing::warn!("DEMO MODE: actions run WITHOUT approval. Every receipt says");
@@ -58,7 +59,11 @@ impl Service {
         let listener = tokio::net::TcpListener::bind(&cfg.bind)
             .await
             .with_context(|| format!("cannot listen on {}", cfg.bind))?;
-        let engine = Engine::new(cfg, store, handlers, Keys::new(receipt, approval));
+        let keys = Keys {
+            previous_receipt: previous,
+            ..Keys::new(receipt, approval)
+        };
+        let engine = Engine::new(cfg, store, handlers, keys);
         let n = engine
             .recover_interrupted()
             .await
