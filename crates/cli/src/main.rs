@@ -43,7 +43,7 @@ enum Cmd {
         /// The evidence file (an /execute answer, a GET /receipts answer, or the evidence itself); - for stdin.
         evidence: PathBuf,
         /// A receipt public key (PEM or raw base64, or a file holding one); repeatable.
-        #[arg(long = "key", required = true)]
+        #[arg(long = "key", required = true, allow_hyphen_values = true)]
         keys: Vec<String>,
     },
     /// Print the canonical forms and hashes of a request.
@@ -207,27 +207,26 @@ fn serve(a: ServeArgs) -> Result<(), Fail> {
         .map_err(usage)?;
     let rt = tokio::runtime::Runtime::new().map_err(|e| Fail(3, e.into()))?;
     rt.block_on(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        // Take over SIGTERM/SIGINT before anyone can learn our address: from the listening line
+        // on, a signal means a graceful stop, never an abrupt one.
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
         let svc = Service::start(cfg, Registry::builtin()).await?;
         let addr = svc.local_addr()?;
         // One line on stdout that scripts and tests can wait for.
         println!("openexec: listening on http://{addr}");
         tracing::info!(%addr, "listening");
-        svc.run(shutdown_signal()).await
+        svc.run(async move {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+            tracing::info!("shutdown requested");
+        })
+        .await
     })
     .map_err(|e| Fail(3, e))
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = tokio::signal::ctrl_c() => {},
-    }
-    tracing::info!("shutdown requested");
 }
 
 fn keygen(out: &std::path::Path) -> anyhow::Result<()> {

@@ -207,10 +207,17 @@ impl Engine {
     pub async fn recover_interrupted(&self) -> Result<usize, StoreError> {
         let rows = self.store.running().await?;
         let mut n = 0;
+        let mut dead_owners = std::collections::BTreeSet::new();
         for row in rows {
             let key = (row.tenant_id.clone(), row.nonce.clone());
-            if self.lock_inflight().contains_key(&key) {
-                continue; // still running here
+            if row.owner == self.store.owner() {
+                if self.lock_inflight().contains_key(&key) {
+                    continue; // still running here
+                }
+            } else if self.store.owner_alive(&row.owner) {
+                continue; // running in another live process on this database
+            } else {
+                dead_owners.insert(row.owner.clone());
             }
             let mut receipt: Receipt = serde_json::from_str(&row.template).map_err(|e| {
                 StoreError::Corrupt(format!("claim template of {}: {e}", row.exec_id))
@@ -226,6 +233,9 @@ impl Engine {
                 "a handler was interrupted (the process stopped while it ran); its request now answers 409 outcome_unknown");
             n += 1;
         }
+        for owner in dead_owners {
+            self.store.forget_owner(&owner);
+        }
         if let Ok(mut o) = self.orphaned.lock() {
             o.clear();
         }
@@ -233,12 +243,15 @@ impl Engine {
     }
 
     /// Retry writing `interrupted` receipts for claims whose receipt write failed, until the
-    /// store takes them. Runs until the process ends.
+    /// store takes them, and (every few seconds) for claims of other processes on the same
+    /// database that died. Runs until the process ends.
     pub async fn repair_loop(self: Arc<Self>) {
+        let mut tick: u64 = 0;
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
+            tick += 1;
             let pending = self.orphaned.lock().map(|o| !o.is_empty()).unwrap_or(false);
-            if pending {
+            if pending || tick.is_multiple_of(5) {
                 match self.recover_interrupted().await {
                     Ok(n) => {
                         tracing::info!(recovered = n, "store is back; interrupted receipts written")

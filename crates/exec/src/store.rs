@@ -6,7 +6,7 @@
 //! one fsync per request, and nothing is acknowledged before its commit returned. Reads use a
 //! separate pool (WAL lets them run beside the writer).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -96,6 +96,8 @@ pub struct ClaimRow {
     pub tenant_id: String,
     pub nonce: String,
     pub exec_id: String,
+    /// The process that claimed it.
+    pub owner: String,
     pub status: ClaimStatus,
     pub template: String,
     pub receipt: Option<StoredReceipt>,
@@ -163,6 +165,12 @@ enum Applied {
 
 /// The service's store.
 pub struct Store {
+    /// This process's identity in `executions.owner`.
+    owner: String,
+    /// `<db>.owners/`: one lock file per live process, held (flock) for as long as it runs, so
+    /// another process can tell a crashed owner from a live one on the same database.
+    owners_dir: PathBuf,
+    _owner_lock: std::fs::File,
     read: SqlitePool,
     /// Taken (and so dropped) by [`Store::close`]; the writer ends once no sender is left.
     writer: std::sync::Mutex<Option<mpsc::Sender<WriteOp>>>,
@@ -198,9 +206,14 @@ impl Store {
             .connect_with(opts)
             .await
             .map_err(|e| anyhow::anyhow!("cannot open database {}: {e}", path.display()))?;
+        let owners_dir = PathBuf::from(format!("{}.owners", path.display()));
+        let (owner, owner_lock) = take_owner_lock(&owners_dir)?;
         let (tx, rx) = mpsc::channel(4096);
-        let task = tokio::spawn(writer_loop(conn, rx));
+        let task = tokio::spawn(writer_loop(conn, rx, owner.clone()));
         Ok(Store {
+            owner,
+            owners_dir,
+            _owner_lock: owner_lock,
             read,
             writer: std::sync::Mutex::new(Some(tx)),
             writer_task: tokio::sync::Mutex::new(Some(task)),
@@ -284,7 +297,7 @@ impl Store {
         let row = self
             .read(
                 sqlx::query(
-                    "SELECT e.tenant_id, e.nonce, e.exec_id, e.status, e.template, r.log_index, r.receipt_hash, \
+                    "SELECT e.tenant_id, e.nonce, e.exec_id, e.owner, e.status, e.template, r.log_index, r.receipt_hash, \
                      r.exec_id AS r_exec_id, r.receipt, r.signature, r.key_id, r.result, r.message \
                      FROM executions e LEFT JOIN receipts r ON r.receipt_hash = e.receipt_hash \
                      WHERE e.tenant_id = ? AND e.nonce = ?",
@@ -302,7 +315,7 @@ impl Store {
         let rows = self
             .read(
                 sqlx::query(
-                    "SELECT tenant_id, nonce, exec_id, status, template, NULL AS log_index FROM executions \
+                    "SELECT tenant_id, nonce, exec_id, owner, status, template, NULL AS log_index FROM executions \
                      WHERE status = 'running' ORDER BY claimed_at",
                 )
                 .fetch_all(&self.read),
@@ -349,6 +362,41 @@ impl Store {
             .ok_or_else(|| unavailable("the store is closed"))
     }
 
+    /// This process's owner id.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// Is the process that claimed with this owner id still running? Its lock file is held for
+    /// as long as it lives; a missing or unlocked file means it is gone. When unsure, alive:
+    /// a live claim must never be declared interrupted.
+    pub fn owner_alive(&self, owner: &str) -> bool {
+        if owner == self.owner {
+            return true;
+        }
+        if !owner.bytes().all(|b| b.is_ascii_hexdigit()) || owner.is_empty() {
+            return false; // not a name we ever write; no process can hold it
+        }
+        let path = self.owners_dir.join(format!("{owner}.lock"));
+        let f = match std::fs::OpenOptions::new().write(true).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
+            Err(_) => return true,
+        };
+        match f.try_lock() {
+            Ok(()) => false,
+            Err(std::fs::TryLockError::WouldBlock) => true,
+            Err(std::fs::TryLockError::Error(_)) => true,
+        }
+    }
+
+    /// Remove the lock file of an owner that is gone and has no claims left to recover.
+    pub fn forget_owner(&self, owner: &str) {
+        if owner != self.owner && !self.owner_alive(owner) {
+            let _ = std::fs::remove_file(self.owners_dir.join(format!("{owner}.lock")));
+        }
+    }
+
     /// Is the database answering?
     pub async fn ping(&self) -> bool {
         self.sender().is_ok() && sqlx::query("SELECT 1").execute(&self.read).await.is_ok()
@@ -364,7 +412,27 @@ impl Store {
             let _ = task.await;
         }
         self.read.close().await;
+        let _ = std::fs::remove_file(self.owners_dir.join(format!("{}.lock", self.owner)));
     }
+}
+
+/// Create this process's lock file under `dir` and hold an exclusive lock on it.
+fn take_owner_lock(dir: &Path) -> anyhow::Result<(String, std::fs::File)> {
+    use rand_core::RngCore;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    let mut id = [0u8; 8];
+    rand_core::OsRng.fill_bytes(&mut id);
+    let owner = hex::encode(id);
+    let path = dir.join(format!("{owner}.lock"));
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
+    f.try_lock()
+        .map_err(|e| anyhow::anyhow!("cannot lock {}: {e}", path.display()))?;
+    Ok((owner, f))
 }
 
 fn claim_row(r: &sqlx::sqlite::SqliteRow) -> Result<ClaimRow, StoreError> {
@@ -381,6 +449,7 @@ fn claim_row(r: &sqlx::sqlite::SqliteRow) -> Result<ClaimRow, StoreError> {
         tenant_id: get("tenant_id")?,
         nonce: get("nonce")?,
         exec_id: get("exec_id")?,
+        owner: get("owner")?,
         status: ClaimStatus::parse(&get("status")?)?,
         template: get("template")?,
         receipt,
@@ -413,13 +482,13 @@ fn stored_receipt(
     })
 }
 
-async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<WriteOp>) {
+async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<WriteOp>, owner: String) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let started = Instant::now();
         let ops: Vec<WriteOp> = std::mem::take(&mut batch);
         metrics::histogram!("openexec_store_batch_size").record(ops.len() as f64);
-        match commit_batch(&mut conn, ops).await {
+        match commit_batch(&mut conn, ops, &owner).await {
             Ok(done) => {
                 for d in done {
                     match d {
@@ -447,6 +516,7 @@ async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<WriteOp>
 async fn commit_batch(
     conn: &mut SqliteConnection,
     ops: Vec<WriteOp>,
+    owner: &str,
 ) -> Result<Vec<Done>, (Vec<WriteOp>, StoreError)> {
     if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
         return Err((ops, unavailable(e)));
@@ -461,7 +531,7 @@ async fn commit_batch(
         let mut next = next;
         for op in &ops {
             let r = match op {
-                WriteOp::Claim(c, _) => Applied::Claim(apply_claim(conn, c).await?),
+                WriteOp::Claim(c, _) => Applied::Claim(apply_claim(conn, c, owner).await?),
                 WriteOp::Complete {
                     tenant_id,
                     nonce,
@@ -520,9 +590,13 @@ async fn commit_batch(
     Ok(done)
 }
 
-async fn apply_claim(conn: &mut SqliteConnection, c: &Claim) -> Result<ClaimResult, StoreError> {
+async fn apply_claim(
+    conn: &mut SqliteConnection,
+    c: &Claim,
+    owner: &str,
+) -> Result<ClaimResult, StoreError> {
     let existing = sqlx::query(
-        "SELECT e.tenant_id, e.nonce, e.exec_id, e.status, e.template, r.log_index, r.receipt_hash, \
+        "SELECT e.tenant_id, e.nonce, e.exec_id, e.owner, e.status, e.template, r.log_index, r.receipt_hash, \
          r.exec_id AS r_exec_id, r.receipt, r.signature, r.key_id, r.result, r.message \
          FROM executions e LEFT JOIN receipts r ON r.receipt_hash = e.receipt_hash \
          WHERE e.tenant_id = ? AND e.nonce = ?",
@@ -553,14 +627,15 @@ async fn apply_claim(conn: &mut SqliteConnection, c: &Claim) -> Result<ClaimResu
             .map_err(unavailable)?;
     }
     sqlx::query(
-        "INSERT INTO executions (tenant_id, nonce, exec_id, action, status, template, claimed_at) \
-         VALUES (?, ?, ?, ?, 'running', ?, ?)",
+        "INSERT INTO executions (tenant_id, nonce, exec_id, action, status, template, owner, claimed_at) \
+         VALUES (?, ?, ?, ?, 'running', ?, ?, ?)",
     )
     .bind(&c.tenant_id)
     .bind(&c.nonce)
     .bind(&c.exec_id)
     .bind(&c.action)
     .bind(&c.template)
+    .bind(owner)
     .bind(now_text())
     .execute(&mut *conn)
     .await

@@ -10,6 +10,9 @@ CREATE TABLE executions (
     -- receipt if the process dies while the handler runs)
     template     TEXT NOT NULL,
     receipt_hash TEXT,
+    -- the process that claimed it (see Store::owner_alive): only a claim whose owner is gone can
+    -- become `interrupted`
+    owner        TEXT NOT NULL,
     claimed_at   TEXT NOT NULL,
     PRIMARY KEY (tenant_id, nonce)
 );
