@@ -1,0 +1,164 @@
+//! Request bodies for `POST /execute`: every request carries a nonce never used before.
+//!
+//! Demo mode needs no artifact, so bodies come from a template and a counter (one small
+//! allocation per request, no JSON serialisation). Clawshield mode needs a signed v1 artifact
+//! bound to each nonce; those are minted before the timed window (on all cores, while no server
+//! runs) into a fixed pool, so signing is never measured. When the pool runs dry the workers
+//! stop and the run is reported as failed instead of silently measuring something else.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use openexec_core::artifact::{sign_v1, V1Params};
+use openexec_core::keys::SigningKey;
+use serde_json::{json, Value};
+
+/// The action every request runs (a built-in, so handler cost is near zero).
+pub const ACTION: &str = "echo";
+
+/// The payload of request number `i`.
+pub fn payload(i: u64) -> Value {
+    json!({ "i": i })
+}
+
+/// Where a worker gets its next `/execute` body.
+pub enum BodySource {
+    /// `{"action":"echo","payload":{"i":N},"nonce":"<run>-dN"}` for N = 0, 1, 2, …
+    Template { run_id: String, next: AtomicU64 },
+    /// Pre-built bodies (each with its own signed artifact), handed out once each.
+    Pool {
+        bodies: Vec<Bytes>,
+        next: AtomicUsize,
+    },
+}
+
+impl BodySource {
+    /// Unlimited demo bodies for run `run_id` (which makes the nonces unique across runs).
+    pub fn template(run_id: &str) -> BodySource {
+        BodySource::Template {
+            run_id: run_id.to_string(),
+            next: AtomicU64::new(0),
+        }
+    }
+
+    /// A fixed pool of pre-built bodies.
+    pub fn pool(bodies: Vec<Bytes>) -> BodySource {
+        BodySource::Pool {
+            bodies,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The next body, or `None` when a pool is used up.
+    pub fn next(&self) -> Option<Bytes> {
+        match self {
+            BodySource::Template { run_id, next } => {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                Some(Bytes::from(demo_body(run_id, i)))
+            }
+            BodySource::Pool { bodies, next } => {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                bodies.get(i).cloned()
+            }
+        }
+    }
+
+    /// How many bodies were handed out.
+    pub fn used(&self) -> u64 {
+        match self {
+            BodySource::Template { next, .. } => next.load(Ordering::Relaxed),
+            BodySource::Pool { bodies, next } => {
+                (next.load(Ordering::Relaxed) as u64).min(bodies.len() as u64)
+            }
+        }
+    }
+
+    /// The pool's size; `None` for an unlimited template.
+    pub fn capacity(&self) -> Option<u64> {
+        match self {
+            BodySource::Template { .. } => None,
+            BodySource::Pool { bodies, .. } => Some(bodies.len() as u64),
+        }
+    }
+}
+
+/// The demo body of request `i` (the same JSON `serde_json` would write, built by hand).
+pub fn demo_body(run_id: &str, i: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(64 + run_id.len());
+    v.extend_from_slice(b"{\"action\":\"echo\",\"payload\":{\"i\":");
+    // Writing into a Vec cannot fail.
+    let _ = write!(v, "{i}");
+    v.extend_from_slice(b"},\"nonce\":\"");
+    v.extend_from_slice(run_id.as_bytes());
+    let _ = write!(v, "-d{i}\"}}");
+    v
+}
+
+/// The nonce of clawshield request `i`.
+pub fn clawshield_nonce(run_id: &str, i: u64) -> String {
+    format!("{run_id}-c{i}")
+}
+
+/// Mint `count` clawshield bodies (request numbers `0..count`), each with a v1 artifact for
+/// `tenant` bound to its own nonce, valid from `issued_at` to `expires_at`; spread over
+/// `threads` OS threads. The result is in request order.
+pub fn mint_clawshield(
+    sk: &SigningKey,
+    run_id: &str,
+    tenant: &str,
+    count: u64,
+    issued_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    threads: usize,
+) -> Vec<Bytes> {
+    let threads = threads.max(1) as u64;
+    let chunk = count.div_ceil(threads).max(1);
+    let mint_range = |start: u64, end: u64| -> Vec<Bytes> {
+        (start..end)
+            .map(|i| {
+                let nonce = clawshield_nonce(run_id, i);
+                let payload = payload(i);
+                let approval_id = format!("{run_id}-a{i}");
+                let art = sign_v1(
+                    &V1Params {
+                        approval_id: &approval_id,
+                        tenant_id: tenant,
+                        action: ACTION,
+                        payload: &payload,
+                        nonce: &nonce,
+                        issued_at,
+                        expires_at,
+                        decision_id: None,
+                        policy_hash: None,
+                    },
+                    sk,
+                );
+                let body = json!({
+                    "action": ACTION,
+                    "payload": payload,
+                    "nonce": nonce,
+                    "approval_artifact": art,
+                });
+                Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+            })
+            .collect()
+    };
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let start = (t * chunk).min(count);
+                let end = ((t + 1) * chunk).min(count);
+                let mint_range = &mint_range;
+                s.spawn(move || mint_range(start, end))
+            })
+            .collect();
+        let mut out = Vec::with_capacity(count as usize);
+        for h in handles {
+            // A minting thread only panics if serde_json or signing does: propagate it.
+            out.extend(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+        }
+        out
+    })
+}

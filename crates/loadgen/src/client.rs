@@ -1,0 +1,257 @@
+//! The HTTP client: N workers, each with one HTTP/1.1 keep-alive connection (hyper's low-level
+//! `client::conn::http1` over a `TcpStream` with `TCP_NODELAY`), sending one request at a time
+//! until the window closes.
+//!
+//! A request counts when it started after the warmup and its whole answer was read before the
+//! end of the window. Every body is read in full; a few 200 bodies are kept for the sanity check.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
+use hyper::{Method, Request, Uri};
+use hyper_util::rt::TokioIo;
+
+use crate::bodies::BodySource;
+
+/// Which endpoint a phase drives.
+#[derive(Clone)]
+pub enum Endpoint {
+    /// `GET /health`: the trivial endpoint of the same server.
+    Health,
+    /// `POST /execute` with bodies from the source.
+    Execute(Arc<BodySource>),
+}
+
+impl Endpoint {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Endpoint::Health => "GET /health",
+            Endpoint::Execute(_) => "POST /execute",
+        }
+    }
+}
+
+/// When a phase measures.
+#[derive(Clone, Copy, Debug)]
+pub struct Window {
+    /// Requests started before this are warmup.
+    pub measure_from: Instant,
+    /// No request starts at or after this; answers after it are not counted.
+    pub end: Instant,
+}
+
+/// What a phase (or one worker of it) saw inside the window.
+pub struct Outcome {
+    /// Latency of each 200 answer, in µs.
+    pub hist: Histogram<u64>,
+    /// Answers with status 200.
+    pub ok: u64,
+    /// Other answers, by status.
+    pub non_ok: BTreeMap<u16, u64>,
+    /// The first body of each non-200 status (for the report).
+    pub non_ok_examples: BTreeMap<u16, Bytes>,
+    /// Connections that failed mid-request (then reopened).
+    pub transport_errors: u64,
+    /// A few 200 bodies, for the sanity check.
+    pub samples: Vec<Bytes>,
+    /// The pool of bodies ran out (the phase ended early for that worker).
+    pub exhausted_at: Option<Instant>,
+}
+
+/// A latency histogram from 1 µs to one hour with 3 significant digits.
+pub fn new_histogram() -> Histogram<u64> {
+    // The bounds are constants that `new_with_bounds` accepts.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap_or_else(|e| panic!("histogram: {e}"))
+}
+
+impl Outcome {
+    fn new() -> Outcome {
+        Outcome {
+            hist: new_histogram(),
+            ok: 0,
+            non_ok: BTreeMap::new(),
+            non_ok_examples: BTreeMap::new(),
+            transport_errors: 0,
+            samples: Vec::new(),
+            exhausted_at: None,
+        }
+    }
+
+    fn merge(&mut self, o: Outcome) {
+        // Both histograms have the same bounds, so adding cannot fail.
+        let _ = self.hist.add(&o.hist);
+        self.ok += o.ok;
+        for (s, n) in o.non_ok {
+            *self.non_ok.entry(s).or_default() += n;
+        }
+        for (s, b) in o.non_ok_examples {
+            self.non_ok_examples.entry(s).or_insert(b);
+        }
+        self.transport_errors += o.transport_errors;
+        self.samples.extend(o.samples);
+        self.exhausted_at = match (self.exhausted_at, o.exhausted_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+}
+
+/// Keep every `SAMPLE_EVERY`-th 200 body of a worker, at most `SAMPLES_PER_WORKER` of them.
+const SAMPLE_EVERY: u64 = 101;
+const SAMPLES_PER_WORKER: usize = 8;
+
+async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    tcp.set_nodelay(true)?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+    tokio::spawn(async move {
+        // The connection ends when the worker drops its sender or the server closes it.
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+async fn worker(
+    addr: SocketAddr,
+    host: HeaderValue,
+    endpoint: Endpoint,
+    window: Window,
+) -> anyhow::Result<Outcome> {
+    let mut out = Outcome::new();
+    let json = HeaderValue::from_static("application/json");
+    let mut sender: Option<SendRequest<Full<Bytes>>> = None;
+    let mut failed_connects = 0u32;
+    let mut ok_seen = 0u64;
+    loop {
+        if Instant::now() >= window.end {
+            break;
+        }
+        let s = match &mut sender {
+            Some(s) => s,
+            None => match connect(addr).await {
+                Ok(s) => {
+                    failed_connects = 0;
+                    sender.insert(s)
+                }
+                Err(e) => {
+                    failed_connects += 1;
+                    if failed_connects >= 20 {
+                        return Err(e.context("20 connection attempts in a row failed"));
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let req = match &endpoint {
+            Endpoint::Health => Request::builder()
+                .method(Method::GET)
+                .uri(Uri::from_static("/health"))
+                .header(HOST, host.clone())
+                .body(Full::new(Bytes::new()))?,
+            Endpoint::Execute(src) => {
+                let Some(body) = src.next() else {
+                    out.exhausted_at = Some(Instant::now());
+                    break;
+                };
+                Request::builder()
+                    .method(Method::POST)
+                    .uri(Uri::from_static("/execute"))
+                    .header(HOST, host.clone())
+                    .header(CONTENT_TYPE, json.clone())
+                    .body(Full::new(body))?
+            }
+        };
+        if s.ready().await.is_err() {
+            out.transport_errors += 1;
+            sender = None;
+            continue;
+        }
+        let t0 = Instant::now();
+        let answer = match s.send_request(req).await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                resp.into_body()
+                    .collect()
+                    .await
+                    .map(|b| (status, b.to_bytes()))
+            }
+            Err(e) => Err(e),
+        };
+        let t1 = Instant::now();
+        let counted = t0 >= window.measure_from && t1 <= window.end;
+        match answer {
+            Ok((200, body)) => {
+                if counted {
+                    out.ok += 1;
+                    let us = t1.duration_since(t0).as_micros() as u64;
+                    out.hist.saturating_record(us.max(1));
+                    ok_seen += 1;
+                    if ok_seen % SAMPLE_EVERY == 1 && out.samples.len() < SAMPLES_PER_WORKER {
+                        out.samples.push(body);
+                    }
+                }
+            }
+            Ok((status, body)) => {
+                if counted {
+                    *out.non_ok.entry(status).or_default() += 1;
+                    out.non_ok_examples.entry(status).or_insert(body);
+                }
+            }
+            Err(_) => {
+                if counted {
+                    out.transport_errors += 1;
+                }
+                sender = None;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Run one phase: `connections` workers against `addr` for `warmup + duration`, on the current
+/// Tokio runtime. Returns the merged outcome of the measured window.
+pub async fn run_phase(
+    addr: SocketAddr,
+    endpoint: Endpoint,
+    connections: usize,
+    window: Window,
+) -> anyhow::Result<Outcome> {
+    let host = HeaderValue::from_str(&addr.to_string())?;
+    let mut tasks = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        tasks.push(tokio::spawn(worker(
+            addr,
+            host.clone(),
+            endpoint.clone(),
+            window,
+        )));
+    }
+    let mut all = Outcome::new();
+    let mut first_err = None;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(o)) => all.merge(o),
+            Ok(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            Err(e) => {
+                first_err.get_or_insert(anyhow::anyhow!("a worker panicked: {e}"));
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        bail!("{} phase failed: {e:#}", endpoint.label());
+    }
+    Ok(all)
+}

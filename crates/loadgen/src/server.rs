@@ -1,0 +1,260 @@
+//! Starting and stopping `openexec serve` on a fresh temporary directory, and reading the CPU
+//! time of processes and threads from `/proc` (to show how the two cores were shared).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// The line the server prints once bound.
+const LISTENING: &str = "openexec: listening on http://";
+
+/// A running `openexec serve`, stopped with SIGTERM when dropped if not before.
+pub struct Server {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub pid: u32,
+    stderr_path: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Start `bin serve` in `mode` on a new temporary directory (data dir and SQLite database
+    /// inside it), with `CLAWSHIELD_PUBLIC_KEY=clawshield_key` when given, and wait for it to
+    /// print its listening line.
+    pub fn start(bin: &Path, mode: &str, clawshield_key: Option<&str>) -> anyhow::Result<Server> {
+        let dir = tempfile::Builder::new()
+            .prefix("openexec-load-")
+            .tempdir()
+            .context("cannot create a temporary directory")?;
+        let data_dir = dir.path().join("data");
+        let db = dir.path().join("openexec.db");
+        let stderr_path = dir.path().join("server.stderr");
+        let stderr = std::fs::File::create(&stderr_path)
+            .with_context(|| format!("cannot create {}", stderr_path.display()))?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("serve");
+        // Only our settings: nothing from the caller's environment may change what is measured
+        // (OPENEXEC_LOG stays, as the caller's choice of log level).
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            if (k.starts_with("OPENEXEC_") && k != "OPENEXEC_LOG") || k.starts_with("CLAWSHIELD_") {
+                cmd.env_remove(k.as_ref());
+            }
+        }
+        cmd.env("OPENEXEC_BIND", "127.0.0.1:0")
+            .env("OPENEXEC_MODE", mode)
+            .env("OPENEXEC_DATA_DIR", &data_dir)
+            .env("OPENEXEC_DB_URL", format!("sqlite:///{}", db.display()))
+            .env("CLAWSHIELD_TENANT_ID", "default")
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr));
+        if let Some(k) = clawshield_key {
+            cmd.env("CLAWSHIELD_PUBLIC_KEY", k);
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let pid = child.id();
+        let stdout = child.stdout.take().context("no stdout pipe")?;
+        let (tx, rx) = mpsc::channel();
+        // Read the listening line, then keep draining stdout so the server never blocks on it.
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.strip_prefix(LISTENING) {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(rest.trim().to_string());
+                    }
+                }
+            }
+        });
+        let mut server = Server {
+            child: Some(child),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            pid,
+            stderr_path,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(addr) => {
+                    server.addr = addr
+                        .parse()
+                        .with_context(|| format!("unexpected listening address {addr:?}"))?;
+                    return Ok(server);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {
+                    if let Some(Ok(Some(status))) = server.child.as_mut().map(|c| c.try_wait()) {
+                        bail!(
+                            "the server exited ({status}) before listening; its stderr:\n{}",
+                            server.stderr_tail(40)
+                        );
+                    }
+                }
+                Err(_) => bail!(
+                    "the server printed no listening line within 60 s; its stderr:\n{}",
+                    server.stderr_tail(40)
+                ),
+            }
+        }
+    }
+
+    /// The temporary directory holding the server's state.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The last `n` lines the server wrote to stderr.
+    pub fn stderr_tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// Send SIGTERM (with `kill -TERM`) and wait for the server to exit (up to 30 s, then
+    /// SIGKILL).
+    pub fn stop(&mut self) -> anyhow::Result<ExitStatus> {
+        let Some(mut child) = self.child.take() else {
+            bail!("the server was already stopped");
+        };
+        if let Ok(Some(status)) = child.try_wait() {
+            return Ok(status);
+        }
+        let sent = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        if !matches!(sent, Ok(s) if s.success()) {
+            let _ = child.kill();
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let status = child.wait()?;
+                bail!("the server did not stop within 30 s of SIGTERM; killed ({status})");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let _ = self.stop();
+        }
+    }
+}
+
+/// Clock ticks per second of `/proc/*/stat` times (`getconf CLK_TCK`, else the usual 100).
+pub fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|t| *t > 0.0)
+        .unwrap_or(100.0)
+}
+
+/// `utime + stime` in clock ticks from the text of a `/proc/.../stat` file.
+pub fn stat_ticks(stat: &str) -> Option<u64> {
+    // The command name (field 2) is in parentheses and may hold spaces: split after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 overall are 12 and 13 after the name (state is the 1st here).
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Machine-wide CPU ticks from the first line of `/proc/stat`: (busy excluding softirq,
+/// softirq). Busy = user + nice + system + irq + steal (guest time is inside user).
+pub fn machine_ticks() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    machine_ticks_of(text.lines().next()?)
+}
+
+/// [`machine_ticks`] of one `cpu  …` line.
+pub fn machine_ticks_of(line: &str) -> Option<(u64, u64)> {
+    let f: Vec<u64> = line
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let at = |i: usize| f.get(i).copied().unwrap_or(0);
+    // user nice system idle iowait irq softirq steal
+    Some((at(0) + at(1) + at(2) + at(5) + at(7), at(6)))
+}
+
+/// CPU ticks used so far by process `pid` (all its threads); "self" for this process.
+pub fn process_ticks(pid: &str) -> Option<u64> {
+    stat_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// CPU ticks used so far by each thread of `pid`: (tid, thread name, ticks).
+pub fn thread_ticks(pid: u32) -> Vec<(String, String, u64)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in dir.flatten() {
+        let tid = e.file_name().to_string_lossy().to_string();
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let name = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        if let Some(t) = stat_ticks(&stat) {
+            out.push((tid, name.trim().to_string(), t));
+        }
+    }
+    out
+}
+
+/// CPU per thread name between two [`thread_ticks`] snapshots, largest first: (name, number
+/// of threads, total seconds, seconds of the busiest thread).
+pub fn thread_cpu_delta(
+    before: &[(String, String, u64)],
+    after: &[(String, String, u64)],
+    ticks_per_sec: f64,
+) -> Vec<(String, usize, f64, f64)> {
+    let mut by_name: std::collections::BTreeMap<String, (u64, usize, u64)> = Default::default();
+    for (tid, name, t) in after {
+        let t0 = before
+            .iter()
+            .find(|(b, _, _)| b == tid)
+            .map(|(_, _, t0)| *t0)
+            .unwrap_or(0);
+        let d = t.saturating_sub(t0);
+        let e = by_name.entry(name.clone()).or_default();
+        e.0 += d;
+        e.1 += 1;
+        e.2 = e.2.max(d);
+    }
+    let mut v: Vec<(String, usize, f64, f64)> = by_name
+        .into_iter()
+        .filter(|(_, (t, _, _))| *t > 0)
+        .map(|(name, (t, n, max))| {
+            (
+                name,
+                n,
+                t as f64 / ticks_per_sec,
+                max as f64 / ticks_per_sec,
+            )
+        })
+        .collect();
+    v.sort_by(|a, b| b.2.total_cmp(&a.2));
+    v
+}
