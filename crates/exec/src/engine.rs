@@ -169,6 +169,9 @@ pub struct Engine {
     tasks: TaskTracker,
     /// Claims whose receipt could not be written; turned into `interrupted` once the store is back.
     orphaned: Mutex<Vec<(String, String)>>,
+    /// Claims this process made whose outcome is not stored yet: their handler is running (or
+    /// their receipt is being written). Recovery never touches these.
+    claimed: Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 const POLL: Duration = Duration::from_millis(20);
@@ -183,6 +186,7 @@ impl Engine {
             inflight: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
             orphaned: Mutex::new(Vec::new()),
+            claimed: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -211,7 +215,12 @@ impl Engine {
         for row in rows {
             let key = (row.tenant_id.clone(), row.nonce.clone());
             if row.owner == self.store.owner() {
-                if self.lock_inflight().contains_key(&key) {
+                if self
+                    .claimed
+                    .lock()
+                    .map(|c| c.contains(&key))
+                    .unwrap_or(true)
+                {
                     continue; // still running here
                 }
             } else if self.store.owner_alive(&row.owner) {
@@ -319,53 +328,57 @@ impl Engine {
                 .await;
         };
 
-        match self.existing(&att).await {
-            Err(e) => return store_unavailable(&e),
-            Ok(Some(ex)) => return self.answer_existing(&att, &handler, ex).await,
-            Ok(None) => {}
+        // The nonce comes next in SPEC order. A duplicate running in this process is found in
+        // memory; one stored earlier is found by the claim itself (it reads back the row that
+        // holds the nonce), so the fast path makes no separate read. Before a refusal is given,
+        // the store is asked, so a request identical to a stored one still gets its stored answer.
+        let running_here = self
+            .lock_inflight()
+            .get(&(att.tenant_id.clone(), att.nonce.clone()))
+            .cloned();
+        if let Some(f) = running_here {
+            return self
+                .answer_existing(&att, &handler, Existing::Here(f))
+                .await;
         }
 
-        if let Some(m) = &att.payload_error {
-            let msg = format!(
-                "payload is a string that starts like a JSON object but does not parse: {m}"
-            );
-            return self
-                .refuse(
-                    &att,
-                    Some(&handler),
-                    Refusal::new(400, "invalid_payload", msg),
-                )
-                .await;
-        }
-        if let Err(m) = handler.validate(&att.payload) {
-            return self
-                .refuse(
-                    &att,
-                    Some(&handler),
-                    Refusal::new(400, "invalid_payload", m),
-                )
-                .await;
-        }
-        let approval = match self.cfg.mode {
-            Mode::Demo => None,
-            Mode::Clawshield => match self.check_approval(&att, true) {
-                Ok(a) => Some(a),
-                Err(r) => return self.refuse(&att, Some(&handler), r).await,
-            },
+        let checked = self.check_request(&att, &handler);
+        let approval = match checked {
+            Ok(approval) => approval,
+            Err(refusal) => {
+                return match self.store.lookup(&att.tenant_id, &att.nonce).await {
+                    Err(e) => store_unavailable(&e),
+                    Ok(Some(row)) => {
+                        self.answer_existing(&att, &handler, Existing::Stored(Box::new(row)))
+                            .await
+                    }
+                    Ok(None) => self.refuse(&att, Some(&handler), refusal).await,
+                };
+            }
         };
         self.claim_and_run(att, handler, approval).await
     }
 
-    async fn existing(&self, att: &Attempt) -> Result<Option<Existing>, StoreError> {
-        let key = (att.tenant_id.clone(), att.nonce.clone());
-        if let Some(f) = self.lock_inflight().get(&key) {
-            return Ok(Some(Existing::Here(f.clone())));
+    /// The checks after the nonce lookup, in SPEC order: payload, then (clawshield mode) the
+    /// approval with its time window. `Ok` carries the approval to record.
+    fn check_request(
+        &self,
+        att: &Attempt,
+        handler: &Arc<dyn Handler>,
+    ) -> Result<Option<ApprovalRef>, Refusal> {
+        if let Some(m) = &att.payload_error {
+            let msg = format!(
+                "payload is a string that starts like a JSON object but does not parse: {m}"
+            );
+            return Err(Refusal::new(400, "invalid_payload", msg));
         }
-        Ok(self
-            .store
-            .lookup(&att.tenant_id, &att.nonce)
-            .await?
-            .map(|r| Existing::Stored(Box::new(r))))
+        handler
+            .validate(&att.payload)
+            .map_err(|m| Refusal::new(400, "invalid_payload", m))?;
+        match self.cfg.mode {
+            Mode::Demo => Ok(None),
+            Mode::Clawshield => self.check_approval(att, true).map(Some),
+        }
     }
 
     /// The nonce is taken: a conflict, a replay, or a wait for the running first attempt.
@@ -568,8 +581,29 @@ impl Engine {
                 .as_ref()
                 .map(|a| format!("{}:{}", a.key_id, a.approval_id)),
         };
-        match self.store.claim(claim).await {
-            Err(e) => return store_unavailable(&e),
+        // Marked before the claim is sent: recovery must never see our own fresh claim unmarked.
+        let key = (att.tenant_id.clone(), att.nonce.clone());
+        if let Ok(mut c) = self.claimed.lock() {
+            c.insert(key.clone());
+        }
+        let claimed = self.store.claim(claim).await;
+        if !matches!(claimed, Ok(ClaimResult::Claimed)) {
+            if let Ok(mut c) = self.claimed.lock() {
+                c.remove(&key);
+            }
+        }
+        match claimed {
+            Err(e) => {
+                // Writes are failing. A request answered before can still be answered from a
+                // read; anything else runs nothing.
+                return match self.store.lookup(&att.tenant_id, &att.nonce).await {
+                    Ok(Some(row)) => {
+                        self.answer_existing(att, handler, Existing::Stored(Box::new(row)))
+                            .await
+                    }
+                    _ => store_unavailable(&e),
+                };
+            }
             Ok(ClaimResult::NonceTaken(row)) => {
                 return self
                     .answer_existing(att, handler, Existing::Stored(row))
@@ -660,11 +694,14 @@ impl Engine {
             }
         };
         let (rec, evidence) = self.seal(&receipt, result.as_ref(), message.clone());
-        match self
+        let stored = self
             .store
             .complete(&att.tenant_id, &att.nonce, status, rec)
-            .await
-        {
+            .await;
+        if let Ok(mut c) = self.claimed.lock() {
+            c.remove(&(att.tenant_id.clone(), att.nonce.clone()));
+        }
+        match stored {
             Ok(log_index) => {
                 let evidence = Evidence {
                     log_index,

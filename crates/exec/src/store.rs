@@ -6,6 +6,7 @@
 //! one fsync per request, and nothing is acknowledged before its commit returned. Reads use a
 //! separate pool (WAL lets them run beside the writer).
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -174,7 +175,8 @@ pub struct Store {
     read: SqlitePool,
     /// Taken (and so dropped) by [`Store::close`]; the writer ends once no sender is left.
     writer: std::sync::Mutex<Option<mpsc::Sender<WriteOp>>>,
-    writer_task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Fires when the writer thread has committed everything and closed its connection.
+    writer_done: tokio::sync::Mutex<Option<oneshot::Receiver<()>>>,
 }
 
 fn now_text() -> String {
@@ -193,30 +195,84 @@ impl Store {
             })?;
         }
         let opts = Self::options(&path, busy_timeout)?;
-        let mut conn = SqliteConnection::connect_with(&opts.clone().create_if_missing(true))
+        let owners_dir = PathBuf::from(format!("{}.owners", path.display()));
+        let (owner, owner_lock) = take_owner_lock(&owners_dir)?;
+
+        // The writer gets a thread and a runtime of its own: its statements run back to back,
+        // never queued behind request tasks on the busy shared runtime (which made each commit
+        // wait several scheduling rounds under load).
+        let (tx, rx) = mpsc::channel(4096);
+        let (ready_tx, ready_rx) = oneshot::channel::<anyhow::Result<()>>();
+        let (done_tx, done_rx) = oneshot::channel::<()>();
+        let writer_opts = opts.clone().create_if_missing(true);
+        let writer_owner = owner.clone();
+        let writer_path = path.clone();
+        std::thread::Builder::new()
+            .name("openexec-writer".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(anyhow::anyhow!("cannot start the writer: {e}")));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let opened = async {
+                        let mut conn =
+                            SqliteConnection::connect_with(&writer_opts)
+                                .await
+                                .map_err(|e| {
+                                    anyhow::anyhow!(
+                                        "cannot open database {}: {e}",
+                                        writer_path.display()
+                                    )
+                                })?;
+                        sqlx::migrate!("./migrations/sqlite")
+                            .run(&mut conn)
+                            .await
+                            .map_err(|e| {
+                                anyhow::anyhow!(
+                                    "cannot migrate database {}: {e}",
+                                    writer_path.display()
+                                )
+                            })?;
+                        anyhow::Ok(conn)
+                    }
+                    .await;
+                    match opened {
+                        Ok(conn) => {
+                            let _ = ready_tx.send(Ok(()));
+                            writer_loop(conn, rx, writer_owner).await;
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                        }
+                    }
+                });
+                let _ = done_tx.send(());
+            })
+            .map_err(|e| anyhow::anyhow!("cannot start the writer thread: {e}"))?;
+        ready_rx
             .await
-            .map_err(|e| anyhow::anyhow!("cannot open database {}: {e}", path.display()))?;
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&mut conn)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot migrate database {}: {e}", path.display()))?;
+            .map_err(|_| anyhow::anyhow!("the writer thread ended while opening the database"))??;
+
         let read = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(1)
             .connect_with(opts)
             .await
             .map_err(|e| anyhow::anyhow!("cannot open database {}: {e}", path.display()))?;
-        let owners_dir = PathBuf::from(format!("{}.owners", path.display()));
-        let (owner, owner_lock) = take_owner_lock(&owners_dir)?;
-        let (tx, rx) = mpsc::channel(4096);
-        let task = tokio::spawn(writer_loop(conn, rx, owner.clone()));
         Ok(Store {
             owner,
             owners_dir,
             _owner_lock: owner_lock,
             read,
             writer: std::sync::Mutex::new(Some(tx)),
-            writer_task: tokio::sync::Mutex::new(Some(task)),
+            writer_done: tokio::sync::Mutex::new(Some(done_rx)),
         })
     }
 
@@ -296,12 +352,11 @@ impl Store {
     ) -> Result<Option<ClaimRow>, StoreError> {
         let row = self
             .read(
-                sqlx::query(
-                    "SELECT e.tenant_id, e.nonce, e.exec_id, e.owner, e.status, e.template, r.log_index, r.receipt_hash, \
-                     r.exec_id AS r_exec_id, r.receipt, r.signature, r.key_id, r.result, r.message \
-                     FROM executions e LEFT JOIN receipts r ON r.receipt_hash = e.receipt_hash \
-                     WHERE e.tenant_id = ? AND e.nonce = ?",
-                )
+                sqlx::query(&format!(
+                    "SELECT {CLAIM_ROW_COLUMNS} FROM executions e \
+                     LEFT JOIN receipts r ON r.receipt_hash = e.receipt_hash \
+                     WHERE e.tenant_id = ? AND e.nonce = ?"
+                ))
                 .bind(tenant_id)
                 .bind(nonce)
                 .fetch_optional(&self.read),
@@ -408,8 +463,8 @@ impl Store {
         if let Ok(mut w) = self.writer.lock() {
             w.take();
         }
-        if let Some(task) = self.writer_task.lock().await.take() {
-            let _ = task.await;
+        if let Some(done) = self.writer_done.lock().await.take() {
+            let _ = done.await;
         }
         self.read.close().await;
         let _ = std::fs::remove_file(self.owners_dir.join(format!("{}.lock", self.owner)));
@@ -518,65 +573,25 @@ async fn commit_batch(
     ops: Vec<WriteOp>,
     owner: &str,
 ) -> Result<Vec<Done>, (Vec<WriteOp>, StoreError)> {
+    let t0 = Instant::now();
     if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
         return Err((ops, unavailable(e)));
     }
-    let mut done = Vec::with_capacity(ops.len());
-    let mut replies = Vec::with_capacity(ops.len());
-    let result: Result<(), StoreError> = async {
-        let next: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(log_index) + 1, 0) FROM receipts")
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(unavailable)?;
-        let mut next = next;
-        for op in &ops {
-            let r = match op {
-                WriteOp::Claim(c, _) => Applied::Claim(apply_claim(conn, c, owner).await?),
-                WriteOp::Complete {
-                    tenant_id,
-                    nonce,
-                    status,
-                    receipt,
-                    ..
-                } => {
-                    // Update first: a claim that is not running (a bug, or a row edited by hand)
-                    // fails this write alone, before it wrote anything, not the whole batch.
-                    let n = sqlx::query(
-                        "UPDATE executions SET status = ?, receipt_hash = ? \
-                         WHERE tenant_id = ? AND nonce = ? AND status = 'running'",
-                    )
-                    .bind(status.as_str())
-                    .bind(&receipt.receipt_hash)
-                    .bind(tenant_id)
-                    .bind(nonce)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(unavailable)?
-                    .rows_affected();
-                    if n == 1 {
-                        Applied::Index(insert_receipt(conn, receipt, &mut next).await?)
-                    } else {
-                        Applied::Failed(StoreError::Corrupt(format!(
-                            "no running claim for tenant '{tenant_id}' nonce '{nonce}'"
-                        )))
-                    }
-                }
-                WriteOp::Receipt(receipt, _) => {
-                    Applied::Index(insert_receipt(conn, receipt, &mut next).await?)
-                }
-            };
-            replies.push(r);
-        }
-        Ok(())
-    }
-    .await;
-    if let Err(e) = result {
-        return Err((ops, e));
-    }
+    let t1 = Instant::now();
+    let applied = match apply_batch(conn, &ops, owner).await {
+        Ok(a) => a,
+        Err(e) => return Err((ops, e)),
+    };
+    let t2 = Instant::now();
     if let Err(e) = sqlx::query("COMMIT").execute(&mut *conn).await {
         return Err((ops, unavailable(e)));
     }
-    for (op, r) in ops.into_iter().zip(replies) {
+    let t3 = Instant::now();
+    metrics::histogram!("openexec_store_seconds", "op" => "begin").record((t1 - t0).as_secs_f64());
+    metrics::histogram!("openexec_store_seconds", "op" => "apply").record((t2 - t1).as_secs_f64());
+    metrics::histogram!("openexec_store_seconds", "op" => "sync").record((t3 - t2).as_secs_f64());
+    let mut done = Vec::with_capacity(ops.len());
+    for (op, r) in ops.into_iter().zip(applied) {
         match (op, r) {
             (WriteOp::Claim(_, tx), Applied::Claim(c)) => done.push(Done::Claim(tx, c)),
             (WriteOp::Complete { reply, .. }, Applied::Index(i)) => {
@@ -590,90 +605,282 @@ async fn commit_batch(
     Ok(done)
 }
 
-async fn apply_claim(
+/// The SELECT list that reads a claim row with its outcome receipt (see [`claim_row`]).
+const CLAIM_ROW_COLUMNS: &str =
+    "e.tenant_id, e.nonce, e.exec_id, e.owner, e.status, e.template, r.log_index, r.receipt_hash, \
+     r.exec_id AS r_exec_id, r.receipt, r.signature, r.key_id, r.result, r.message";
+
+/// The writes of one batch as a few set-based statements, whatever the batch size: each takes
+/// its rows as one JSON array parameter (`json_each`), so a batch costs the same handful of
+/// round trips to SQLite whether it holds one write or five hundred.
+async fn apply_batch(
     conn: &mut SqliteConnection,
-    c: &Claim,
+    ops: &[WriteOp],
     owner: &str,
-) -> Result<ClaimResult, StoreError> {
-    let existing = sqlx::query(
-        "SELECT e.tenant_id, e.nonce, e.exec_id, e.owner, e.status, e.template, r.log_index, r.receipt_hash, \
-         r.exec_id AS r_exec_id, r.receipt, r.signature, r.key_id, r.result, r.message \
-         FROM executions e LEFT JOIN receipts r ON r.receipt_hash = e.receipt_hash \
-         WHERE e.tenant_id = ? AND e.nonce = ?",
-    )
-    .bind(&c.tenant_id)
-    .bind(&c.nonce)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(unavailable)?;
-    if let Some(row) = existing {
-        return Ok(ClaimResult::NonceTaken(Box::new(claim_row(&row)?)));
+) -> Result<Vec<Applied>, StoreError> {
+    let mut out: Vec<Option<Applied>> = ops.iter().map(|_| None).collect();
+
+    // 1. Claims: insert what is free; a taken nonce reads back the row that holds it.
+    let claims: Vec<(usize, &Claim)> = ops
+        .iter()
+        .enumerate()
+        .filter_map(|(i, op)| match op {
+            WriteOp::Claim(c, _) => Some((i, c)),
+            _ => None,
+        })
+        .collect();
+    if !claims.is_empty() {
+        let rows: Vec<Value> = claims
+            .iter()
+            .map(|(_, c)| {
+                serde_json::json!({"t": c.tenant_id, "n": c.nonce, "e": c.exec_id, "a": c.action, "tp": c.template})
+            })
+            .collect();
+        let inserted: Vec<(String, String)> = sqlx::query_as(
+            "INSERT INTO executions (tenant_id, nonce, exec_id, action, status, template, owner, claimed_at) \
+             SELECT value ->> 't', value ->> 'n', value ->> 'e', value ->> 'a', 'running', value ->> 'tp', ?, ? \
+             FROM json_each(?) WHERE true ON CONFLICT DO NOTHING RETURNING tenant_id, nonce",
+        )
+        .bind(owner)
+        .bind(now_text())
+        .bind(Value::Array(rows).to_string())
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(unavailable)?;
+        let mut fresh: HashSet<(String, String)> = inserted.into_iter().collect();
+        let mut claimed: Vec<(usize, &Claim)> = Vec::new();
+        let mut taken: Vec<(usize, &Claim)> = Vec::new();
+        for (i, c) in &claims {
+            // `remove`: a second claim of the same key in one batch is taken by the first.
+            if fresh.remove(&(c.tenant_id.clone(), c.nonce.clone())) {
+                claimed.push((*i, c));
+            } else {
+                taken.push((*i, c));
+            }
+        }
+        if !taken.is_empty() {
+            let keys: Vec<Value> = taken
+                .iter()
+                .map(|(_, c)| serde_json::json!([c.tenant_id, c.nonce]))
+                .collect();
+            let rows = sqlx::query(&format!(
+                "SELECT {CLAIM_ROW_COLUMNS} FROM executions e \
+                 LEFT JOIN receipts r ON r.receipt_hash = e.receipt_hash \
+                 WHERE (e.tenant_id, e.nonce) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?))"
+            ))
+            .bind(Value::Array(keys).to_string())
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(unavailable)?;
+            let mut found = HashMap::new();
+            for r in &rows {
+                let row = claim_row(r)?;
+                found.insert((row.tenant_id.clone(), row.nonce.clone()), row);
+            }
+            for (i, c) in taken {
+                let row = found
+                    .get(&(c.tenant_id.clone(), c.nonce.clone()))
+                    .cloned()
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!("claim of nonce '{}' vanished", c.nonce))
+                    })?;
+                out[i] = Some(Applied::Claim(ClaimResult::NonceTaken(Box::new(row))));
+            }
+        }
+        claim_approvals(conn, &claimed, &mut out).await?;
+        for (i, _) in claimed {
+            out[i].get_or_insert(Applied::Claim(ClaimResult::Claimed));
+        }
     }
-    if let Some(key) = &c.approval_key {
-        let used: Option<String> =
-            sqlx::query_scalar("SELECT exec_id FROM approvals_used WHERE approval_key = ?")
-                .bind(key)
-                .fetch_optional(&mut *conn)
+
+    // 2. Completions: only a claim that is still running may get an outcome. One that is not (a
+    //    bug, or a row edited by hand) fails alone, before it wrote anything.
+    let completions: Vec<(usize, &str, &str, ClaimStatus, &NewReceipt)> = ops
+        .iter()
+        .enumerate()
+        .filter_map(|(i, op)| match op {
+            WriteOp::Complete {
+                tenant_id,
+                nonce,
+                status,
+                receipt,
+                ..
+            } => Some((i, tenant_id.as_str(), nonce.as_str(), *status, receipt)),
+            _ => None,
+        })
+        .collect();
+    let mut receipts: Vec<(usize, &NewReceipt)> = Vec::new();
+    if !completions.is_empty() {
+        let rows: Vec<Value> = completions
+            .iter()
+            .map(|(_, t, n, st, r)| serde_json::json!({"t": t, "n": n, "s": st.as_str(), "h": r.receipt_hash}))
+            .collect();
+        let updated: Vec<(String, String)> = sqlx::query_as(
+            "UPDATE executions SET status = v.value ->> 's', receipt_hash = v.value ->> 'h' \
+             FROM json_each(?) AS v \
+             WHERE executions.tenant_id = v.value ->> 't' AND executions.nonce = v.value ->> 'n' \
+             AND executions.status = 'running' RETURNING tenant_id, nonce",
+        )
+        .bind(Value::Array(rows).to_string())
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(unavailable)?;
+        let updated: HashSet<(String, String)> = updated.into_iter().collect();
+        for (i, t, n, _, r) in completions {
+            if updated.contains(&(t.to_string(), n.to_string())) {
+                receipts.push((i, r));
+            } else {
+                out[i] = Some(Applied::Failed(StoreError::Corrupt(format!(
+                    "no running claim for tenant '{t}' nonce '{n}'"
+                ))));
+            }
+        }
+    }
+
+    // 3. Receipts, in batch order, with dense log indices; a receipt already stored (an
+    //    identical rejection) keeps the index it has.
+    for (i, op) in ops.iter().enumerate() {
+        if let WriteOp::Receipt(r, _) = op {
+            receipts.push((i, r));
+        }
+    }
+    receipts.sort_by_key(|(i, _)| *i);
+    if !receipts.is_empty() {
+        let hashes: Vec<&str> = receipts
+            .iter()
+            .map(|(_, r)| r.receipt_hash.as_str())
+            .collect();
+        let existing: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT receipt_hash, log_index FROM receipts \
+             WHERE receipt_hash IN (SELECT value FROM json_each(?))",
+        )
+        .bind(serde_json::to_string(&hashes).unwrap_or_default())
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(unavailable)?;
+        let mut index: HashMap<String, i64> = existing.into_iter().collect();
+        let mut next: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(log_index) + 1, 0) FROM receipts")
+                .fetch_one(&mut *conn)
                 .await
                 .map_err(unavailable)?;
-        if let Some(exec_id) = used {
-            return Ok(ClaimResult::ApprovalReused { exec_id });
+        let now = now_text();
+        let mut rows = Vec::new();
+        for (i, r) in &receipts {
+            let idx = match index.get(&r.receipt_hash) {
+                Some(idx) => *idx,
+                None => {
+                    let idx = next;
+                    next += 1;
+                    index.insert(r.receipt_hash.clone(), idx);
+                    rows.push(serde_json::json!({
+                        "i": idx, "h": r.receipt_hash, "e": r.exec_id, "r": r.receipt,
+                        "s": r.signature, "k": r.key_id, "res": r.result, "m": r.message,
+                    }));
+                    idx
+                }
+            };
+            out[*i] = Some(Applied::Index(idx as u64));
         }
-        sqlx::query("INSERT INTO approvals_used (approval_key, exec_id) VALUES (?, ?)")
-            .bind(key)
-            .bind(&c.exec_id)
+        if !rows.is_empty() {
+            sqlx::query(
+                "INSERT INTO receipts (log_index, receipt_hash, exec_id, receipt, signature, key_id, result, message, created_at) \
+                 SELECT value ->> 'i', value ->> 'h', value ->> 'e', value ->> 'r', value ->> 's', value ->> 'k', \
+                 value ->> 'res', value ->> 'm', ? FROM json_each(?)",
+            )
+            .bind(now)
+            .bind(Value::Array(rows).to_string())
             .execute(&mut *conn)
             .await
             .map_err(unavailable)?;
+        }
     }
-    sqlx::query(
-        "INSERT INTO executions (tenant_id, nonce, exec_id, action, status, template, owner, claimed_at) \
-         VALUES (?, ?, ?, ?, 'running', ?, ?, ?)",
-    )
-    .bind(&c.tenant_id)
-    .bind(&c.nonce)
-    .bind(&c.exec_id)
-    .bind(&c.action)
-    .bind(&c.template)
-    .bind(owner)
-    .bind(now_text())
-    .execute(&mut *conn)
-    .await
-    .map_err(unavailable)?;
-    Ok(ClaimResult::Claimed)
+
+    out.into_iter()
+        .map(|a| a.ok_or_else(|| StoreError::Corrupt("a write of the batch got no result".into())))
+        .collect()
 }
 
-async fn insert_receipt(
+/// Single use of approvals among the claims just inserted: the first use wins (earlier in the
+/// database, or earlier in this batch); a claim whose approval was used is taken back (its row
+/// deleted, so its nonce stays free) and answered `ApprovalReused`.
+async fn claim_approvals(
     conn: &mut SqliteConnection,
-    r: &NewReceipt,
-    next: &mut i64,
-) -> Result<u64, StoreError> {
-    let existing: Option<i64> =
-        sqlx::query_scalar("SELECT log_index FROM receipts WHERE receipt_hash = ?")
-            .bind(&r.receipt_hash)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(unavailable)?;
-    if let Some(i) = existing {
-        return Ok(i as u64);
+    claimed: &[(usize, &Claim)],
+    out: &mut [Option<Applied>],
+) -> Result<(), StoreError> {
+    let with_key: Vec<(usize, &Claim, &str)> = claimed
+        .iter()
+        .filter_map(|(i, c)| c.approval_key.as_deref().map(|k| (*i, *c, k)))
+        .collect();
+    if with_key.is_empty() {
+        return Ok(());
     }
-    let idx = *next;
-    sqlx::query(
-        "INSERT INTO receipts (log_index, receipt_hash, exec_id, receipt, signature, key_id, result, message, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    let mut first_in_batch: HashMap<&str, &str> = HashMap::new();
+    let mut candidates = Vec::new();
+    let mut refused: Vec<(usize, &Claim, String)> = Vec::new();
+    for (i, c, k) in &with_key {
+        match first_in_batch.get(k) {
+            Some(exec_id) => refused.push((*i, c, exec_id.to_string())),
+            None => {
+                first_in_batch.insert(k, &c.exec_id);
+                candidates.push((*i, *c, *k));
+            }
+        }
+    }
+    let rows: Vec<Value> = candidates
+        .iter()
+        .map(|(_, c, k)| serde_json::json!({"k": k, "e": c.exec_id}))
+        .collect();
+    let inserted: Vec<(String,)> = sqlx::query_as(
+        "INSERT INTO approvals_used (approval_key, exec_id) \
+         SELECT value ->> 'k', value ->> 'e' FROM json_each(?) WHERE true \
+         ON CONFLICT DO NOTHING RETURNING approval_key",
     )
-    .bind(idx)
-    .bind(&r.receipt_hash)
-    .bind(&r.exec_id)
-    .bind(&r.receipt)
-    .bind(&r.signature)
-    .bind(&r.key_id)
-    .bind(&r.result)
-    .bind(&r.message)
-    .bind(now_text())
+    .bind(Value::Array(rows).to_string())
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(unavailable)?;
+    let inserted: HashSet<String> = inserted.into_iter().map(|(k,)| k).collect();
+    let used_before: Vec<&str> = candidates
+        .iter()
+        .filter(|(_, _, k)| !inserted.contains(*k))
+        .map(|(_, _, k)| *k)
+        .collect();
+    if !used_before.is_empty() {
+        let users: Vec<(String, String)> = sqlx::query_as(
+            "SELECT approval_key, exec_id FROM approvals_used \
+             WHERE approval_key IN (SELECT value FROM json_each(?))",
+        )
+        .bind(serde_json::to_string(&used_before).unwrap_or_default())
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(unavailable)?;
+        let users: HashMap<String, String> = users.into_iter().collect();
+        for (i, c, k) in &candidates {
+            if !inserted.contains(*k) {
+                let exec_id = users.get(*k).cloned().unwrap_or_default();
+                refused.push((*i, c, exec_id));
+            }
+        }
+    }
+    if refused.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<Value> = refused
+        .iter()
+        .map(|(_, c, _)| serde_json::json!([c.tenant_id, c.nonce]))
+        .collect();
+    sqlx::query(
+        "DELETE FROM executions WHERE (tenant_id, nonce) IN \
+         (SELECT value ->> 0, value ->> 1 FROM json_each(?))",
+    )
+    .bind(Value::Array(keys).to_string())
     .execute(&mut *conn)
     .await
     .map_err(unavailable)?;
-    *next += 1;
-    Ok(idx as u64)
+    for (i, _, exec_id) in refused {
+        out[i] = Some(Applied::Claim(ClaimResult::ApprovalReused { exec_id }));
+    }
+    Ok(())
 }
