@@ -204,7 +204,12 @@ impl Store {
         let (tx, rx) = mpsc::channel(4096);
         let (ready_tx, ready_rx) = oneshot::channel::<anyhow::Result<()>>();
         let (done_tx, done_rx) = oneshot::channel::<()>();
-        let writer_opts = opts.clone().create_if_missing(true);
+        // The writer never checkpoints: that work (copying WAL pages into the database file and
+        // syncing it) runs beside it in `checkpoint_loop`, off the path of every commit.
+        let writer_opts = opts
+            .clone()
+            .create_if_missing(true)
+            .pragma("wal_autocheckpoint", "0");
         let writer_owner = owner.clone();
         let writer_path = path.clone();
         std::thread::Builder::new()
@@ -266,6 +271,7 @@ impl Store {
             .connect_with(opts)
             .await
             .map_err(|e| anyhow::anyhow!("cannot open database {}: {e}", path.display()))?;
+        tokio::spawn(checkpoint_loop(read.clone()));
         Ok(Store {
             owner,
             owners_dir,
@@ -471,6 +477,29 @@ impl Store {
     }
 }
 
+/// Move committed WAL pages into the database file every half second (PASSIVE: never blocks the
+/// writer or readers), so the WAL stays small without the writer doing it inside a commit.
+async fn checkpoint_loop(pool: SqlitePool) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if pool.is_closed() {
+            return;
+        }
+        let started = Instant::now();
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
+        }
+        metrics::histogram!("openexec_store_seconds", "op" => "checkpoint")
+            .record(started.elapsed().as_secs_f64());
+    }
+}
+
 /// Create this process's lock file under `dir` and hold an exclusive lock on it.
 fn take_owner_lock(dir: &Path) -> anyhow::Result<(String, std::fs::File)> {
     use rand_core::RngCore;
@@ -566,30 +595,84 @@ async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<WriteOp>
     let _ = conn.close().await;
 }
 
-/// Apply a batch in one transaction. On error nothing is acknowledged: the ops come back so that
-/// each caller is told.
+/// The SELECT list that reads a claim row with its outcome receipt (see [`claim_row`]).
+const CLAIM_ROW_COLUMNS: &str =
+    "e.tenant_id, e.nonce, e.exec_id, e.owner, e.status, e.template, r.log_index, r.receipt_hash, \
+     r.exec_id AS r_exec_id, r.receipt, r.signature, r.key_id, r.result, r.message";
+
+/// A JSON array of rows, as the text a `json_each(?)` parameter takes.
+fn json_rows(rows: impl Iterator<Item = Value>) -> String {
+    Value::Array(rows.collect()).to_string()
+}
+
+/// Several statements sent to SQLite as one query (one round trip to sqlx's worker thread);
+/// `?` arguments (all text) are taken in order across them.
+#[derive(Default)]
+struct Script<'a> {
+    sql: String,
+    args: Vec<&'a str>,
+}
+
+impl<'a> Script<'a> {
+    fn stmt(&mut self, sql: &str) -> &mut Self {
+        self.sql.push_str(sql);
+        self.sql.push_str(";\n");
+        self
+    }
+
+    fn text(&mut self, v: &'a str) -> &mut Self {
+        self.args.push(v);
+        self
+    }
+
+    /// Run it; every row any statement returns, as (tag, a, b) text columns.
+    async fn run(
+        &self,
+        conn: &mut SqliteConnection,
+    ) -> Result<Vec<(String, Option<String>, Option<String>)>, StoreError> {
+        let mut q = sqlx::query(&self.sql);
+        for a in &self.args {
+            q = q.bind(*a);
+        }
+        let rows = q.fetch_all(&mut *conn).await.map_err(unavailable)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<String, _>(0)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    r.try_get::<Option<String>, _>(1)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    r.try_get::<Option<String>, _>(2)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                ))
+            })
+            .collect()
+    }
+}
+
+/// Apply a batch in one transaction, in two round trips to SQLite in the common case:
+///
+/// 1. `BEGIN IMMEDIATE`; insert the claims (`ON CONFLICT DO NOTHING`), the approvals of the
+///    claims just inserted, the outcomes of running claims; read the next log index and any
+///    stored receipts a rejection may reuse. Every statement says what it did with `RETURNING`.
+/// 2. Take back claims whose approval was used; insert the receipts with dense log indices;
+///    `COMMIT`.
+///
+/// Reading back a taken nonce's row, or who used an approval first, costs one more round trip,
+/// only when it happens. On any error nothing is acknowledged: the ops come back so that each
+/// caller is told.
 async fn commit_batch(
     conn: &mut SqliteConnection,
     ops: Vec<WriteOp>,
     owner: &str,
 ) -> Result<Vec<Done>, (Vec<WriteOp>, StoreError)> {
-    let t0 = Instant::now();
-    if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
-        return Err((ops, unavailable(e)));
-    }
-    let t1 = Instant::now();
+    let started = Instant::now();
     let applied = match apply_batch(conn, &ops, owner).await {
         Ok(a) => a,
         Err(e) => return Err((ops, e)),
     };
-    let t2 = Instant::now();
-    if let Err(e) = sqlx::query("COMMIT").execute(&mut *conn).await {
-        return Err((ops, unavailable(e)));
-    }
-    let t3 = Instant::now();
-    metrics::histogram!("openexec_store_seconds", "op" => "begin").record((t1 - t0).as_secs_f64());
-    metrics::histogram!("openexec_store_seconds", "op" => "apply").record((t2 - t1).as_secs_f64());
-    metrics::histogram!("openexec_store_seconds", "op" => "sync").record((t3 - t2).as_secs_f64());
+    metrics::histogram!("openexec_store_seconds", "op" => "transaction")
+        .record(started.elapsed().as_secs_f64());
     let mut done = Vec::with_capacity(ops.len());
     for (op, r) in ops.into_iter().zip(applied) {
         match (op, r) {
@@ -605,282 +688,246 @@ async fn commit_batch(
     Ok(done)
 }
 
-/// The SELECT list that reads a claim row with its outcome receipt (see [`claim_row`]).
-const CLAIM_ROW_COLUMNS: &str =
-    "e.tenant_id, e.nonce, e.exec_id, e.owner, e.status, e.template, r.log_index, r.receipt_hash, \
-     r.exec_id AS r_exec_id, r.receipt, r.signature, r.key_id, r.result, r.message";
-
-/// The writes of one batch as a few set-based statements, whatever the batch size: each takes
-/// its rows as one JSON array parameter (`json_each`), so a batch costs the same handful of
-/// round trips to SQLite whether it holds one write or five hundred.
 async fn apply_batch(
     conn: &mut SqliteConnection,
     ops: &[WriteOp],
     owner: &str,
 ) -> Result<Vec<Applied>, StoreError> {
     let mut out: Vec<Option<Applied>> = ops.iter().map(|_| None).collect();
-
-    // 1. Claims: insert what is free; a taken nonce reads back the row that holds it.
-    let claims: Vec<(usize, &Claim)> = ops
-        .iter()
-        .enumerate()
-        .filter_map(|(i, op)| match op {
-            WriteOp::Claim(c, _) => Some((i, c)),
-            _ => None,
-        })
-        .collect();
-    if !claims.is_empty() {
-        let rows: Vec<Value> = claims
-            .iter()
-            .map(|(_, c)| {
-                serde_json::json!({"t": c.tenant_id, "n": c.nonce, "e": c.exec_id, "a": c.action, "tp": c.template})
-            })
-            .collect();
-        let inserted: Vec<(String, String)> = sqlx::query_as(
-            "INSERT INTO executions (tenant_id, nonce, exec_id, action, status, template, owner, claimed_at) \
-             SELECT value ->> 't', value ->> 'n', value ->> 'e', value ->> 'a', 'running', value ->> 'tp', ?, ? \
-             FROM json_each(?) WHERE true ON CONFLICT DO NOTHING RETURNING tenant_id, nonce",
-        )
-        .bind(owner)
-        .bind(now_text())
-        .bind(Value::Array(rows).to_string())
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(unavailable)?;
-        let mut fresh: HashSet<(String, String)> = inserted.into_iter().collect();
-        let mut claimed: Vec<(usize, &Claim)> = Vec::new();
-        let mut taken: Vec<(usize, &Claim)> = Vec::new();
-        for (i, c) in &claims {
-            // `remove`: a second claim of the same key in one batch is taken by the first.
-            if fresh.remove(&(c.tenant_id.clone(), c.nonce.clone())) {
-                claimed.push((*i, c));
-            } else {
-                taken.push((*i, c));
-            }
-        }
-        if !taken.is_empty() {
-            let keys: Vec<Value> = taken
-                .iter()
-                .map(|(_, c)| serde_json::json!([c.tenant_id, c.nonce]))
-                .collect();
-            let rows = sqlx::query(&format!(
-                "SELECT {CLAIM_ROW_COLUMNS} FROM executions e \
-                 LEFT JOIN receipts r ON r.receipt_hash = e.receipt_hash \
-                 WHERE (e.tenant_id, e.nonce) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?))"
-            ))
-            .bind(Value::Array(keys).to_string())
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(unavailable)?;
-            let mut found = HashMap::new();
-            for r in &rows {
-                let row = claim_row(r)?;
-                found.insert((row.tenant_id.clone(), row.nonce.clone()), row);
-            }
-            for (i, c) in taken {
-                let row = found
-                    .get(&(c.tenant_id.clone(), c.nonce.clone()))
-                    .cloned()
-                    .ok_or_else(|| {
-                        StoreError::Corrupt(format!("claim of nonce '{}' vanished", c.nonce))
-                    })?;
-                out[i] = Some(Applied::Claim(ClaimResult::NonceTaken(Box::new(row))));
-            }
-        }
-        claim_approvals(conn, &claimed, &mut out).await?;
-        for (i, _) in claimed {
-            out[i].get_or_insert(Applied::Claim(ClaimResult::Claimed));
-        }
-    }
-
-    // 2. Completions: only a claim that is still running may get an outcome. One that is not (a
-    //    bug, or a row edited by hand) fails alone, before it wrote anything.
-    let completions: Vec<(usize, &str, &str, ClaimStatus, &NewReceipt)> = ops
-        .iter()
-        .enumerate()
-        .filter_map(|(i, op)| match op {
+    let now = now_text();
+    let mut claims: Vec<(usize, &Claim)> = Vec::new();
+    let mut completions: Vec<(usize, &str, &str, ClaimStatus, &NewReceipt)> = Vec::new();
+    let mut rejections: Vec<(usize, &NewReceipt)> = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        match op {
+            WriteOp::Claim(c, _) => claims.push((i, c)),
             WriteOp::Complete {
                 tenant_id,
                 nonce,
                 status,
                 receipt,
                 ..
-            } => Some((i, tenant_id.as_str(), nonce.as_str(), *status, receipt)),
-            _ => None,
-        })
+            } => completions.push((i, tenant_id, nonce, *status, receipt)),
+            WriteOp::Receipt(r, _) => rejections.push((i, r)),
+        }
+    }
+    let with_approval: Vec<(usize, &Claim, &str)> = claims
+        .iter()
+        .filter_map(|(i, c)| c.approval_key.as_deref().map(|k| (*i, *c, k)))
         .collect();
-    let mut receipts: Vec<(usize, &NewReceipt)> = Vec::new();
-    if !completions.is_empty() {
-        let rows: Vec<Value> = completions
-            .iter()
-            .map(|(_, t, n, st, r)| serde_json::json!({"t": t, "n": n, "s": st.as_str(), "h": r.receipt_hash}))
-            .collect();
-        let updated: Vec<(String, String)> = sqlx::query_as(
-            "UPDATE executions SET status = v.value ->> 's', receipt_hash = v.value ->> 'h' \
-             FROM json_each(?) AS v \
-             WHERE executions.tenant_id = v.value ->> 't' AND executions.nonce = v.value ->> 'n' \
-             AND executions.status = 'running' RETURNING tenant_id, nonce",
+
+    // Round trip 1. Each kind of write is one statement over a JSON array of its rows
+    // (`json_each`), so the text of the script depends only on which kinds the batch holds: a
+    // handful of texts, each prepared once and cached by sqlx.
+    let claims_json = (!claims.is_empty()).then(|| {
+        json_rows(claims.iter().map(|(_, c)| {
+            serde_json::json!([c.tenant_id, c.nonce, c.exec_id, c.action, c.template])
+        }))
+    });
+    let approvals_json = (!with_approval.is_empty()).then(|| {
+        json_rows(
+            with_approval
+                .iter()
+                .map(|(_, c, k)| serde_json::json!([k, c.exec_id])),
         )
-        .bind(Value::Array(rows).to_string())
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(unavailable)?;
-        let updated: HashSet<(String, String)> = updated.into_iter().collect();
-        for (i, t, n, _, r) in completions {
-            if updated.contains(&(t.to_string(), n.to_string())) {
-                receipts.push((i, r));
-            } else {
-                out[i] = Some(Applied::Failed(StoreError::Corrupt(format!(
-                    "no running claim for tenant '{t}' nonce '{n}'"
-                ))));
+    });
+    let completions_json = (!completions.is_empty()).then(|| {
+        json_rows(
+            completions
+                .iter()
+                .map(|(_, t, n, st, r)| serde_json::json!([t, n, st.as_str(), r.receipt_hash])),
+        )
+    });
+    let rejections_json = (!rejections.is_empty()).then(|| {
+        json_rows(
+            rejections
+                .iter()
+                .map(|(_, r)| Value::from(r.receipt_hash.as_str())),
+        )
+    });
+    let mut s = Script::default();
+    s.stmt("BEGIN IMMEDIATE");
+    if let Some(j) = &claims_json {
+        s.stmt(
+            "INSERT INTO executions (tenant_id, nonce, exec_id, action, status, template, owner, claimed_at) \
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, 'running', value ->> 4, ?, ? \
+             FROM json_each(?) WHERE true ON CONFLICT DO NOTHING RETURNING 'c', tenant_id, nonce",
+        )
+        .text(owner)
+        .text(&now)
+        .text(j);
+    }
+    if let Some(j) = &approvals_json {
+        // Only for claims this batch inserted (a taken nonce must not use up its approval).
+        s.stmt(
+            "INSERT INTO approvals_used (approval_key, exec_id) \
+             SELECT value ->> 0, value ->> 1 FROM json_each(?) AS v \
+             WHERE EXISTS (SELECT 1 FROM executions e WHERE e.exec_id = v.value ->> 1 \
+             AND e.owner = ? AND e.claimed_at = ? AND e.status = 'running') \
+             ON CONFLICT DO NOTHING RETURNING 'a', approval_key, exec_id",
+        )
+        .text(j)
+        .text(owner)
+        .text(&now);
+    }
+    if let Some(j) = &completions_json {
+        s.stmt(
+            "UPDATE executions SET status = v.value ->> 2, receipt_hash = v.value ->> 3 \
+             FROM json_each(?) AS v \
+             WHERE executions.tenant_id = v.value ->> 0 AND executions.nonce = v.value ->> 1 \
+             AND executions.status = 'running' RETURNING 'u', tenant_id, nonce",
+        )
+        .text(j);
+    }
+    if let Some(j) = &rejections_json {
+        s.stmt(
+            "SELECT 'r', receipt_hash, CAST(log_index AS TEXT) FROM receipts \
+             WHERE receipt_hash IN (SELECT value FROM json_each(?))",
+        )
+        .text(j);
+    }
+    s.stmt("SELECT 'm', NULL, CAST(COALESCE(MAX(log_index) + 1, 0) AS TEXT) FROM receipts");
+    let rows = s.run(conn).await?;
+
+    let mut inserted: HashSet<(String, String)> = HashSet::new();
+    let mut approved: HashMap<String, String> = HashMap::new();
+    let mut updated: HashSet<(String, String)> = HashSet::new();
+    let mut index: HashMap<String, i64> = HashMap::new();
+    let mut next: Option<i64> = None;
+    for (tag, a, b) in rows {
+        let (a, b) = (a.unwrap_or_default(), b.unwrap_or_default());
+        match tag.as_str() {
+            "c" => drop(inserted.insert((a, b))),
+            "a" => drop(approved.insert(a, b)),
+            "u" => drop(updated.insert((a, b))),
+            "r" => drop(
+                index.insert(
+                    a,
+                    b.parse()
+                        .map_err(|_| StoreError::Corrupt(format!("log index '{b}'")))?,
+                ),
+            ),
+            "m" => {
+                next = Some(
+                    b.parse()
+                        .map_err(|_| StoreError::Corrupt(format!("log index '{b}'")))?,
+                )
+            }
+            other => return Err(StoreError::Corrupt(format!("unexpected row tag '{other}'"))),
+        }
+    }
+    let mut next = next.ok_or_else(|| StoreError::Corrupt("no next log index".into()))?;
+
+    // Claims: inserted, taken (read back the holder), or refused for a used approval.
+    let mut s2 = Script::default();
+    let mut taken: Vec<(usize, &Claim)> = Vec::new();
+    for (i, c) in &claims {
+        // `remove`: a second claim of the same key in one batch is taken by the first.
+        if !inserted.remove(&(c.tenant_id.clone(), c.nonce.clone())) {
+            taken.push((*i, c));
+            continue;
+        }
+        let Some(k) = c.approval_key.as_deref() else {
+            out[*i] = Some(Applied::Claim(ClaimResult::Claimed));
+            continue;
+        };
+        match approved.get(k) {
+            Some(winner) if *winner == c.exec_id => {
+                out[*i] = Some(Applied::Claim(ClaimResult::Claimed));
+            }
+            winner => {
+                let exec_id = match winner {
+                    Some(w) => w.clone(),
+                    None => sqlx::query_scalar(
+                        "SELECT exec_id FROM approvals_used WHERE approval_key = ?",
+                    )
+                    .bind(k)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(unavailable)?
+                    .unwrap_or_default(),
+                };
+                s2.stmt("DELETE FROM executions WHERE tenant_id = ? AND nonce = ?")
+                    .text(&c.tenant_id)
+                    .text(&c.nonce);
+                out[*i] = Some(Applied::Claim(ClaimResult::ApprovalReused { exec_id }));
             }
         }
     }
-
-    // 3. Receipts, in batch order, with dense log indices; a receipt already stored (an
-    //    identical rejection) keeps the index it has.
-    for (i, op) in ops.iter().enumerate() {
-        if let WriteOp::Receipt(r, _) = op {
-            receipts.push((i, r));
-        }
-    }
-    receipts.sort_by_key(|(i, _)| *i);
-    if !receipts.is_empty() {
-        let hashes: Vec<&str> = receipts
-            .iter()
-            .map(|(_, r)| r.receipt_hash.as_str())
-            .collect();
-        let existing: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT receipt_hash, log_index FROM receipts \
-             WHERE receipt_hash IN (SELECT value FROM json_each(?))",
-        )
-        .bind(serde_json::to_string(&hashes).unwrap_or_default())
-        .fetch_all(&mut *conn)
+    for (i, c) in taken {
+        let row = sqlx::query(&format!(
+            "SELECT {CLAIM_ROW_COLUMNS} FROM executions e \
+             LEFT JOIN receipts r ON r.receipt_hash = e.receipt_hash \
+             WHERE e.tenant_id = ? AND e.nonce = ?"
+        ))
+        .bind(&c.tenant_id)
+        .bind(&c.nonce)
+        .fetch_optional(&mut *conn)
         .await
-        .map_err(unavailable)?;
-        let mut index: HashMap<String, i64> = existing.into_iter().collect();
-        let mut next: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(log_index) + 1, 0) FROM receipts")
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(unavailable)?;
-        let now = now_text();
-        let mut rows = Vec::new();
-        for (i, r) in &receipts {
-            let idx = match index.get(&r.receipt_hash) {
-                Some(idx) => *idx,
-                None => {
-                    let idx = next;
-                    next += 1;
-                    index.insert(r.receipt_hash.clone(), idx);
-                    rows.push(serde_json::json!({
-                        "i": idx, "h": r.receipt_hash, "e": r.exec_id, "r": r.receipt,
-                        "s": r.signature, "k": r.key_id, "res": r.result, "m": r.message,
-                    }));
-                    idx
-                }
-            };
-            out[*i] = Some(Applied::Index(idx as u64));
-        }
-        if !rows.is_empty() {
-            sqlx::query(
-                "INSERT INTO receipts (log_index, receipt_hash, exec_id, receipt, signature, key_id, result, message, created_at) \
-                 SELECT value ->> 'i', value ->> 'h', value ->> 'e', value ->> 'r', value ->> 's', value ->> 'k', \
-                 value ->> 'res', value ->> 'm', ? FROM json_each(?)",
-            )
-            .bind(now)
-            .bind(Value::Array(rows).to_string())
-            .execute(&mut *conn)
-            .await
-            .map_err(unavailable)?;
+        .map_err(unavailable)?
+        .ok_or_else(|| StoreError::Corrupt(format!("claim of nonce '{}' vanished", c.nonce)))?;
+        out[i] = Some(Applied::Claim(ClaimResult::NonceTaken(Box::new(
+            claim_row(&row)?,
+        ))));
+    }
+
+    // Receipts in batch order: outcomes of the claims that were running, then rejections (a
+    // receipt already stored keeps its index).
+    let mut receipts: Vec<(usize, &NewReceipt)> = Vec::new();
+    for (i, t, n, _, r) in completions {
+        if updated.contains(&(t.to_string(), n.to_string())) {
+            receipts.push((i, r));
+        } else {
+            out[i] = Some(Applied::Failed(StoreError::Corrupt(format!(
+                "no running claim for tenant '{t}' nonce '{n}'"
+            ))));
         }
     }
+    receipts.extend(rejections);
+    receipts.sort_by_key(|(i, _)| *i);
+    let mut rows: Vec<(i64, &NewReceipt)> = Vec::new();
+    for (i, r) in &receipts {
+        let idx = match index.get(&r.receipt_hash) {
+            Some(idx) => *idx,
+            None => {
+                let idx = next;
+                next += 1;
+                index.insert(r.receipt_hash.clone(), idx);
+                rows.push((idx, r));
+                idx
+            }
+        };
+        out[*i] = Some(Applied::Index(idx as u64));
+    }
+
+    // Round trip 2.
+    let receipts_json = (!rows.is_empty()).then(|| {
+        json_rows(rows.iter().map(|(idx, r)| {
+            serde_json::json!([
+                idx,
+                r.receipt_hash,
+                r.exec_id,
+                r.receipt,
+                r.signature,
+                r.key_id,
+                r.result,
+                r.message
+            ])
+        }))
+    });
+    if let Some(j) = &receipts_json {
+        s2.stmt(
+            "INSERT INTO receipts (log_index, receipt_hash, exec_id, receipt, signature, key_id, result, message, created_at) \
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, value ->> 7, ? \
+             FROM json_each(?)",
+        )
+        .text(&now)
+        .text(j);
+    }
+    s2.stmt("COMMIT");
+    s2.run(conn).await?;
 
     out.into_iter()
         .map(|a| a.ok_or_else(|| StoreError::Corrupt("a write of the batch got no result".into())))
         .collect()
-}
-
-/// Single use of approvals among the claims just inserted: the first use wins (earlier in the
-/// database, or earlier in this batch); a claim whose approval was used is taken back (its row
-/// deleted, so its nonce stays free) and answered `ApprovalReused`.
-async fn claim_approvals(
-    conn: &mut SqliteConnection,
-    claimed: &[(usize, &Claim)],
-    out: &mut [Option<Applied>],
-) -> Result<(), StoreError> {
-    let with_key: Vec<(usize, &Claim, &str)> = claimed
-        .iter()
-        .filter_map(|(i, c)| c.approval_key.as_deref().map(|k| (*i, *c, k)))
-        .collect();
-    if with_key.is_empty() {
-        return Ok(());
-    }
-    let mut first_in_batch: HashMap<&str, &str> = HashMap::new();
-    let mut candidates = Vec::new();
-    let mut refused: Vec<(usize, &Claim, String)> = Vec::new();
-    for (i, c, k) in &with_key {
-        match first_in_batch.get(k) {
-            Some(exec_id) => refused.push((*i, c, exec_id.to_string())),
-            None => {
-                first_in_batch.insert(k, &c.exec_id);
-                candidates.push((*i, *c, *k));
-            }
-        }
-    }
-    let rows: Vec<Value> = candidates
-        .iter()
-        .map(|(_, c, k)| serde_json::json!({"k": k, "e": c.exec_id}))
-        .collect();
-    let inserted: Vec<(String,)> = sqlx::query_as(
-        "INSERT INTO approvals_used (approval_key, exec_id) \
-         SELECT value ->> 'k', value ->> 'e' FROM json_each(?) WHERE true \
-         ON CONFLICT DO NOTHING RETURNING approval_key",
-    )
-    .bind(Value::Array(rows).to_string())
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(unavailable)?;
-    let inserted: HashSet<String> = inserted.into_iter().map(|(k,)| k).collect();
-    let used_before: Vec<&str> = candidates
-        .iter()
-        .filter(|(_, _, k)| !inserted.contains(*k))
-        .map(|(_, _, k)| *k)
-        .collect();
-    if !used_before.is_empty() {
-        let users: Vec<(String, String)> = sqlx::query_as(
-            "SELECT approval_key, exec_id FROM approvals_used \
-             WHERE approval_key IN (SELECT value FROM json_each(?))",
-        )
-        .bind(serde_json::to_string(&used_before).unwrap_or_default())
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(unavailable)?;
-        let users: HashMap<String, String> = users.into_iter().collect();
-        for (i, c, k) in &candidates {
-            if !inserted.contains(*k) {
-                let exec_id = users.get(*k).cloned().unwrap_or_default();
-                refused.push((*i, c, exec_id));
-            }
-        }
-    }
-    if refused.is_empty() {
-        return Ok(());
-    }
-    let keys: Vec<Value> = refused
-        .iter()
-        .map(|(_, c, _)| serde_json::json!([c.tenant_id, c.nonce]))
-        .collect();
-    sqlx::query(
-        "DELETE FROM executions WHERE (tenant_id, nonce) IN \
-         (SELECT value ->> 0, value ->> 1 FROM json_each(?))",
-    )
-    .bind(Value::Array(keys).to_string())
-    .execute(&mut *conn)
-    .await
-    .map_err(unavailable)?;
-    for (i, _, exec_id) in refused {
-        out[i] = Some(Applied::Claim(ClaimResult::ApprovalReused { exec_id }));
-    }
-    Ok(())
 }

@@ -167,3 +167,56 @@ async fn a_closed_store_refuses_writes() {
     assert!(matches!(e, StoreError::Unavailable(_)), "{e}");
     assert!(!store.ping().await);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_claims_in_shared_batches_keep_every_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(&dir, 1000).await);
+    let mut tasks = Vec::new();
+    // 40 claims of one nonce, 40 claims of distinct nonces sharing one approval, 40 plain ones:
+    // sent at once, so that they share batches.
+    for i in 0..120 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let c = match i % 3 {
+                0 => claim("same", "e-same", None),
+                1 => claim(&format!("ap-{i}"), &format!("e-ap-{i}"), Some("k:shared")),
+                _ => claim(&format!("plain-{i}"), &format!("e-plain-{i}"), None),
+            };
+            (i % 3, s.claim(c).await.unwrap())
+        }));
+    }
+    let (mut same, mut shared, mut plain, mut taken, mut reused) = (0, 0, 0, 0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            (0, ClaimResult::Claimed) => same += 1,
+            (0, ClaimResult::NonceTaken(row)) => {
+                assert_eq!(row.exec_id, "e-same");
+                taken += 1
+            }
+            (1, ClaimResult::Claimed) => shared += 1,
+            (1, ClaimResult::ApprovalReused { exec_id }) => {
+                assert!(exec_id.starts_with("e-ap-"), "{exec_id}");
+                reused += 1
+            }
+            (2, ClaimResult::Claimed) => plain += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((same, taken), (1, 39), "one nonce is claimed once");
+    assert_eq!((shared, reused), (1, 39), "one approval is used once");
+    assert_eq!(plain, 40);
+    // A claim refused for its approval leaves its nonce free.
+    let refused_free = (0..120)
+        .filter(|i| i % 3 == 1)
+        .map(|i| format!("ap-{i}"))
+        .collect::<Vec<_>>();
+    let mut free = 0;
+    for n in &refused_free {
+        if store.lookup("t", n).await.unwrap().is_none() {
+            free += 1;
+        }
+    }
+    assert_eq!(free, 39);
+    store.close().await;
+}
