@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use openexec_core::{artifact, hash, json, keys, payload, receipt};
+use openexec_core::{artifact, hash, json, keys, payload};
 use openexec_exec::{Config, Registry, Service, Settings};
 use serde_json::{json, Value};
 
@@ -29,7 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the execution service.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Write a new Ed25519 key pair; print its key id and public key.
     Keygen {
         /// Where to write the private key (PKCS#8 PEM, mode 0600); the public key goes to <OUT>.pub.
@@ -45,6 +45,19 @@ enum Cmd {
         /// A receipt public key (PEM or raw base64, or a file holding one); repeatable.
         #[arg(long = "key", required = true, allow_hyphen_values = true)]
         keys: Vec<String>,
+        /// The receipt log's note verifier key (`<origin>+<hex>+<base64>`, as GET /keys gives
+        /// it): checks the inclusion proof and its checkpoint.
+        #[arg(long)]
+        log_key: Option<String>,
+        /// A witness cosigner verifier key; repeatable.
+        #[arg(long = "witness")]
+        witnesses: Vec<String>,
+        /// How many of the witnesses must have cosigned the checkpoint.
+        #[arg(long, default_value_t = 0)]
+        k: usize,
+        /// Fail when the evidence carries no inclusion proof.
+        #[arg(long)]
+        require_inclusion: bool,
     },
     /// Print the canonical forms and hashes of a request.
     Hash(HashArgs),
@@ -73,9 +86,21 @@ struct ServeArgs {
     /// Public keys of earlier receipt keys (after a rotation): published and trusted, not used to sign.
     #[arg(long, env = "OPENEXEC_PREVIOUS_RECEIPT_KEYS")]
     previous_receipt_keys: Option<String>,
-    /// Origin line of the receipt log.
+    /// Origin line of the receipt log (default openexec/receipts/<key id of the log key>).
     #[arg(long, env = "OPENEXEC_LOG_ORIGIN")]
     log_origin: Option<String>,
+    /// The receipt log's signing key file (default: generated under the data directory).
+    #[arg(long, env = "OPENEXEC_LOG_KEY")]
+    log_key: Option<String>,
+    /// Witness verifier keys (<name>+<hex>+<base64>) whose cosignatures the log accepts.
+    #[arg(long, env = "OPENEXEC_WITNESS_KEYS")]
+    witness_keys: Option<String>,
+    /// Sign a checkpoint at least this often while the log grows, in ms (default 250).
+    #[arg(long, env = "OPENEXEC_LOG_INTERVAL_MS")]
+    log_interval_ms: Option<u64>,
+    /// ...or as soon as this many entries wait for one (default 256).
+    #[arg(long, env = "OPENEXEC_LOG_BATCH")]
+    log_batch: Option<u64>,
     /// Comma-separated actions allowed to run (default: all registered).
     #[arg(long, env = "OPENEXEC_ALLOWED_ACTIONS")]
     allowed_actions: Option<String>,
@@ -116,6 +141,10 @@ impl ServeArgs {
             receipt_key: self.receipt_key,
             previous_receipt_keys: self.previous_receipt_keys,
             log_origin: self.log_origin,
+            log_key: self.log_key,
+            witness_keys: self.witness_keys,
+            log_interval_ms: self.log_interval_ms,
+            log_batch: self.log_batch,
             allowed_actions: self.allowed_actions.map(|a| vec![a]),
             clawshield_public_key: self.clawshield_public_key,
             clawshield_tenant_id: self.clawshield_tenant_id,
@@ -178,10 +207,24 @@ fn usage(e: impl Into<anyhow::Error>) -> Fail {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Serve(a) => serve(a),
+        Cmd::Serve(a) => serve(*a),
         Cmd::Keygen { out } => keygen(&out).map_err(usage),
         Cmd::Approve(a) => approve(a).map_err(usage),
-        Cmd::Verify { evidence, keys } => verify(&evidence, &keys),
+        Cmd::Verify {
+            evidence,
+            keys,
+            log_key,
+            witnesses,
+            k,
+            require_inclusion,
+        } => verify(
+            &evidence,
+            &keys,
+            log_key.as_deref(),
+            &witnesses,
+            k,
+            require_inclusion,
+        ),
         Cmd::Hash(a) => hash_cmd(a).map_err(usage),
     };
     match r {
@@ -296,7 +339,14 @@ fn approve(a: ApproveArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn verify(path: &std::path::Path, key_args: &[String]) -> Result<(), Fail> {
+fn verify(
+    path: &std::path::Path,
+    key_args: &[String],
+    log_key: Option<&str>,
+    witness_args: &[String],
+    k: usize,
+    require_inclusion: bool,
+) -> Result<(), Fail> {
     let bytes = read_input(path).map_err(usage)?;
     let v = json::parse_ijson(&bytes, json::DEFAULT_MAX_DEPTH)
         .map_err(|e| usage(anyhow::anyhow!("{} is not valid JSON: {e}", path.display())))?;
@@ -313,7 +363,30 @@ fn verify(path: &std::path::Path, key_args: &[String]) -> Result<(), Fail> {
         pks.append(&mut ks);
     }
     let ev = v.get("evidence").filter(|e| e.is_object()).unwrap_or(&v);
-    let report = receipt::verify_evidence(ev, &pks);
+    let log = log_key
+        .map(openexec_log::note::parse_verifier_key)
+        .transpose()
+        .map_err(|e| usage(anyhow::anyhow!("--log-key: {e}")))?;
+    let witnesses = witness_args
+        .iter()
+        .map(|w| {
+            openexec_log::note::parse_cosigner_key(w)
+                .map_err(|e| usage(anyhow::anyhow!("--witness {w}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if k > witnesses.len() {
+        return Err(usage(anyhow::anyhow!(
+            "--k {k} but only {} --witness keys given",
+            witnesses.len()
+        )));
+    }
+    let trust = openexec_core::evidence::LogTrust {
+        log: log.as_ref(),
+        witnesses: &witnesses,
+        k,
+        require_inclusion,
+    };
+    let report = openexec_core::evidence::verify_full(ev, &pks, &trust);
     let out = json!({"valid": report.valid, "checks": report.checks, "errors": report.errors});
     println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     if report.valid {

@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 pub mod artifact;
+pub mod evidence;
 pub mod hash;
 pub mod json;
 pub mod keys;

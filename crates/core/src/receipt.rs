@@ -93,6 +93,17 @@ impl Receipt {
 /// Context prefix of a receipt signature.
 pub const RECEIPT_CONTEXT: &[u8] = b"openexec-receipt-v1:";
 
+/// The data of a receipt's leaf in the receipt log (SPEC §7):
+/// JCS of `{"receipt", "signature", "key_id", "logged_at"}`.
+pub fn log_leaf(receipt: &Value, signature: &str, key_id: &str, logged_at: &str) -> Vec<u8> {
+    crate::json::canonicalize(&serde_json::json!({
+        "receipt": receipt,
+        "signature": signature,
+        "key_id": key_id,
+        "logged_at": logged_at,
+    }))
+}
+
 /// The bytes a receipt signature covers: `openexec-receipt-v1:` followed by the 64 hex
 /// characters of the receipt hash.
 pub fn signing_message(receipt_hash: &str) -> Vec<u8> {

@@ -53,6 +53,15 @@ pub struct Settings {
     /// `/keys` and accepted by `/receipts/verify` after a rotation.
     pub previous_receipt_keys: Option<String>,
     pub log_origin: Option<String>,
+    /// The receipt log's signing key (a file path, or the key itself).
+    pub log_key: Option<String>,
+    /// Witnesses whose cosignatures the log accepts: note verifier keys
+    /// (`<name>+<hex>+<base64>`), comma or newline separated.
+    pub witness_keys: Option<String>,
+    /// Sign a checkpoint at least this often while the log grows (ms).
+    pub log_interval_ms: Option<u64>,
+    /// ...or as soon as this many entries wait for one.
+    pub log_batch: Option<u64>,
     /// Comma-separated in the environment; a list in TOML.
     pub allowed_actions: Option<Vec<String>>,
     /// ClawShield public key(s): PEM or raw base64, several allowed.
@@ -78,6 +87,10 @@ impl Settings {
             receipt_key: self.receipt_key.or(lower.receipt_key),
             previous_receipt_keys: self.previous_receipt_keys.or(lower.previous_receipt_keys),
             log_origin: self.log_origin.or(lower.log_origin),
+            log_key: self.log_key.or(lower.log_key),
+            witness_keys: self.witness_keys.or(lower.witness_keys),
+            log_interval_ms: self.log_interval_ms.or(lower.log_interval_ms),
+            log_batch: self.log_batch.or(lower.log_batch),
             allowed_actions: self.allowed_actions.or(lower.allowed_actions),
             clawshield_public_key: self.clawshield_public_key.or(lower.clawshield_public_key),
             clawshield_tenant_id: self.clawshield_tenant_id.or(lower.clawshield_tenant_id),
@@ -159,6 +172,10 @@ pub struct Config {
     pub receipt_key: Option<String>,
     pub previous_receipt_keys: Option<String>,
     pub log_origin: Option<String>,
+    pub log_key: Option<String>,
+    pub witness_keys: Option<String>,
+    pub log_interval: Duration,
+    pub log_batch: u64,
     pub allowed_actions: Option<Vec<String>>,
     pub approval_keys: Option<String>,
     pub tenant_id: Option<String>,
@@ -214,6 +231,10 @@ impl Config {
             receipt_key: nonempty(s.receipt_key),
             previous_receipt_keys: nonempty(s.previous_receipt_keys),
             log_origin: nonempty(s.log_origin),
+            log_key: nonempty(s.log_key),
+            witness_keys: nonempty(s.witness_keys),
+            log_interval: Duration::from_millis(s.log_interval_ms.unwrap_or(250).max(1)),
+            log_batch: s.log_batch.unwrap_or(256).max(1),
             allowed_actions,
             approval_keys: nonempty(s.clawshield_public_key),
             tenant_id: nonempty(s.clawshield_tenant_id),

@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, Mode};
 use crate::handler::{Handler, Invocation, Registry};
+use crate::log::ReceiptLog;
 use crate::store::{
     Claim, ClaimResult, ClaimRow, ClaimStatus, NewReceipt, Store, StoreError, StoredReceipt,
 };
@@ -162,7 +163,8 @@ impl Keys {
 
 pub struct Engine {
     cfg: Config,
-    store: Store,
+    store: Arc<Store>,
+    log: Arc<ReceiptLog>,
     handlers: Registry,
     keys: Keys,
     inflight: Mutex<HashMap<(String, String), Inflight>>,
@@ -177,10 +179,17 @@ pub struct Engine {
 const POLL: Duration = Duration::from_millis(20);
 
 impl Engine {
-    pub fn new(cfg: Config, store: Store, handlers: Registry, keys: Keys) -> Arc<Engine> {
+    pub fn new(
+        cfg: Config,
+        store: Store,
+        log: ReceiptLog,
+        handlers: Registry,
+        keys: Keys,
+    ) -> Arc<Engine> {
         Arc::new(Engine {
             cfg,
-            store,
+            store: Arc::new(store),
+            log: Arc::new(log),
             handlers,
             keys,
             inflight: Mutex::new(HashMap::new()),
@@ -196,6 +205,15 @@ impl Engine {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub fn log(&self) -> &ReceiptLog {
+        &self.log
+    }
+
+    /// Sign checkpoints until the store closes.
+    pub async fn log_loop(self: Arc<Self>) {
+        self.log.clone().run(self.store.clone()).await
     }
 
     pub fn keys(&self) -> &Keys {
@@ -275,6 +293,10 @@ impl Engine {
     pub async fn shutdown(&self) {
         self.tasks.close();
         self.tasks.wait().await;
+        // The last receipts get a checkpoint before the store closes.
+        if let Err(e) = self.log.sign_head(&self.store).await {
+            tracing::warn!(error = %e, "no final checkpoint");
+        }
         self.store.close().await;
     }
 
@@ -821,13 +843,18 @@ impl Engine {
         }
     }
 
-    /// Evidence for an execution, as `GET /receipts/{exec_id}` serves it.
+    /// Evidence for an execution, as `GET /receipts/{exec_id}` serves it: with its inclusion
+    /// proof and checkpoint once a signed checkpoint covers it.
     pub async fn evidence_for(&self, exec_id: &str) -> Result<Option<Evidence>, StoreError> {
-        Ok(self
-            .store
-            .receipt_for(exec_id)
-            .await?
-            .map(|r| evidence_of(&r)))
+        let Some(r) = self.store.receipt_for(exec_id).await? else {
+            return Ok(None);
+        };
+        let mut ev = evidence_of(&r);
+        ev.inclusion = self
+            .log
+            .inclusion(&self.store, r.log_index, &r.logged_at)
+            .await?;
+        Ok(Some(ev))
     }
 }
 

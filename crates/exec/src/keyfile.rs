@@ -11,6 +11,8 @@ use crate::config::Config;
 
 /// File name of the generated receipt key inside the data directory.
 pub const GENERATED_RECEIPT_KEY: &str = "receipt-key.pem";
+/// File name of the generated receipt-log key inside the data directory.
+pub const GENERATED_LOG_KEY: &str = "log-key.pem";
 
 fn looks_inline(s: &str) -> bool {
     s.contains("-----BEGIN") || s.contains("\\n")
@@ -19,38 +21,66 @@ fn looks_inline(s: &str) -> bool {
 /// The receipt signing key: `OPENEXEC_RECEIPT_KEY` (a file path, or the key itself), else the
 /// one generated under the data directory (created on first start).
 pub fn receipt_key(cfg: &Config) -> anyhow::Result<SigningKey> {
-    if let Some(v) = &cfg.receipt_key {
+    signing_key(
+        cfg.receipt_key.as_deref(),
+        "OPENEXEC_RECEIPT_KEY",
+        &cfg.data_dir.join(GENERATED_RECEIPT_KEY),
+        "receipt",
+    )
+}
+
+/// The receipt log's signing key: `OPENEXEC_LOG_KEY`, else one generated under the data
+/// directory. A log key is its own: never the receipt key.
+pub fn log_key(cfg: &Config) -> anyhow::Result<SigningKey> {
+    signing_key(
+        cfg.log_key.as_deref(),
+        "OPENEXEC_LOG_KEY",
+        &cfg.data_dir.join(GENERATED_LOG_KEY),
+        "log",
+    )
+}
+
+fn signing_key(
+    configured: Option<&str>,
+    name: &str,
+    generated: &Path,
+    what: &str,
+) -> anyhow::Result<SigningKey> {
+    if let Some(v) = configured {
         if looks_inline(v) {
             return keys::parse_signing_key(v)
-                .context("OPENEXEC_RECEIPT_KEY holds a key that does not parse");
+                .with_context(|| format!("{name} holds a key that does not parse"));
         }
         let path = Path::new(v);
         if !path.exists() {
             if let Ok(k) = keys::parse_signing_key(v) {
                 return Ok(k);
             }
-            bail!("OPENEXEC_RECEIPT_KEY: no key file at {}", path.display());
+            bail!("{name}: no key file at {}", path.display());
         }
         let text = std::fs::read_to_string(path)
-            .with_context(|| format!("OPENEXEC_RECEIPT_KEY: cannot read {}", path.display()))?;
+            .with_context(|| format!("{name}: cannot read {}", path.display()))?;
         return keys::parse_signing_key(&text).with_context(|| {
             format!(
-                "OPENEXEC_RECEIPT_KEY: {} does not hold an Ed25519 private key",
+                "{name}: {} does not hold an Ed25519 private key",
                 path.display()
             )
         });
     }
-    let path = cfg.data_dir.join(GENERATED_RECEIPT_KEY);
-    if path.exists() {
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read the receipt key {}", path.display()))?;
-        return keys::parse_signing_key(&text)
-            .with_context(|| format!("{} does not hold an Ed25519 private key", path.display()));
+    if generated.exists() {
+        let text = std::fs::read_to_string(generated)
+            .with_context(|| format!("cannot read the {what} key {}", generated.display()))?;
+        return keys::parse_signing_key(&text).with_context(|| {
+            format!(
+                "{} does not hold an Ed25519 private key",
+                generated.display()
+            )
+        });
     }
     let sk = generate();
-    write_private(&path, &keys::signing_key_to_pem(&sk))?;
-    tracing::warn!(path = %path.display(), key_id = %keys::key_id(&sk.verifying_key()),
-        "no receipt key configured (OPENEXEC_RECEIPT_KEY): generated one");
+    write_private(generated, &keys::signing_key_to_pem(&sk))?;
+    tracing::warn!(path = %generated.display(), key_id = %keys::key_id(&sk.verifying_key()),
+        "no {what} key configured ({name}): generated one");
     Ok(sk)
 }
 

@@ -12,6 +12,8 @@ pub mod engine;
 pub mod handler;
 pub mod http;
 pub mod keyfile;
+pub mod log;
+pub mod logstore;
 pub mod store;
 
 use std::future::Future;
@@ -63,7 +65,17 @@ impl Service {
             previous_receipt: previous,
             ..Keys::new(receipt, approval)
         };
-        let engine = Engine::new(cfg, store, handlers, keys);
+        let log = log::ReceiptLog::new(
+            cfg.log_origin.as_deref(),
+            keyfile::log_key(&cfg)?,
+            cfg.witness_keys.as_deref(),
+            cfg.log_interval,
+            cfg.log_batch,
+        )?;
+        log.load(&store)
+            .await
+            .context("cannot read the receipt log's checkpoints")?;
+        let engine = Engine::new(cfg, store, log, handlers, keys);
         let n = engine
             .recover_interrupted()
             .await
@@ -89,6 +101,7 @@ impl Service {
     ) -> anyhow::Result<()> {
         let engine = self.engine.clone();
         let repair = tokio::spawn(engine.clone().repair_loop());
+        let signer = tokio::spawn(engine.clone().log_loop());
         let app = http::router(engine.clone());
         axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
@@ -97,6 +110,7 @@ impl Service {
         tracing::info!("stopped accepting; waiting for running handlers to finish");
         engine.shutdown().await;
         repair.abort();
+        signer.abort();
         tracing::info!("all receipts written; bye");
         Ok(())
     }

@@ -14,7 +14,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use openexec_log::{leaf_hash, Frontier, Hash, NodeId};
+
+use crate::logstore::{self, LogHead, StoredCheckpoint};
 
 use crate::config::DbTarget;
 
@@ -29,6 +33,9 @@ pub enum StoreError {
     /// Stored data that does not read back (a bug or a database edited by hand).
     #[error("store corrupt: {0}")]
     Corrupt(String),
+    /// A write that would contradict what is stored (e.g. a checkpoint that goes backwards).
+    #[error("refused: {0}")]
+    Conflict(String),
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -76,6 +83,8 @@ pub struct StoredReceipt {
     pub key_id: String,
     pub result: Option<Value>,
     pub message: Option<String>,
+    /// When it entered the receipt log (its leaf's `logged_at`).
+    pub logged_at: String,
 }
 
 /// A receipt to store.
@@ -136,6 +145,17 @@ enum WriteOp {
         reply: oneshot::Sender<Result<u64, StoreError>>,
     },
     Receipt(NewReceipt, oneshot::Sender<Result<u64, StoreError>>),
+    /// Log bookkeeping, each in a transaction of its own.
+    Log(LogWrite, oneshot::Sender<Result<(), StoreError>>),
+}
+
+enum LogWrite {
+    Checkpoint(StoredCheckpoint),
+    Cosignature {
+        size: u64,
+        witness: String,
+        line: String,
+    },
 }
 
 impl WriteOp {
@@ -144,6 +164,7 @@ impl WriteOp {
             WriteOp::Claim(_, r) => drop(r.send(Err(e))),
             WriteOp::Complete { reply, .. } => drop(reply.send(Err(e))),
             WriteOp::Receipt(_, r) => drop(r.send(Err(e))),
+            WriteOp::Log(_, r) => drop(r.send(Err(e))),
         }
     }
 }
@@ -177,6 +198,10 @@ pub struct Store {
     writer: std::sync::Mutex<Option<mpsc::Sender<WriteOp>>>,
     /// Fires when the writer thread has committed everything and closed its connection.
     writer_done: tokio::sync::Mutex<Option<oneshot::Receiver<()>>>,
+    /// The receipt log's committed head, updated after every commit.
+    head: watch::Receiver<LogHead>,
+    /// Why the stored log cannot be trusted (found at start-up), if it cannot.
+    log_problem: Option<String>,
 }
 
 fn now_text() -> String {
@@ -202,7 +227,11 @@ impl Store {
         // never queued behind request tasks on the busy shared runtime (which made each commit
         // wait several scheduling rounds under load).
         let (tx, rx) = mpsc::channel(4096);
-        let (ready_tx, ready_rx) = oneshot::channel::<anyhow::Result<()>>();
+        let (ready_tx, ready_rx) = oneshot::channel::<anyhow::Result<Option<String>>>();
+        let (head_tx, head_rx) = watch::channel(LogHead {
+            size: 0,
+            root: Frontier::empty().root(),
+        });
         let (done_tx, done_rx) = oneshot::channel::<()>();
         // The writer never checkpoints: that work (copying WAL pages into the database file and
         // syncing it) runs beside it in `checkpoint_loop`, off the path of every commit.
@@ -245,13 +274,20 @@ impl Store {
                                     writer_path.display()
                                 )
                             })?;
-                        anyhow::Ok(conn)
+                        let opened = logstore::open_tree(&mut conn)
+                            .await
+                            .map_err(|e| anyhow::anyhow!("cannot read the receipt log: {e}"))?;
+                        anyhow::Ok((conn, opened))
                     }
                     .await;
                     match opened {
-                        Ok(conn) => {
-                            let _ = ready_tx.send(Ok(()));
-                            writer_loop(conn, rx, writer_owner).await;
+                        Ok((conn, opened)) => {
+                            head_tx.send_replace(LogHead {
+                                size: opened.tree.size(),
+                                root: opened.tree.root(),
+                            });
+                            let _ = ready_tx.send(Ok(opened.problem));
+                            writer_loop(conn, rx, writer_owner, opened.tree, head_tx).await;
                         }
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));
@@ -261,10 +297,12 @@ impl Store {
                 let _ = done_tx.send(());
             })
             .map_err(|e| anyhow::anyhow!("cannot start the writer thread: {e}"))?;
-        ready_rx
+        let log_problem = ready_rx
             .await
             .map_err(|_| anyhow::anyhow!("the writer thread ended while opening the database"))??;
-
+        if let Some(p) = &log_problem {
+            tracing::error!(problem = %p, "THE RECEIPT LOG DOES NOT MATCH ITS LAST SIGNED CHECKPOINT: it will not sign, and /ready fails");
+        }
         let read = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(1)
@@ -279,7 +317,112 @@ impl Store {
             read,
             writer: std::sync::Mutex::new(Some(tx)),
             writer_done: tokio::sync::Mutex::new(Some(done_rx)),
+            head: head_rx,
+            log_problem,
         })
+    }
+
+    /// The receipt log's committed head (size and root), as of the last commit.
+    pub fn log_head(&self) -> LogHead {
+        *self.head.borrow()
+    }
+
+    /// A receiver that changes whenever a commit moves the log's head.
+    pub fn watch_log_head(&self) -> watch::Receiver<LogHead> {
+        self.head.clone()
+    }
+
+    /// Why the stored log does not match its last checkpoint, if it does not (found at start-up).
+    pub fn log_problem(&self) -> Option<&str> {
+        self.log_problem.as_deref()
+    }
+
+    /// Store a signed checkpoint (refused if it would contradict an earlier one).
+    pub async fn add_checkpoint(&self, cp: StoredCheckpoint) -> Result<(), StoreError> {
+        self.write(|tx| WriteOp::Log(LogWrite::Checkpoint(cp), tx))
+            .await
+    }
+
+    /// Store a witness's cosignature line for the checkpoint of `size`.
+    pub async fn add_cosignature(
+        &self,
+        size: u64,
+        witness: &str,
+        line: &str,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            WriteOp::Log(
+                LogWrite::Cosignature {
+                    size,
+                    witness: witness.to_string(),
+                    line: line.to_string(),
+                },
+                tx,
+            )
+        })
+        .await
+    }
+
+    /// The latest signed checkpoint and the cosignature lines delivered for it.
+    pub async fn latest_checkpoint(
+        &self,
+    ) -> Result<Option<(StoredCheckpoint, Vec<String>)>, StoreError> {
+        let row: Option<(i64, String, String)> = self
+            .read(
+                sqlx::query_as(
+                    "SELECT size, root, note FROM log_checkpoints ORDER BY size DESC LIMIT 1",
+                )
+                .fetch_optional(&self.read),
+            )
+            .await?;
+        let Some((size, root, note)) = row else {
+            return Ok(None);
+        };
+        let lines: Vec<(String,)> = self
+            .read(
+                sqlx::query_as("SELECT line FROM log_cosignatures WHERE size = ? ORDER BY witness")
+                    .bind(size)
+                    .fetch_all(&self.read),
+            )
+            .await?;
+        Ok(Some((
+            StoredCheckpoint {
+                size: size as u64,
+                root: logstore::hash_from_hex(&root)?,
+                note,
+            },
+            lines.into_iter().map(|(l,)| l).collect(),
+        )))
+    }
+
+    /// Tree nodes by id (those that exist).
+    pub async fn log_nodes(
+        &self,
+        ids: &[NodeId],
+    ) -> Result<std::collections::HashMap<NodeId, Hash>, StoreError> {
+        logstore::nodes_on(&self.read, ids).await
+    }
+
+    /// Leaf data of entries [start, end), with each entry's `logged_at`.
+    pub async fn log_entries(
+        &self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<(u64, Vec<u8>, String)>, StoreError> {
+        let rows: Vec<(i64, String, String, String, String)> = self
+            .read(
+                sqlx::query_as(
+                    "SELECT log_index, receipt, signature, key_id, created_at FROM receipts \
+                     WHERE log_index >= ? AND log_index < ? ORDER BY log_index",
+                )
+                .bind(start as i64)
+                .bind(end as i64)
+                .fetch_all(&self.read),
+            )
+            .await?;
+        rows.into_iter()
+            .map(|(i, r, s, k, at)| Ok((i as u64, logstore::leaf_data(&r, &s, &k, &at)?, at)))
+            .collect()
     }
 
     fn options(path: &Path, busy_timeout: Duration) -> anyhow::Result<SqliteConnectOptions> {
@@ -563,34 +706,70 @@ fn stored_receipt(
         key_id: r.try_get("key_id").map_err(corrupt)?,
         result: result.map(|t| parse("result", &t)).transpose()?,
         message: r.try_get("message").map_err(corrupt)?,
+        logged_at: r.try_get("created_at").map_err(corrupt)?,
     })
 }
 
-async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<WriteOp>, owner: String) {
+async fn writer_loop(
+    mut conn: SqliteConnection,
+    mut rx: mpsc::Receiver<WriteOp>,
+    owner: String,
+    mut tree: Frontier,
+    head: watch::Sender<LogHead>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let started = Instant::now();
-        let ops: Vec<WriteOp> = std::mem::take(&mut batch);
-        metrics::histogram!("openexec_store_batch_size").record(ops.len() as f64);
-        match commit_batch(&mut conn, ops, &owner).await {
-            Ok(done) => {
-                for d in done {
-                    match d {
-                        Done::Claim(tx, r) => drop(tx.send(Ok(r))),
-                        Done::Index(tx, i) => drop(tx.send(Ok(i))),
+        let (log_ops, ops): (Vec<WriteOp>, Vec<WriteOp>) = std::mem::take(&mut batch)
+            .into_iter()
+            .partition(|op| matches!(op, WriteOp::Log(..)));
+        if !ops.is_empty() {
+            metrics::histogram!("openexec_store_batch_size").record(ops.len() as f64);
+            let before = tree.clone();
+            match commit_batch(&mut conn, ops, &owner, &mut tree).await {
+                Ok(done) => {
+                    head.send_if_modified(|h| {
+                        let new = LogHead {
+                            size: tree.size(),
+                            root: tree.root(),
+                        };
+                        let changed = *h != new;
+                        *h = new;
+                        changed
+                    });
+                    for d in done {
+                        match d {
+                            Done::Claim(tx, r) => drop(tx.send(Ok(r))),
+                            Done::Index(tx, i) => drop(tx.send(Ok(i))),
+                        }
+                    }
+                }
+                Err((ops, e)) => {
+                    tracing::error!(error = %e, writes = ops.len(), "store commit failed; nothing in this batch is acknowledged");
+                    let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
+                    tree = before;
+                    for op in ops {
+                        op.fail(e.clone());
                     }
                 }
             }
-            Err((ops, e)) => {
-                tracing::error!(error = %e, writes = ops.len(), "store commit failed; nothing in this batch is acknowledged");
-                let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
-                for op in ops {
-                    op.fail(e.clone());
-                }
+            metrics::histogram!("openexec_store_seconds", "op" => "commit")
+                .record(started.elapsed().as_secs_f64());
+        }
+        for op in log_ops {
+            if let WriteOp::Log(w, reply) = op {
+                let now = now_text();
+                let r = match &w {
+                    LogWrite::Checkpoint(cp) => logstore::add_checkpoint(&mut conn, cp, &now).await,
+                    LogWrite::Cosignature {
+                        size,
+                        witness,
+                        line,
+                    } => logstore::add_cosignature(&mut conn, *size, witness, line).await,
+                };
+                let _ = reply.send(r);
             }
         }
-        metrics::histogram!("openexec_store_seconds", "op" => "commit")
-            .record(started.elapsed().as_secs_f64());
     }
     let _ = conn.close().await;
 }
@@ -598,7 +777,7 @@ async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<WriteOp>
 /// The SELECT list that reads a claim row with its outcome receipt (see [`claim_row`]).
 const CLAIM_ROW_COLUMNS: &str =
     "e.tenant_id, e.nonce, e.exec_id, e.owner, e.status, e.template, r.log_index, r.receipt_hash, \
-     r.exec_id AS r_exec_id, r.receipt, r.signature, r.key_id, r.result, r.message";
+     r.exec_id AS r_exec_id, r.receipt, r.signature, r.key_id, r.result, r.message, r.created_at";
 
 /// A JSON array of rows, as the text a `json_each(?)` parameter takes.
 fn json_rows(rows: impl Iterator<Item = Value>) -> String {
@@ -665,9 +844,10 @@ async fn commit_batch(
     conn: &mut SqliteConnection,
     ops: Vec<WriteOp>,
     owner: &str,
+    tree: &mut Frontier,
 ) -> Result<Vec<Done>, (Vec<WriteOp>, StoreError)> {
     let started = Instant::now();
-    let applied = match apply_batch(conn, &ops, owner).await {
+    let applied = match apply_batch(conn, &ops, owner, tree).await {
         Ok(a) => a,
         Err(e) => return Err((ops, e)),
     };
@@ -692,6 +872,7 @@ async fn apply_batch(
     conn: &mut SqliteConnection,
     ops: &[WriteOp],
     owner: &str,
+    tree: &mut Frontier,
 ) -> Result<Vec<Applied>, StoreError> {
     let mut out: Vec<Option<Applied>> = ops.iter().map(|_| None).collect();
     let now = now_text();
@@ -709,6 +890,7 @@ async fn apply_batch(
                 ..
             } => completions.push((i, tenant_id, nonce, *status, receipt)),
             WriteOp::Receipt(r, _) => rejections.push((i, r)),
+            WriteOp::Log(..) => {}
         }
     }
     let with_approval: Vec<(usize, &Claim, &str)> = claims
@@ -817,6 +999,10 @@ async fn apply_batch(
         }
     }
     let mut next = next.ok_or_else(|| StoreError::Corrupt("no next log index".into()))?;
+    if next as u64 != tree.size() {
+        // Another process on this database appended since our last commit.
+        *tree = logstore::load_frontier(conn, next as u64).await?;
+    }
 
     // Claims: inserted, taken (read back the holder), or refused for a used approval.
     let mut s2 = Script::default();
@@ -923,6 +1109,25 @@ async fn apply_batch(
         )
         .text(&now)
         .text(j);
+    }
+    // The tree: each new receipt is the next leaf; the complete nodes it makes are stored with it.
+    let mut new_nodes: Vec<(NodeId, Hash)> = Vec::new();
+    for (idx, r) in &rows {
+        if *idx as u64 != tree.size() {
+            return Err(StoreError::Corrupt(format!(
+                "log index {idx} assigned while the tree holds {}",
+                tree.size()
+            )));
+        }
+        let data = logstore::leaf_data(&r.receipt, &r.signature, &r.key_id, &now)?;
+        new_nodes.extend(
+            tree.append(leaf_hash(&data))
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        );
+    }
+    let nodes_json = (!new_nodes.is_empty()).then(|| logstore::nodes_json(&new_nodes));
+    if let Some(j) = &nodes_json {
+        s2.stmt(logstore::INSERT_NODES).text(j);
     }
     s2.stmt("COMMIT");
     s2.run(conn).await?;

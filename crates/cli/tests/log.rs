@@ -1,0 +1,277 @@
+//! The receipt log (SPEC §7) from the outside: signed checkpoints, entries that hash to the
+//! checkpoint's root, inclusion and consistency proofs that verify with the log crate, evidence
+//! that verifies offline with public keys only, and a log that refuses to sign once its database
+//! was edited behind its back.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::*;
+use openexec_log::note::{self, Checkpoint};
+use openexec_log::{leaf_hash, verify_consistency, verify_inclusion, Frontier, Hash};
+use serde_json::{json, Value};
+use sqlx::{Connection, SqliteConnection};
+
+const ENV: &[(&str, &str)] = &[("OPENEXEC_LOG_INTERVAL_MS", "50")];
+
+fn b64(s: &str) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .unwrap_or_else(|e| panic!("not base64 {s}: {e}"))
+}
+
+fn hashes(v: &Value) -> Vec<Hash> {
+    v["hashes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no hashes: {v}"))
+        .iter()
+        .map(|h| b64(h.as_str().unwrap()).try_into().unwrap())
+        .collect()
+}
+
+/// Wait until the served checkpoint covers at least `size` entries; its opened body.
+async fn checkpoint_at_least(s: &Server, size: u64) -> (Checkpoint, String) {
+    let keys = s.keys().await;
+    let verifier = note::parse_verifier_key(keys["log"]["verifier_key"].as_str().unwrap()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (st, text) = s.get_text("/log/checkpoint").await;
+        if st == 200 {
+            let opened =
+                note::open_note(&text, &verifier).unwrap_or_else(|e| panic!("{e}: {text}"));
+            let cp = Checkpoint::parse_body(&opened.body).unwrap();
+            assert_eq!(cp.origin, keys["log"]["origin"].as_str().unwrap());
+            if cp.size >= size {
+                return (cp, text);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint of size {size}: {st} {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+async fn run(s: &Server, from: usize, to: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    for i in from..to {
+        let (st, b) = s
+            .execute(&json!({"action": "echo", "payload": {"i": i}, "nonce": format!("log-{i}")}))
+            .await;
+        assert_eq!(st, 200, "{b}");
+        out.push(b);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn checkpoints_entries_and_proofs_agree() {
+    let mut s = Server::start(ENV);
+    let answers = run(&s, 0, 13).await;
+    // A rejection is a log entry too.
+    let (st, _) = s
+        .execute(&json!({"action": "nope", "payload": {}, "nonce": "log-r"}))
+        .await;
+    assert_eq!(st, 400);
+    let (cp, _) = checkpoint_at_least(&s, 14).await;
+    assert_eq!(cp.size, 14);
+
+    // The entries rebuild the checkpoint's root, and each is its receipt's leaf.
+    let (st, entries) = s
+        .get(&format!("/log/entries?start=0&end={}", cp.size))
+        .await;
+    assert_eq!(st, 200, "{entries}");
+    let entries: Vec<Vec<u8>> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| b64(e.as_str().unwrap()))
+        .collect();
+    assert_eq!(entries.len(), 14);
+    let mut tree = Frontier::empty();
+    for e in &entries {
+        tree.append(leaf_hash(e)).unwrap();
+    }
+    assert_eq!(
+        tree.root(),
+        cp.root,
+        "entries do not hash to the checkpoint root"
+    );
+    for (i, a) in answers.iter().enumerate() {
+        let idx = a["evidence"]["log_index"].as_u64().unwrap() as usize;
+        let leaf: Value = serde_json::from_slice(&entries[idx]).unwrap();
+        assert_eq!(leaf["receipt"], a["evidence"]["receipt"], "entry {i}");
+        assert_eq!(leaf["signature"], a["evidence"]["signature"]);
+    }
+
+    // Inclusion proofs for every index at every size.
+    for size in 1..=cp.size {
+        let mut t = Frontier::empty();
+        for e in &entries[..size as usize] {
+            t.append(leaf_hash(e)).unwrap();
+        }
+        for index in 0..size {
+            let (st, p) = s
+                .get(&format!(
+                    "/log/proof/inclusion?index={index}&tree_size={size}"
+                ))
+                .await;
+            assert_eq!(st, 200, "{p}");
+            verify_inclusion(
+                &leaf_hash(&entries[index as usize]),
+                index,
+                size,
+                &hashes(&p),
+                &t.root(),
+            )
+            .unwrap_or_else(|e| panic!("index {index} size {size}: {e}"));
+        }
+    }
+
+    // Evidence carries the proof once covered, and verifies offline with public keys only.
+    let id = answers[3]["id"].as_str().unwrap();
+    let (st, r) = s.get(&format!("/receipts/{id}")).await;
+    assert_eq!(st, 200);
+    let ev = &r["evidence"];
+    assert_eq!(ev["inclusion"]["tree_size"], 14, "{ev}");
+    let keys = s.keys().await;
+    let path = s.dir().join("evidence.json");
+    std::fs::write(&path, serde_json::to_vec(&r).unwrap()).unwrap();
+    let receipt_key = keys["receipt_keys"][0]["public_key"].as_str().unwrap();
+    let log_key = keys["log"]["verifier_key"].as_str().unwrap();
+    let out = cli(&[
+        "verify",
+        path.to_str().unwrap(),
+        "--key",
+        receipt_key,
+        "--log-key",
+        log_key,
+        "--require-inclusion",
+    ]);
+    assert_eq!(exit_code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let (st, v) = s.post("/receipts/verify", ev).await;
+    assert_eq!((st, &v["valid"]), (200, &json!(true)), "{v}");
+    assert_eq!(v["checks"]["inclusion"], true);
+    // One proof hash flipped: the inclusion check fails and says so.
+    let mut bad = r.clone();
+    let h0 = bad["evidence"]["inclusion"]["hashes"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut raw = b64(&h0);
+    raw[0] ^= 1;
+    bad["evidence"]["inclusion"]["hashes"][0] =
+        json!(base64::engine::general_purpose::STANDARD.encode(raw));
+    std::fs::write(&path, serde_json::to_vec(&bad).unwrap()).unwrap();
+    let out = cli(&[
+        "verify",
+        path.to_str().unwrap(),
+        "--key",
+        receipt_key,
+        "--log-key",
+        log_key,
+    ]);
+    assert_eq!(exit_code(&out), 1, "{}", stdout(&out));
+    assert!(stdout(&out).contains("inclusion"), "{}", stdout(&out));
+    // Without the log key the inclusion cannot be trusted.
+    std::fs::write(&path, serde_json::to_vec(&r).unwrap()).unwrap();
+    let out = cli(&["verify", path.to_str().unwrap(), "--key", receipt_key]);
+    assert_eq!(exit_code(&out), 1, "{}", stdout(&out));
+
+    // The log grows; the new checkpoint is consistent with the old one, across a restart.
+    run(&s, 13, 30).await;
+    let (cp2, _) = checkpoint_at_least(&s, 31).await;
+    let (st, p) = s
+        .get(&format!(
+            "/log/proof/consistency?first={}&second={}",
+            cp.size, cp2.size
+        ))
+        .await;
+    assert_eq!(st, 200, "{p}");
+    verify_consistency(cp.size, cp2.size, &cp.root, &cp2.root, &hashes(&p)).unwrap();
+    s.restart();
+    run(&s, 30, 35).await;
+    let (cp3, _) = checkpoint_at_least(&s, 36).await;
+    let (st, p) = s
+        .get(&format!(
+            "/log/proof/consistency?first={}&second={}",
+            cp.size, cp3.size
+        ))
+        .await;
+    assert_eq!(st, 200, "{p}");
+    verify_consistency(cp.size, cp3.size, &cp.root, &cp3.root, &hashes(&p)).unwrap();
+    assert_eq!(
+        s.keys().await["log"],
+        keys["log"],
+        "the log key survives a restart"
+    );
+
+    // Bad parameters are named.
+    for q in [
+        "/log/proof/inclusion?index=5&tree_size=5",
+        "/log/proof/inclusion?index=0&tree_size=100000",
+        "/log/proof/inclusion?index=x&tree_size=3",
+        "/log/proof/consistency?first=9&second=3",
+        "/log/entries?start=3&end=3",
+        "/log/entries?start=0",
+    ] {
+        let (st, b) = s.get(q).await;
+        assert_eq!((st, code(&b)), (400, "invalid_request"), "{q}: {b}");
+    }
+}
+
+async fn db(s: &Server) -> SqliteConnection {
+    SqliteConnection::connect(&format!("sqlite://{}", s.db_path().display()))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edited_entry_stops_the_log_signing() {
+    let mut s = Server::start(ENV);
+    run(&s, 0, 8).await;
+    let (cp, _) = checkpoint_at_least(&s, 8).await;
+    s.term();
+    let mut c = db(&s).await;
+    sqlx::query(
+        "UPDATE receipts SET receipt = replace(receipt, 'log-5', 'log-X') WHERE log_index = 5",
+    )
+    .execute(&mut c)
+    .await
+    .unwrap();
+    c.close().await.unwrap();
+    s.restart();
+    let (st, r) = s.get("/ready").await;
+    assert_eq!(st, 503, "{r}");
+    assert_eq!(r["checks"]["log"], false);
+    assert!(r["detail"].as_str().unwrap().contains("entry 5"), "{r}");
+    // It keeps refusing to sign: the checkpoint stays where it was.
+    run(&s, 8, 11).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (_, text) = s.get_text("/log/checkpoint").await;
+    assert!(
+        text.contains(&format!("\n{}\n", cp.size)),
+        "a checkpoint was signed: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleted_entries_stop_the_log_signing() {
+    let mut s = Server::start(ENV);
+    run(&s, 0, 6).await;
+    checkpoint_at_least(&s, 6).await;
+    s.term();
+    let mut c = db(&s).await;
+    sqlx::query("DELETE FROM receipts WHERE log_index >= 4")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    s.restart();
+    let (st, r) = s.get("/ready").await;
+    assert_eq!(st, 503, "{r}");
+    assert!(r["detail"].as_str().unwrap().contains("4..6"), "{r}");
+}

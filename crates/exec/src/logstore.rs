@@ -1,0 +1,324 @@
+//! The receipt log's storage in the service's database (SPEC §7): tree nodes, checkpoints and
+//! witness cosignatures. The maths and formats are `openexec-log`'s; this module only keeps them.
+//!
+//! Trust boundary: the database is not trusted to stay as the log wrote it. At start-up the tree
+//! is recomputed from the stored receipts and compared with the last signed checkpoint; any
+//! difference is reported with the first index that differs, and the log then refuses to sign.
+
+use std::collections::HashMap;
+
+use openexec_log::{leaf_hash, Frontier, Hash, NodeId};
+use serde_json::Value;
+use sqlx::{Row, SqliteConnection};
+
+use crate::store::StoreError;
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+pub fn hash_hex(h: &Hash) -> String {
+    hex::encode(h)
+}
+
+pub fn hash_from_hex(s: &str) -> Result<Hash, StoreError> {
+    let v = hex::decode(s).map_err(|e| corrupt(format!("stored hash '{s}': {e}")))?;
+    v.try_into()
+        .map_err(|_| corrupt(format!("stored hash '{s}' is not 32 bytes")))
+}
+
+/// The leaf data of one stored receipt row.
+pub fn leaf_data(
+    receipt_jcs: &str,
+    signature: &str,
+    key_id: &str,
+    logged_at: &str,
+) -> Result<Vec<u8>, StoreError> {
+    let receipt: Value = serde_json::from_str(receipt_jcs).map_err(corrupt)?;
+    Ok(openexec_core::receipt::log_leaf(
+        &receipt, signature, key_id, logged_at,
+    ))
+}
+
+/// The head of the log: how many receipts it holds and the root over them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogHead {
+    pub size: u64,
+    pub root: Hash,
+}
+
+/// A signed checkpoint as stored.
+#[derive(Debug, Clone)]
+pub struct StoredCheckpoint {
+    pub size: u64,
+    pub root: Hash,
+    pub note: String,
+}
+
+/// What start-up found.
+pub struct Opened {
+    pub tree: Frontier,
+    /// Set when the stored log does not match its last checkpoint: the log must not sign.
+    pub problem: Option<String>,
+}
+
+/// Recompute the tree from the stored receipts (writing any node that is missing, e.g. for a
+/// database that predates the log), and check it against the last signed checkpoint.
+pub async fn open_tree(conn: &mut SqliteConnection) -> Result<Opened, StoreError> {
+    let last = latest_checkpoint_on(conn).await?;
+    let stored_nodes: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM log_nodes WHERE level = 0")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(unavailable)?;
+    let rows = sqlx::query(
+        "SELECT log_index, receipt, signature, key_id, created_at FROM receipts ORDER BY log_index",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(unavailable)?;
+    let mut tree = Frontier::empty();
+    let mut leaves: Vec<Hash> = Vec::with_capacity(rows.len());
+    let mut new_nodes: Vec<(NodeId, Hash)> = Vec::new();
+    let mut problem = None;
+    let mut root_at_checkpoint = None;
+    for r in &rows {
+        let idx: i64 = r.try_get("log_index").map_err(corrupt)?;
+        if idx as u64 != tree.size() {
+            problem.get_or_insert(format!(
+                "receipt log entry {} is missing (found {idx} after {})",
+                tree.size(),
+                tree.size() as i64 - 1
+            ));
+            break;
+        }
+        let data = leaf_data(
+            &r.try_get::<String, _>("receipt").map_err(corrupt)?,
+            &r.try_get::<String, _>("signature").map_err(corrupt)?,
+            &r.try_get::<String, _>("key_id").map_err(corrupt)?,
+            &r.try_get::<String, _>("created_at").map_err(corrupt)?,
+        )?;
+        let leaf = leaf_hash(&data);
+        leaves.push(leaf);
+        let nodes = tree.append(leaf).map_err(corrupt)?;
+        if (idx as u64) >= stored_nodes as u64 {
+            new_nodes.extend(nodes);
+        }
+        if let Some(c) = &last {
+            if tree.size() == c.size {
+                root_at_checkpoint = Some(tree.root());
+            }
+        }
+    }
+    if let Some(c) = &last {
+        if problem.is_none() && tree.size() < c.size {
+            problem = Some(format!(
+                "the log holds {} entries but its last checkpoint was signed at {}: entries {}..{} are gone",
+                tree.size(),
+                c.size,
+                tree.size(),
+                c.size
+            ));
+        }
+        if problem.is_none() && root_at_checkpoint != Some(c.root) {
+            // Find the entry that differs: its recomputed leaf hash is not the one stored when it
+            // was appended.
+            let stored: Vec<(i64, String)> = sqlx::query_as(
+                "SELECT idx, hash FROM log_nodes WHERE level = 0 AND idx < ? ORDER BY idx",
+            )
+            .bind(c.size as i64)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(unavailable)?;
+            let differs = stored
+                .iter()
+                .find(|(i, h)| leaves.get(*i as usize).map(hash_hex).as_deref() != Some(h));
+            problem = Some(match differs {
+                Some((i, _)) => format!(
+                    "receipt log entry {i} does not hash to the leaf that was logged: the stored receipt was changed; the root at size {} no longer matches the signed checkpoint",
+                    c.size
+                ),
+                None => format!(
+                    "the root recomputed at size {} does not match the signed checkpoint",
+                    c.size
+                ),
+            });
+        }
+    }
+    if problem.is_none() && !new_nodes.is_empty() {
+        insert_nodes(conn, &new_nodes).await?;
+    }
+    Ok(Opened { tree, problem })
+}
+
+/// The stored nodes of a frontier at `size` (another process appended since we last looked).
+pub async fn load_frontier(conn: &mut SqliteConnection, size: u64) -> Result<Frontier, StoreError> {
+    let ids = Frontier::node_ids(size);
+    let got = nodes_on(conn, &ids).await?;
+    let hashes = ids
+        .iter()
+        .map(|id| {
+            got.get(id)
+                .copied()
+                .ok_or_else(|| corrupt(format!("log node {id:?} is missing")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Frontier::from_parts(size, hashes).map_err(corrupt)
+}
+
+fn ids_json(ids: &[NodeId]) -> String {
+    Value::Array(
+        ids.iter()
+            .map(|n| serde_json::json!([n.level, n.index]))
+            .collect(),
+    )
+    .to_string()
+}
+
+/// Nodes by id (those that exist).
+pub async fn nodes_on<'c, E>(exec: E, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>, StoreError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
+{
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(i64, i64, String)> = sqlx::query_as(
+        "SELECT level, idx, hash FROM log_nodes \
+         WHERE (level, idx) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?))",
+    )
+    .bind(ids_json(ids))
+    .fetch_all(exec)
+    .await
+    .map_err(unavailable)?;
+    rows.into_iter()
+        .map(|(l, i, h)| {
+            Ok((
+                NodeId {
+                    level: l as u8,
+                    index: i as u64,
+                },
+                hash_from_hex(&h)?,
+            ))
+        })
+        .collect()
+}
+
+/// The JSON rows of `insert_nodes`' statement.
+pub fn nodes_json(nodes: &[(NodeId, Hash)]) -> String {
+    Value::Array(
+        nodes
+            .iter()
+            .map(|(n, h)| serde_json::json!([n.level, n.index, hash_hex(h)]))
+            .collect(),
+    )
+    .to_string()
+}
+
+pub const INSERT_NODES: &str = "INSERT INTO log_nodes (level, idx, hash) \
+     SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?)";
+
+async fn insert_nodes(
+    conn: &mut SqliteConnection,
+    nodes: &[(NodeId, Hash)],
+) -> Result<(), StoreError> {
+    for chunk in nodes.chunks(10_000) {
+        sqlx::query(INSERT_NODES)
+            .bind(nodes_json(chunk))
+            .execute(&mut *conn)
+            .await
+            .map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+async fn latest_checkpoint_on(
+    conn: &mut SqliteConnection,
+) -> Result<Option<StoredCheckpoint>, StoreError> {
+    let row: Option<(i64, String, String)> =
+        sqlx::query_as("SELECT size, root, note FROM log_checkpoints ORDER BY size DESC LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(unavailable)?;
+    row.map(|(size, root, note)| {
+        Ok(StoredCheckpoint {
+            size: size as u64,
+            root: hash_from_hex(&root)?,
+            note,
+        })
+    })
+    .transpose()
+}
+
+/// Store a signed checkpoint, refusing anything that would contradict an earlier one: a smaller
+/// size, or the same size with another root (single-writer safety).
+pub async fn add_checkpoint(
+    conn: &mut SqliteConnection,
+    cp: &StoredCheckpoint,
+    now: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *conn)
+        .await
+        .map_err(unavailable)?;
+    let r = async {
+        if let Some(last) = latest_checkpoint_on(conn).await? {
+            if cp.size < last.size {
+                return Err(StoreError::Conflict(format!(
+                    "refusing to store a checkpoint of size {} after one of size {}",
+                    cp.size, last.size
+                )));
+            }
+            if cp.size == last.size {
+                if cp.root != last.root {
+                    return Err(StoreError::Conflict(format!(
+                        "refusing to store a second checkpoint of size {} with another root",
+                        cp.size
+                    )));
+                }
+                return Ok(());
+            }
+        }
+        sqlx::query(
+            "INSERT INTO log_checkpoints (size, root, note, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(cp.size as i64)
+        .bind(hash_hex(&cp.root))
+        .bind(&cp.note)
+        .bind(now)
+        .execute(&mut *conn)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+    .await;
+    let end = if r.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    let c = sqlx::query(end)
+        .execute(&mut *conn)
+        .await
+        .map_err(unavailable);
+    r.and(c.map(|_| ()))
+}
+
+/// Store a witness's cosignature line for a checkpoint (the latest line per witness and size).
+pub async fn add_cosignature(
+    conn: &mut SqliteConnection,
+    size: u64,
+    witness: &str,
+    line: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO log_cosignatures (size, witness, line) VALUES (?, ?, ?) \
+         ON CONFLICT (size, witness) DO UPDATE SET line = excluded.line",
+    )
+    .bind(size as i64)
+    .bind(witness)
+    .bind(line)
+    .execute(&mut *conn)
+    .await
+    .map_err(unavailable)?;
+    Ok(())
+}
