@@ -5,6 +5,8 @@
 //! 3 the service failed to start or stopped with an error.
 #![forbid(unsafe_code)]
 
+mod audit;
+
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,6 +63,37 @@ enum Cmd {
     },
     /// Print the canonical forms and hashes of a request.
     Hash(HashArgs),
+    /// ClawLedger, the witness of logs.
+    Ledger {
+        #[command(subcommand)]
+        cmd: LedgerCmd,
+    },
+    /// Work with a receipt log.
+    Log {
+        #[command(subcommand)]
+        cmd: LogCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum LogCmd {
+    /// Replay a whole log from its endpoints and check it with public keys: checkpoint
+    /// signature, every entry into the root, every receipt's signature, and consistency with the
+    /// checkpoint trusted last time (--state).
+    Audit {
+        /// The log's base URL, e.g. http://127.0.0.1:5000
+        #[arg(long)]
+        url: String,
+        /// The log's note verifier key (default: the one the log publishes, with a warning).
+        #[arg(long)]
+        log_key: Option<String>,
+        /// A trusted receipt public key; repeatable (default: the ones the log publishes).
+        #[arg(long = "key", allow_hyphen_values = true)]
+        keys: Vec<String>,
+        /// Where the last trusted checkpoint is remembered between runs.
+        #[arg(long)]
+        state: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -226,6 +259,18 @@ fn main() -> ExitCode {
             require_inclusion,
         ),
         Cmd::Hash(a) => hash_cmd(a).map_err(usage),
+        Cmd::Ledger {
+            cmd: LedgerCmd::Serve(a),
+        } => ledger_serve(*a),
+        Cmd::Log {
+            cmd:
+                LogCmd::Audit {
+                    url,
+                    log_key,
+                    keys,
+                    state,
+                },
+        } => log_audit(url, log_key, &keys, state),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -237,39 +282,96 @@ fn main() -> ExitCode {
 }
 
 fn serve(a: ServeArgs) -> Result<(), Fail> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("OPENEXEC_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging("OPENEXEC_LOG");
     let cfg = a
         .settings()
         .and_then(|s| Ok(Config::from_settings(s)?))
         .map_err(usage)?;
     let rt = tokio::runtime::Runtime::new().map_err(|e| Fail(3, e.into()))?;
     rt.block_on(async move {
-        use tokio::signal::unix::{signal, SignalKind};
         // Take over SIGTERM/SIGINT before anyone can learn our address: from the listening line
         // on, a signal means a graceful stop, never an abrupt one.
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
+        let stop = stop_signal()?;
         let svc = Service::start(cfg, Registry::builtin()).await?;
         let addr = svc.local_addr()?;
         // One line on stdout that scripts and tests can wait for.
         println!("openexec: listening on http://{addr}");
         tracing::info!(%addr, "listening");
-        svc.run(async move {
-            tokio::select! {
-                _ = term.recv() => {},
-                _ = int.recv() => {},
-            }
-            tracing::info!("shutdown requested");
-        })
-        .await
+        svc.run(stop).await
     })
     .map_err(|e| Fail(3, e))
+}
+
+/// `--key` values: each a public key (PEM or raw base64) or a file holding some.
+fn public_keys(key_args: &[String]) -> Result<Vec<keys::VerifyingKey>, Fail> {
+    let mut out = Vec::new();
+    for k in key_args {
+        let text = if std::path::Path::new(k).is_file() {
+            std::fs::read_to_string(k)
+                .map_err(|e| usage(anyhow::anyhow!("cannot read {k}: {e}")))?
+        } else {
+            k.clone()
+        };
+        out.extend(
+            keys::parse_verifying_keys(&text)
+                .map_err(|e| usage(anyhow::anyhow!("--key {k}: {e}")))?,
+        );
+    }
+    Ok(out)
+}
+
+/// Logs to stderr, filtered by the environment variable `var` (default `info`).
+fn init_logging(var: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env(var)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Register SIGTERM and SIGINT now; the future resolves when either arrives. Must be called
+/// inside the runtime.
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        tracing::info!("shutdown requested");
+    })
+}
+
+fn log_audit(
+    url: String,
+    log_key: Option<String>,
+    key_args: &[String],
+    state: Option<PathBuf>,
+) -> Result<(), Fail> {
+    let receipt_keys = public_keys(key_args)?;
+    let rt = tokio::runtime::Runtime::new().map_err(|e| Fail(2, e.into()))?;
+    let outcome = rt
+        .block_on(audit::run(audit::Audit {
+            url,
+            log_key,
+            receipt_keys,
+            state,
+        }))
+        .map_err(usage)?;
+    match outcome {
+        audit::Outcome::Clean(r) => {
+            println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            Ok(())
+        }
+        audit::Outcome::Problems(r) => {
+            println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            Err(Fail(1, anyhow::anyhow!("the log failed its audit")))
+        }
+    }
 }
 
 fn keygen(out: &std::path::Path) -> anyhow::Result<()> {
@@ -350,18 +452,7 @@ fn verify(
     let bytes = read_input(path).map_err(usage)?;
     let v = json::parse_ijson(&bytes, json::DEFAULT_MAX_DEPTH)
         .map_err(|e| usage(anyhow::anyhow!("{} is not valid JSON: {e}", path.display())))?;
-    let mut pks = Vec::new();
-    for k in key_args {
-        let text = if std::path::Path::new(k).is_file() {
-            std::fs::read_to_string(k)
-                .map_err(|e| usage(anyhow::anyhow!("cannot read {k}: {e}")))?
-        } else {
-            k.clone()
-        };
-        let mut ks = keys::parse_verifying_keys(&text)
-            .map_err(|e| usage(anyhow::anyhow!("--key {k}: {e}")))?;
-        pks.append(&mut ks);
-    }
+    let pks = public_keys(key_args)?;
     let ev = v.get("evidence").filter(|e| e.is_object()).unwrap_or(&v);
     let log = log_key
         .map(openexec_log::note::parse_verifier_key)
@@ -435,4 +526,55 @@ fn hash_cmd(a: HashArgs) -> anyhow::Result<()> {
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
+}
+
+#[derive(Subcommand)]
+enum LedgerCmd {
+    /// Watch logs: verify each new checkpoint, mirror its entries, cosign it and deliver the
+    /// cosignature to the log; serve alerts, cosigned checkpoints and mirrored evidence.
+    Serve(Box<LedgerServeArgs>),
+}
+
+#[derive(Args)]
+struct LedgerServeArgs {
+    /// Address to listen on (default 127.0.0.1:5100; port 0 picks a free one).
+    #[arg(long, env = "CLAWLEDGER_BIND")]
+    bind: Option<String>,
+    /// Where the generated witness key lives (default ./.clawledger).
+    #[arg(long, env = "CLAWLEDGER_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// sqlite:///relative.db or sqlite:////absolute.db (default sqlite:///clawledger.db).
+    #[arg(long, env = "CLAWLEDGER_DB_URL")]
+    db_url: Option<String>,
+    /// Witness key file (PKCS#8 PEM or raw base64 seed); default: generated under the data directory.
+    #[arg(long, env = "CLAWLEDGER_KEY")]
+    key: Option<PathBuf>,
+    /// Cosigner name (default clawledger/<key id>).
+    #[arg(long, env = "CLAWLEDGER_NAME")]
+    name: Option<String>,
+    /// A log to watch: URL=VERIFIER_KEY (the origin is the key's name); repeatable.
+    #[arg(long = "watch", env = "CLAWLEDGER_WATCH", value_delimiter = ',')]
+    watch: Vec<String>,
+    /// How often each log is polled, in ms (default 1000).
+    #[arg(long, env = "CLAWLEDGER_POLL_MS")]
+    poll_ms: Option<u64>,
+}
+
+fn ledger_serve(a: LedgerServeArgs) -> Result<(), Fail> {
+    init_logging("CLAWLEDGER_LOG");
+    let cfg = openexec_ledger::Config::from_flags(
+        a.bind, a.data_dir, a.db_url, a.key, a.name, &a.watch, a.poll_ms,
+    )
+    .map_err(usage)?;
+    let rt = tokio::runtime::Runtime::new().map_err(|e| Fail(3, e.into()))?;
+    rt.block_on(async move {
+        let stop = stop_signal()?;
+        let ledger = openexec_ledger::Ledger::start(cfg).await?;
+        let addr = ledger.local_addr()?;
+        println!("clawledger: cosigner key {}", ledger.verifier_key());
+        println!("clawledger: listening on http://{addr}");
+        tracing::info!(%addr, "listening");
+        ledger.run(stop).await
+    })
+    .map_err(|e| Fail(3, e))
 }

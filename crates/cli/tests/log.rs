@@ -209,6 +209,45 @@ async fn checkpoints_entries_and_proofs_agree() {
         "the log key survives a restart"
     );
 
+    // An auditor replays the whole log with public keys alone, and next time checks that the
+    // log only grew since the checkpoint it trusted.
+    let state = s.dir().join("audit-state.json");
+    let audit = |s: &Server| {
+        cli(&[
+            "log",
+            "audit",
+            "--url",
+            &s.base,
+            "--log-key",
+            log_key,
+            "--key",
+            receipt_key,
+            "--state",
+            state.to_str().unwrap(),
+        ])
+    };
+    let out = audit(&s);
+    assert_eq!(exit_code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["entries_checked"], report["tree_size"]);
+    assert!(report["tree_size"].as_u64().unwrap() >= 36);
+    run(&s, 35, 40).await;
+    checkpoint_at_least(&s, 41).await;
+    let out = audit(&s);
+    assert_eq!(exit_code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(
+        report["consistency"]["from"].as_u64().unwrap() >= 36,
+        "{report}"
+    );
+    // A state that claims another root at a size the log has passed: not consistent.
+    let mut st: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    st["size"] = json!(10);
+    std::fs::write(&state, serde_json::to_vec(&st).unwrap()).unwrap();
+    let out = audit(&s);
+    assert_eq!(exit_code(&out), 1, "{}", stdout(&out));
+    assert!(stdout(&out).contains("not consistent"), "{}", stdout(&out));
+
     // Bad parameters are named.
     for q in [
         "/log/proof/inclusion?index=5&tree_size=5",
@@ -256,6 +295,10 @@ async fn an_edited_entry_stops_the_log_signing() {
         text.contains(&format!("\n{}\n", cp.size)),
         "a checkpoint was signed: {text}"
     );
+    // An auditor finds the edited entry: its receipt no longer matches its signature.
+    let out = cli(&["log", "audit", "--url", &s.base]);
+    assert_eq!(exit_code(&out), 1, "{}", stdout(&out));
+    assert!(stdout(&out).contains("entry 5"), "{}", stdout(&out));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,0 +1,666 @@
+//! ClawLedger, the witness (SPEC §7), from the outside: real `openexec serve` and
+//! `openexec ledger serve` processes. It cosigns what verifies and delivers the cosignature to
+//! the log, whose evidence then verifies offline with k-of-n witnesses; it serves the mirrored
+//! evidence after the log is gone; it raises alerts (and never cosigns) on a fork or a shrink;
+//! and it cosigns nothing new when a log was edited behind its back.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::*;
+use openexec_core::keys;
+use openexec_log::note::{self, Checkpoint, Cosigner, CosignerVerifier, Signer, Verifier};
+use openexec_log::{leaf_hash, node_hash, verify_inclusion, Hash};
+use serde_json::{json, Value};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+const WITNESS_NAME: &str = "clawledger/test-witness";
+
+/// A running `openexec ledger serve`.
+struct Ledger {
+    child: Option<Child>,
+    base: String,
+    verifier_key: String,
+    log: PathBuf,
+    client: reqwest::Client,
+}
+
+impl Ledger {
+    /// Start with these flags (plus --bind 127.0.0.1:0), logging to `dir/ledger.log`.
+    fn start(dir: &Path, args: &[&str]) -> Ledger {
+        let log = dir.join("ledger.log");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.args(["ledger", "serve", "--bind", "127.0.0.1:0"])
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(file));
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy().to_string();
+            if k.starts_with("CLAWLEDGER_") {
+                cmd.env_remove(&k);
+            }
+        }
+        let mut child = cmd.spawn().expect("spawn openexec ledger serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut verifier_key = None;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(k) = line.strip_prefix("clawledger: cosigner key ") {
+                        verifier_key = Some(k.trim().to_string());
+                    } else if let Some(url) = line.strip_prefix("clawledger: listening on ") {
+                        return Ledger {
+                            child: Some(child),
+                            base: url.trim().to_string(),
+                            verifier_key: verifier_key.expect("cosigner key line first"),
+                            log,
+                            client: reqwest::Client::new(),
+                        };
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "ledger did not start; log:\n{}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    );
+                }
+            }
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn get_text(&self, path: &str) -> (u16, String) {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let (st, t) = self.get_text(path).await;
+        (
+            st,
+            serde_json::from_str(&t).unwrap_or(Value::String(t.clone())),
+        )
+    }
+
+    async fn alerts(&self) -> Vec<Value> {
+        let (st, v) = self.get("/alerts").await;
+        assert_eq!(st, 200, "{v}");
+        v.as_array().cloned().unwrap_or_default()
+    }
+
+    /// Wait until an alert of `kind` is listed.
+    async fn wait_alert(&self, kind: &str) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let a = self.alerts().await;
+            if a.iter().any(|x| x["kind"] == kind) {
+                return a;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {kind} alert: {a:?}; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM and wait for the exit.
+    fn term(&mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let ok = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("ledger did not stop on SIGTERM; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `openexec keygen --out dir/<file>`; the private key.
+fn keygen(dir: &Path, file: &str) -> (PathBuf, keys::SigningKey) {
+    let path = dir.join(file);
+    let out = cli(&["keygen", "--out", path.to_str().unwrap()]);
+    assert_eq!(exit_code(&out), 0, "{}", stderr(&out));
+    let sk = keys::parse_signing_key(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    (path, sk)
+}
+
+/// A witness key file and its cosigner verifier key.
+fn witness(dir: &Path) -> (PathBuf, String) {
+    let (path, sk) = keygen(dir, "w.pem");
+    let vkey = Cosigner::new(WITNESS_NAME, sk).unwrap().verifier_key();
+    (path, vkey)
+}
+
+fn db_url(dir: &Path) -> String {
+    format!("sqlite:///{}", dir.join("ledger.db").display())
+}
+
+fn ledger_args(dir: &Path, key: &Path, watch: &str) -> Vec<String> {
+    vec![
+        "--data-dir".into(),
+        dir.display().to_string(),
+        "--db-url".into(),
+        db_url(dir),
+        "--key".into(),
+        key.display().to_string(),
+        "--name".into(),
+        WITNESS_NAME.into(),
+        "--watch".into(),
+        watch.into(),
+        "--poll-ms".into(),
+        "100".into(),
+    ]
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Run executions `range` against OpenExec, 16 at a time; the answers.
+async fn execute_many(s: &Server, range: std::ops::Range<usize>) -> Vec<Value> {
+    let mut tasks = Vec::new();
+    for lane in 0..16 {
+        let client = s.client.clone();
+        let url = s.url("/execute");
+        let items: Vec<usize> = range.clone().skip(lane).step_by(16).collect();
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            for i in items {
+                let r = client
+                    .post(&url)
+                    .json(
+                        &json!({"action": "echo", "payload": {"i": i}, "nonce": format!("w-{i}")}),
+                    )
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status().as_u16(), 200);
+                out.push(r.json::<Value>().await.unwrap());
+            }
+            out
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all
+}
+
+/// Wait until the log serves a checkpoint of at least `size` cosigned by `witness`; its text.
+async fn cosigned_checkpoint(
+    s: &Server,
+    log: &Verifier,
+    witness: &CosignerVerifier,
+    size: u64,
+    why: &Ledger,
+) -> (Checkpoint, String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (st, text) = s.get_text("/log/checkpoint").await;
+        if st == 200 {
+            let opened = note::open_note(&text, log).unwrap();
+            let cp = Checkpoint::parse_body(&opened.body).unwrap();
+            if cp.size >= size
+                && note::count_cosignatures(&opened, std::slice::from_ref(witness)) == 1
+            {
+                return (cp, text);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no cosigned checkpoint of size {size}: {text}\nledger log:\n{}",
+            why.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Check a ledger evidence answer: the entry is in the checkpoint it returns, which the log
+/// signed and the witness cosigned.
+fn check_ledger_evidence(ev: &Value, log: &Verifier, witness: &CosignerVerifier, index: u64) {
+    let entry = B64.decode(ev["entry"].as_str().unwrap()).unwrap();
+    let cp_text = ev["checkpoint"].as_str().unwrap();
+    let opened = note::open_note(cp_text, log).unwrap();
+    assert_eq!(
+        note::count_cosignatures(&opened, std::slice::from_ref(witness)),
+        1
+    );
+    let cp = Checkpoint::parse_body(&opened.body).unwrap();
+    assert_eq!(ev["leaf_index"], index);
+    assert_eq!(ev["tree_size"], cp.size);
+    let hashes: Vec<Hash> = ev["hashes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| B64.decode(h.as_str().unwrap()).unwrap().try_into().unwrap())
+        .collect();
+    verify_inclusion(&leaf_hash(&entry), index, cp.size, &hashes, &cp.root).unwrap();
+    // The entry is a receipt log leaf.
+    let leaf: Value = serde_json::from_slice(&entry).unwrap();
+    assert!(leaf.get("receipt").is_some(), "{leaf}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn witness_cosigns_and_evidence_survives_the_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (wkey, wvkey) = witness(tmp.path());
+    let witness_v = note::parse_cosigner_key(&wvkey).unwrap();
+    let mut s = Server::start(&[
+        ("OPENEXEC_LOG_INTERVAL_MS", "50"),
+        ("OPENEXEC_WITNESS_KEYS", &wvkey),
+    ]);
+    let keys = s.keys().await;
+    let log_vkey = keys["log"]["verifier_key"].as_str().unwrap().to_string();
+    let origin = keys["log"]["origin"].as_str().unwrap().to_string();
+    let log_v = note::parse_verifier_key(&log_vkey).unwrap();
+    let mut l = Ledger::start(
+        tmp.path(),
+        &strs(&ledger_args(
+            tmp.path(),
+            &wkey,
+            &format!("{}={log_vkey}", s.base),
+        )),
+    );
+    assert_eq!(l.verifier_key, wvkey);
+    let (st, k) = l.get("/keys").await;
+    assert_eq!((st, k["name"].as_str()), (200, Some(WITNESS_NAME)));
+
+    let answers = execute_many(&s, 0..1000).await;
+    let (cp, _) = cosigned_checkpoint(&s, &log_v, &witness_v, 1000, &l).await;
+    assert_eq!(cp.size, 1000);
+
+    // A receipt's evidence verifies offline with 1 of 1 witness, and not with another witness.
+    let id = answers[17]["id"].as_str().unwrap();
+    let (st, r) = s.get(&format!("/receipts/{id}")).await;
+    assert_eq!(st, 200, "{r}");
+    assert!(
+        r["evidence"]["inclusion"]["checkpoint"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("\u{2014} {WITNESS_NAME} ")),
+        "{r}"
+    );
+    let path = tmp.path().join("evidence.json");
+    std::fs::write(&path, serde_json::to_vec(&r).unwrap()).unwrap();
+    let receipt_key = keys["receipt_keys"][0]["public_key"].as_str().unwrap();
+    let verify = |witness: &str| {
+        cli(&[
+            "verify",
+            path.to_str().unwrap(),
+            "--key",
+            receipt_key,
+            "--log-key",
+            &log_vkey,
+            "--witness",
+            witness,
+            "--k",
+            "1",
+            "--require-inclusion",
+        ])
+    };
+    let out = verify(&wvkey);
+    assert_eq!(exit_code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let other = Cosigner::new(WITNESS_NAME, keys::signing_key_from_seed([9; 32]))
+        .unwrap()
+        .verifier_key();
+    let out = verify(&other);
+    assert_eq!(exit_code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+
+    assert_eq!(l.alerts().await, Vec::<Value>::new(), "{}", l.log());
+    let (st, m) = l.get_text("/metrics").await;
+    assert_eq!(st, 200);
+    assert!(
+        !m.lines().any(|x| x.starts_with("clawledger_alerts_total")),
+        "{m}"
+    );
+
+    // The mirrored evidence, before and after the log is gone.
+    for index in [0u64, 17, 999] {
+        let (st, ev) = l.get(&format!("/evidence/{origin}/{index}")).await;
+        assert_eq!(st, 200, "{ev}");
+        check_ledger_evidence(&ev, &log_v, &witness_v, index);
+    }
+    assert!(s.term().success());
+    let (st, ev) = l.get(&format!("/evidence/{origin}/500")).await;
+    assert_eq!(st, 200, "{ev}");
+    check_ledger_evidence(&ev, &log_v, &witness_v, 500);
+    let (st, text) = l.get_text(&format!("/checkpoint/{origin}")).await;
+    assert_eq!(st, 200);
+    assert!(text.starts_with(&format!("{origin}\n1000\n")), "{text}");
+    let (st, _) = l.get(&format!("/evidence/{origin}/1000")).await;
+    assert_eq!(st, 404);
+    let (st, _) = l.get("/evidence/no/such/origin/0").await;
+    assert_eq!(st, 404);
+    assert!(l.term().success(), "{}", l.log());
+}
+
+/// What the fake log serves.
+#[derive(Clone)]
+enum Mode {
+    /// Proxy to a real OpenExec.
+    Proxy(String),
+    /// Serve this checkpoint text, these entries (base64) for any range, and an empty
+    /// consistency proof.
+    Fixed(String, Vec<String>),
+}
+
+#[derive(Clone)]
+struct Fake {
+    mode: Arc<Mutex<Mode>>,
+    posted: Arc<Mutex<Vec<String>>>,
+    http: reqwest::Client,
+}
+
+async fn fake_get(
+    axum::extract::State(f): axum::extract::State<Fake>,
+    uri: axum::http::Uri,
+) -> (axum::http::StatusCode, String) {
+    let mode = f.mode.lock().unwrap().clone();
+    match mode {
+        Mode::Proxy(base) => {
+            let url = format!("{base}{}", uri.path_and_query().unwrap());
+            match f.http.get(url).send().await {
+                Ok(r) => (
+                    axum::http::StatusCode::from_u16(r.status().as_u16()).unwrap(),
+                    r.text().await.unwrap_or_default(),
+                ),
+                Err(e) => (axum::http::StatusCode::BAD_GATEWAY, e.to_string()),
+            }
+        }
+        Mode::Fixed(text, entries) => match uri.path() {
+            "/log/checkpoint" => (axum::http::StatusCode::OK, text),
+            "/log/entries" => (axum::http::StatusCode::OK, json!(entries).to_string()),
+            "/log/proof/consistency" => (
+                axum::http::StatusCode::OK,
+                json!({"hashes": []}).to_string(),
+            ),
+            _ => (axum::http::StatusCode::NOT_FOUND, String::new()),
+        },
+    }
+}
+
+async fn fake_post(
+    axum::extract::State(f): axum::extract::State<Fake>,
+    body: String,
+) -> axum::http::StatusCode {
+    f.posted.lock().unwrap().push(body.clone());
+    let mode = f.mode.lock().unwrap().clone();
+    if let Mode::Proxy(base) = mode {
+        if let Ok(r) = f
+            .http
+            .post(format!("{base}/log/cosignatures"))
+            .body(body)
+            .send()
+            .await
+        {
+            return axum::http::StatusCode::from_u16(r.status().as_u16()).unwrap();
+        }
+    }
+    axum::http::StatusCode::OK
+}
+
+async fn start_fake(base: &str) -> (Fake, String) {
+    let fake = Fake {
+        mode: Arc::new(Mutex::new(Mode::Proxy(base.to_string()))),
+        posted: Arc::new(Mutex::new(Vec::new())),
+        http: reqwest::Client::new(),
+    };
+    let app = axum::Router::new()
+        .route("/log/cosignatures", axum::routing::post(fake_post))
+        .fallback(axum::routing::get(fake_get))
+        .with_state(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (fake, format!("http://{addr}"))
+}
+
+fn alerts_metric(m: &str, kind: &str) -> u64 {
+    m.lines()
+        .filter(|l| {
+            l.starts_with("clawledger_alerts_total{") && l.contains(&format!("kind=\"{kind}\""))
+        })
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fork_and_shrink_are_alerts_never_cosigned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (wkey, wvkey) = witness(tmp.path());
+    let witness_v = note::parse_cosigner_key(&wvkey).unwrap();
+    let (lkey, log_sk) = keygen(tmp.path(), "log.pem");
+    let mut s = Server::start(&[
+        ("OPENEXEC_LOG_INTERVAL_MS", "50"),
+        ("OPENEXEC_WITNESS_KEYS", &wvkey),
+        ("OPENEXEC_LOG_KEY", lkey.to_str().unwrap()),
+    ]);
+    let keys = s.keys().await;
+    let log_vkey = keys["log"]["verifier_key"].as_str().unwrap().to_string();
+    let origin = keys["log"]["origin"].as_str().unwrap().to_string();
+    let log_v = note::parse_verifier_key(&log_vkey).unwrap();
+    let (fake, fake_url) = start_fake(&s.base).await;
+    let l = Ledger::start(
+        tmp.path(),
+        &strs(&ledger_args(
+            tmp.path(),
+            &wkey,
+            &format!("{fake_url}={log_vkey}"),
+        )),
+    );
+    execute_many(&s, 0..40).await;
+    let (cp, _) = cosigned_checkpoint(&s, &log_v, &witness_v, 40, &l).await;
+    assert_eq!(cp.size, 40);
+    assert!(s.term().success());
+
+    // The same size with another root, signed with the log's own key.
+    let signer = Signer::new(&origin, log_sk).unwrap();
+    let sign = |size: u64, root: Hash| {
+        let body = Checkpoint::new(origin.clone(), size, root).unwrap().body();
+        (body.clone(), note::sign_note(&body, &[&signer]).unwrap())
+    };
+    let (fork_body, fork) = sign(40, [7u8; 32]);
+    let posted_before = fake.posted.lock().unwrap().len();
+    *fake.mode.lock().unwrap() = Mode::Fixed(fork, vec![]);
+    let alerts = l.wait_alert("fork").await;
+    let (_, m) = l.get_text("/metrics").await;
+    assert!(alerts_metric(&m, "fork") >= 1, "{m}");
+    // A few more rounds: the alert is not repeated, and nothing was cosigned.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let again = l.alerts().await;
+    assert_eq!(again.len(), alerts.len(), "{again:?}");
+    assert_eq!(
+        again.iter().filter(|a| a["kind"] == "fork").count(),
+        1,
+        "{again:?}"
+    );
+    let a = &again[0];
+    assert_eq!(a["origin"], origin.as_str());
+    assert!(
+        a["id"].is_i64() && a["detail"].is_string() && a["at"].is_string(),
+        "{a}"
+    );
+    let posted = fake.posted.lock().unwrap().clone();
+    for body in &posted[posted_before..] {
+        for line in body.lines() {
+            assert!(
+                note::verify_cosignature(line, &fork_body, &witness_v).is_err(),
+                "the fork was cosigned: {line}"
+            );
+        }
+    }
+    let (st, text) = l.get_text(&format!("/checkpoint/{origin}")).await;
+    assert_eq!(st, 200);
+    assert!(
+        text.starts_with(&cp.body()),
+        "the cosigned checkpoint moved: {text}"
+    );
+
+    // A smaller size: a shrink.
+    let (shrink_body, shrink) = sign(20, [8u8; 32]);
+    *fake.mode.lock().unwrap() = Mode::Fixed(shrink, vec![]);
+    l.wait_alert("shrink").await;
+    let (_, m) = l.get_text("/metrics").await;
+    assert!(alerts_metric(&m, "shrink") >= 1, "{m}");
+    let posted = fake.posted.lock().unwrap().clone();
+    for body in &posted[posted_before..] {
+        for line in body.lines() {
+            assert!(note::verify_cosignature(line, &shrink_body, &witness_v).is_err());
+        }
+    }
+    // A checkpoint not signed by the log's key.
+    let other = Signer::new(&origin, keys::signing_key_from_seed([5; 32])).unwrap();
+    let body = Checkpoint::new(origin.clone(), 41, [1; 32]).unwrap().body();
+    *fake.mode.lock().unwrap() = Mode::Fixed(note::sign_note(&body, &[&other]).unwrap(), vec![]);
+    l.wait_alert("bad_signature").await;
+    // A larger size whose consistency proof does not verify.
+    let (proof_body, bigger) = sign(41, [1u8; 32]);
+    *fake.mode.lock().unwrap() = Mode::Fixed(bigger, vec![]);
+    l.wait_alert("bad_proof").await;
+
+    // A fresh witness shown a checkpoint whose entries do not hash into its root.
+    let tmp2 = tempfile::tempdir().unwrap();
+    let root = node_hash(&leaf_hash(b"a"), &leaf_hash(b"b"));
+    let (mismatch_body, mismatch) = sign(2, root);
+    *fake.mode.lock().unwrap() = Mode::Fixed(mismatch, vec![B64.encode(b"a"), B64.encode(b"X")]);
+    let l2 = Ledger::start(
+        tmp2.path(),
+        &strs(&ledger_args(
+            tmp2.path(),
+            &wkey,
+            &format!("{fake_url}={log_vkey}"),
+        )),
+    );
+    l2.wait_alert("entry_mismatch").await;
+    let (st, _) = l2.get_text(&format!("/checkpoint/{origin}")).await;
+    assert_eq!(st, 404, "nothing was cosigned");
+    let posted = fake.posted.lock().unwrap().clone();
+    for body in &posted[posted_before..] {
+        for line in body.lines() {
+            for b in [&proof_body, &mismatch_body] {
+                assert!(note::verify_cosignature(line, b, &witness_v).is_err());
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edited_log_gets_no_new_cosignature() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (wkey, wvkey) = witness(tmp.path());
+    let witness_v = note::parse_cosigner_key(&wvkey).unwrap();
+    let mut s = Server::start(&[
+        ("OPENEXEC_LOG_INTERVAL_MS", "50"),
+        ("OPENEXEC_WITNESS_KEYS", &wvkey),
+    ]);
+    let keys = s.keys().await;
+    let log_vkey = keys["log"]["verifier_key"].as_str().unwrap().to_string();
+    let origin = keys["log"]["origin"].as_str().unwrap().to_string();
+    let log_v = note::parse_verifier_key(&log_vkey).unwrap();
+    let mut l = Ledger::start(
+        tmp.path(),
+        &strs(&ledger_args(
+            tmp.path(),
+            &wkey,
+            &format!("{}={log_vkey}", s.base),
+        )),
+    );
+    execute_many(&s, 0..8).await;
+    let (cp, _) = cosigned_checkpoint(&s, &log_v, &witness_v, 8, &l).await;
+    assert_eq!(cp.size, 8);
+    let (_, before) = l.get_text(&format!("/checkpoint/{origin}")).await;
+    assert!(s.term().success());
+    assert!(l.term().success());
+
+    // Receipt 5 edited behind the log's back.
+    {
+        use sqlx::Connection;
+        let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", s.db_path().display()))
+            .await
+            .unwrap();
+        let done = sqlx::query(
+            "UPDATE receipts SET receipt = replace(receipt, 'w-', 'x-') WHERE log_index = 5",
+        )
+        .execute(&mut c)
+        .await
+        .unwrap();
+        assert_eq!(done.rows_affected(), 1);
+        c.close().await.unwrap();
+    }
+    s.restart();
+    let (st, r) = s.get("/ready").await;
+    assert_eq!(st, 503, "{r}");
+    // The ledger, restarted on its own state, watches the restarted log.
+    let l = Ledger::start(
+        tmp.path(),
+        &strs(&ledger_args(
+            tmp.path(),
+            &wkey,
+            &format!("{}={log_vkey}", s.base),
+        )),
+    );
+    execute_many(&s, 8..12).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(l.alerts().await, Vec::<Value>::new(), "{}", l.log());
+    let (_, after) = l.get_text(&format!("/checkpoint/{origin}")).await;
+    assert_eq!(after, before, "a new checkpoint was cosigned");
+    let (_, text) = s.get_text("/log/checkpoint").await;
+    assert!(text.contains("\n8\n"), "{text}");
+}

@@ -1,0 +1,184 @@
+//! ClawLedger's HTTP API: health, metrics, alerts, its key, the checkpoints it cosigned and the
+//! evidence it mirrored.
+
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::Engine as _;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use openexec_log::plan_inclusion;
+use serde_json::json;
+
+use crate::store::Store;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<Store>,
+    pub name: String,
+    pub verifier_key: String,
+    pub metrics: PrometheusHandle,
+}
+
+/// The process-wide Prometheus recorder (installed once).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+            Ok(h) => h,
+            Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+        })
+        .clone()
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics_text))
+        .route("/alerts", get(alerts))
+        .route("/keys", get(keys))
+        .route("/checkpoint/{*origin}", get(checkpoint))
+        .route("/evidence/{*rest}", get(evidence))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({"error": {"code": code, "message": message.into()}})),
+    )
+        .into_response()
+}
+
+fn internal(e: anyhow::Error) -> Response {
+    tracing::error!(error = %format!("{e:#}"), "request failed");
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        format!("{e:#}"),
+    )
+}
+
+async fn health(State(s): State<AppState>) -> Response {
+    if s.store.ping().await {
+        Json(json!({"status": "ok", "name": s.name})).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable", "name": s.name})),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics_text(State(s): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn alerts(State(s): State<AppState>) -> Response {
+    match s.store.alerts().await {
+        Ok(a) => Json(a).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+async fn keys(State(s): State<AppState>) -> Response {
+    Json(json!({"name": s.name, "verifier_key": s.verifier_key})).into_response()
+}
+
+async fn checkpoint(State(s): State<AppState>, Path(origin): Path<String>) -> Response {
+    let origin = origin.trim_start_matches('/');
+    match s.store.latest_cosigned(origin).await {
+        Ok(Some(c)) => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            c.note,
+        )
+            .into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no cosigned checkpoint for origin '{origin}'"),
+        ),
+        Err(e) => internal(e),
+    }
+}
+
+async fn evidence(State(s): State<AppState>, Path(rest): Path<String>) -> Response {
+    let rest = rest.trim_start_matches('/');
+    let Some((origin, index)) = rest.rsplit_once('/') else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "expected /evidence/{origin}/{index}",
+        );
+    };
+    let Ok(index) = index.parse::<u64>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("index '{index}' is not a number"),
+        );
+    };
+    let cosigned = match s.store.latest_cosigned(origin).await {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no cosigned checkpoint for origin '{origin}'"),
+            )
+        }
+        Err(e) => return internal(e),
+    };
+    if index >= cosigned.size {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!(
+                "entry {index} is not in the latest cosigned checkpoint (size {})",
+                cosigned.size
+            ),
+        );
+    }
+    let data = match s.store.leaf(origin, index).await {
+        Ok(Some(d)) => d,
+        Ok(None) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("entry {index} of '{origin}' is not mirrored"),
+            )
+        }
+        Err(e) => return internal(e),
+    };
+    let plan = match plan_inclusion(index, cosigned.size) {
+        Ok(p) => p,
+        Err(e) => return internal(e.into()),
+    };
+    let nodes = match s.store.nodes(origin, &plan.nodes()).await {
+        Ok(n) => n,
+        Err(e) => return internal(e),
+    };
+    let hashes = match plan.assemble_from_map(&nodes) {
+        Ok(h) => h,
+        Err(e) => return internal(e.into()),
+    };
+    Json(json!({
+        "origin": origin,
+        "entry": B64.encode(&data),
+        "leaf_index": index,
+        "tree_size": cosigned.size,
+        "hashes": hashes.iter().map(|h| B64.encode(h)).collect::<Vec<_>>(),
+        "checkpoint": cosigned.note,
+    }))
+    .into_response()
+}

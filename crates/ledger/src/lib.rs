@@ -1,0 +1,234 @@
+//! # openexec-ledger: ClawLedger, the witness
+//!
+//! ClawLedger watches append-only logs (OpenExec's receipt log, and later ClawShield's decision
+//! log) from the outside, as SPEC §7 describes a witness. For each configured log (URL, and the
+//! note verifier key whose name is the log's origin) it pulls, every `poll` interval:
+//! the signed checkpoint; the consistency proof from the size it last verified; the new entries,
+//! each appended to its own copy of the log's frontier, which must give the checkpoint's root.
+//! When all of it holds it stores the entries and tree nodes (a mirror), cosigns the checkpoint
+//! with a C2SP `tlog-cosignature` line (with a timestamp) and delivers that line to the log with
+//! `POST /log/cosignatures` — the log never calls out. A shrink, a fork (same size, another
+//! root), a bad signature or proof, or entries that do not hash into the root is an *alert*:
+//! logged at error, counted in `clawledger_alerts_total{origin,kind}`, stored and listed at
+//! `GET /alerts`, and never cosigned; the state stays at the last good checkpoint.
+//!
+//! It also serves what it mirrored, so that evidence survives the loss of the log:
+//! `GET /evidence/{origin}/{index}` gives the entry, its inclusion proof and the latest
+//! checkpoint it cosigned (the log's signature and its own cosignature line).
+//!
+//! What it leaves to others: the tree maths and note formats are `openexec-log`'s; key parsing
+//! is `openexec-core`'s; deciding which witnesses a verifier requires (k-of-n) is the verifier's
+//! (`openexec verify --witness … --k …`); serving the cosignature beside the checkpoint is the
+//! log's. It never calls OpenExec's internals: only its public HTTP endpoints.
+//!
+//! *Trust boundary*: everything a watched log answers (checkpoints, proofs, entries) is untrusted
+//! until checked here against the configured verifier key and what ClawLedger verified before;
+//! the only thing ClawLedger vouches for, with its own key, is a checkpoint that passed every
+//! check. Its HTTP API serves only what it stored after those checks.
+
+#![forbid(unsafe_code)]
+
+pub mod http;
+pub mod store;
+pub mod witness;
+
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use openexec_core::keys::{self, SigningKey};
+use openexec_log::note::Cosigner;
+use rand_core::{OsRng, RngCore};
+
+pub use store::{parse_db_url, Store};
+pub use witness::Watch;
+
+/// File name of the generated witness key inside the data directory.
+pub const GENERATED_KEY: &str = "witness-key.pem";
+
+/// What `openexec ledger serve` was given.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address to listen on (port 0 picks a free one).
+    pub bind: String,
+    /// Where the generated key lives.
+    pub data_dir: PathBuf,
+    /// The SQLite database file.
+    pub db_path: PathBuf,
+    /// The witness key file; generated under `data_dir` when absent.
+    pub key: Option<PathBuf>,
+    /// The cosigner name; default `clawledger/<key id>`.
+    pub name: Option<String>,
+    /// The logs to watch.
+    pub watch: Vec<Watch>,
+    /// How often each log is polled.
+    pub poll: Duration,
+}
+
+impl Config {
+    /// Build a config from the flags' text (each `None` takes its default).
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_flags(
+        bind: Option<String>,
+        data_dir: Option<PathBuf>,
+        db_url: Option<String>,
+        key: Option<PathBuf>,
+        name: Option<String>,
+        watch: &[String],
+        poll_ms: Option<u64>,
+    ) -> anyhow::Result<Config> {
+        let mut watches = Vec::new();
+        for w in watch
+            .iter()
+            .flat_map(|w| w.split(','))
+            .map(str::trim)
+            .filter(|w| !w.is_empty())
+        {
+            let parsed = Watch::parse(w)?;
+            if watches
+                .iter()
+                .any(|x: &Watch| x.origin() == parsed.origin())
+            {
+                anyhow::bail!("--watch: origin '{}' given twice", parsed.origin());
+            }
+            watches.push(parsed);
+        }
+        let poll = poll_ms.unwrap_or(1000);
+        if poll == 0 {
+            anyhow::bail!("--poll-ms must be positive");
+        }
+        Ok(Config {
+            bind: bind.unwrap_or_else(|| "127.0.0.1:5100".into()),
+            data_dir: data_dir.unwrap_or_else(|| PathBuf::from("./.clawledger")),
+            db_path: parse_db_url(db_url.as_deref().unwrap_or("sqlite:///clawledger.db"))?,
+            key,
+            name,
+            watch: watches,
+            poll: Duration::from_millis(poll),
+        })
+    }
+}
+
+/// The witness key: the configured file, else the one generated under the data directory.
+pub fn load_key(cfg: &Config) -> anyhow::Result<SigningKey> {
+    let read = |p: &Path| -> anyhow::Result<SigningKey> {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+        keys::parse_signing_key(&text)
+            .with_context(|| format!("{} does not hold an Ed25519 private key", p.display()))
+    };
+    if let Some(p) = &cfg.key {
+        return read(p).context("CLAWLEDGER_KEY");
+    }
+    let generated = cfg.data_dir.join(GENERATED_KEY);
+    if generated.exists() {
+        return read(&generated);
+    }
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("cannot create {}", cfg.data_dir.display()))?;
+    let mut seed = [0u8; 32];
+    OsRng.fill_bytes(&mut seed);
+    let sk = keys::signing_key_from_seed(seed);
+    write_private(&generated, &keys::signing_key_to_pem(&sk))?;
+    tracing::warn!(path = %generated.display(), "no witness key configured (CLAWLEDGER_KEY): generated one");
+    Ok(sk)
+}
+
+fn write_private(path: &Path, pem: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create key file {}", path.display()))?;
+    f.write_all(pem.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// The default cosigner name of a key: `clawledger/<first 16 hex of SHA-256(public key)>`.
+pub fn default_name(key: &SigningKey) -> String {
+    format!("clawledger/{}", keys::key_id(&key.verifying_key()))
+}
+
+/// A started ClawLedger: bound, database open, not yet serving or watching.
+pub struct Ledger {
+    cfg: Config,
+    listener: tokio::net::TcpListener,
+    store: Arc<Store>,
+    cosigner: Cosigner,
+}
+
+impl Ledger {
+    pub async fn start(cfg: Config) -> anyhow::Result<Ledger> {
+        let key = load_key(&cfg)?;
+        let name = cfg.name.clone().unwrap_or_else(|| default_name(&key));
+        let cosigner =
+            Cosigner::new(&name, key).map_err(|e| anyhow::anyhow!("--name '{name}': {e}"))?;
+        let store = Arc::new(Store::open(&cfg.db_path).await?);
+        let listener = tokio::net::TcpListener::bind(&cfg.bind)
+            .await
+            .with_context(|| format!("cannot listen on {}", cfg.bind))?;
+        Ok(Ledger {
+            cfg,
+            listener,
+            store,
+            cosigner,
+        })
+    }
+
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// The cosigner verifier key (`<name>+<hex>+<base64(0x04 ‖ key)>`) verifiers configure.
+    pub fn verifier_key(&self) -> String {
+        self.cosigner.verifier_key()
+    }
+
+    /// Serve and watch until `shutdown` resolves.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        // The recorder first: the witness loops count from their first round.
+        let metrics = http::metrics_handle();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        let mut tasks = Vec::new();
+        for w in &self.cfg.watch {
+            tracing::info!(origin = %w.origin(), url = %w.url, "watching");
+            let witness = witness::Witness {
+                watch: w.clone(),
+                cosigner: self.cosigner.clone(),
+                store: self.store.clone(),
+                http: http.clone(),
+                poll: self.cfg.poll,
+            };
+            tasks.push(tokio::spawn(witness.run(stop_rx.clone())));
+        }
+        let app = http::router(http::AppState {
+            store: self.store.clone(),
+            name: self.cosigner.name().to_string(),
+            verifier_key: self.cosigner.verifier_key(),
+            metrics,
+        });
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        let _ = stop_tx.send(true);
+        for t in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+        self.store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

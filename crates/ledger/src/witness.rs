@@ -1,0 +1,435 @@
+//! The witnessing loop of one watched log: pull the checkpoint, check its signature, the
+//! consistency proof from what was last verified, and the new entries against the new root;
+//! cosign only when all of it holds, and deliver the cosignature to the log.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use openexec_log::note::{self, Checkpoint, Cosigner, SignatureLine, Verifier};
+use openexec_log::{leaf_hash, verify_consistency, Frontier, Hash, NodeId};
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use crate::store::{Advance, LogState, Store};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// One log to watch: where it is and the key its checkpoints must be signed with (whose name is
+/// the log's origin).
+#[derive(Clone, Debug)]
+pub struct Watch {
+    pub url: String,
+    pub verifier: Verifier,
+}
+
+impl Watch {
+    /// `URL=VERIFIER_KEY`.
+    pub fn parse(text: &str) -> anyhow::Result<Watch> {
+        let (url, key) = text
+            .trim()
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--watch '{text}': expected URL=VERIFIER_KEY"))?;
+        let url = url.trim().trim_end_matches('/').to_string();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            anyhow::bail!("--watch '{text}': the URL must start with http:// or https://");
+        }
+        let verifier = note::parse_verifier_key(key.trim())
+            .map_err(|e| anyhow::anyhow!("--watch '{text}': verifier key: {e}"))?;
+        Ok(Watch { url, verifier })
+    }
+
+    /// The log's origin: the verifier key's name.
+    pub fn origin(&self) -> &str {
+        self.verifier.name()
+    }
+}
+
+/// Why a round stopped.
+enum Stop {
+    /// The log is wrong: raise an alert of this kind; never cosign.
+    Alert {
+        kind: &'static str,
+        detail: String,
+        size: Option<u64>,
+        root: Option<Hash>,
+    },
+    /// Could not talk to the log, or our own store failed: try again next round.
+    Transient(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Stop {
+    fn from(e: anyhow::Error) -> Self {
+        Stop::Transient(e)
+    }
+}
+
+impl From<reqwest::Error> for Stop {
+    fn from(e: reqwest::Error) -> Self {
+        Stop::Transient(e.into())
+    }
+}
+
+fn alert(kind: &'static str, detail: String, size: Option<u64>, root: Option<Hash>) -> Stop {
+    Stop::Alert {
+        kind,
+        detail,
+        size,
+        root,
+    }
+}
+
+#[derive(Deserialize)]
+struct Hashes {
+    hashes: Vec<String>,
+}
+
+pub struct Witness {
+    pub watch: Watch,
+    pub cosigner: Cosigner,
+    pub store: Arc<Store>,
+    pub http: reqwest::Client,
+    pub poll: Duration,
+}
+
+impl Witness {
+    /// Run rounds every `poll` until `stop` turns true.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let origin = self.watch.origin().to_string();
+        let mut state = match self.store.state(&origin).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(%origin, error = %format!("{e:#}"), "cannot load the stored state; not watching");
+                return;
+            }
+        };
+        loop {
+            match self.round(&mut state).await {
+                Ok(()) => {}
+                Err(Stop::Transient(e)) => {
+                    tracing::warn!(%origin, url = %self.watch.url, error = %format!("{e:#}"), "round not completed; retrying");
+                }
+                Err(Stop::Alert {
+                    kind,
+                    detail,
+                    size,
+                    root,
+                }) => {
+                    let root = root.map(|r| B64.encode(r));
+                    match self
+                        .store
+                        .add_alert(&origin, kind, &detail, size, root.as_deref())
+                        .await
+                    {
+                        Ok(true) => {
+                            tracing::error!(%origin, kind, size, detail, "ALERT: not cosigned");
+                            metrics::counter!("clawledger_alerts_total", "origin" => origin.clone(), "kind" => kind)
+                                .increment(1);
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::error!(%origin, kind, detail, error = %format!("{e:#}"), "ALERT (could not be stored)");
+                            metrics::counter!("clawledger_alerts_total", "origin" => origin.clone(), "kind" => kind)
+                                .increment(1);
+                        }
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.poll) => {}
+                _ = stop.changed() => {}
+            }
+            if *stop.borrow() {
+                return;
+            }
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.watch.url, path)
+    }
+
+    async fn get_text(&self, path: &str) -> Result<String, Stop> {
+        let r = self.http.get(self.url(path)).send().await?;
+        let status = r.status();
+        let text = r.text().await?;
+        if !status.is_success() {
+            return Err(Stop::Transient(anyhow::anyhow!(
+                "GET {path}: {status}: {}",
+                text.chars().take(300).collect::<String>()
+            )));
+        }
+        Ok(text)
+    }
+
+    /// One round: see the doc of the module.
+    async fn round(&self, state: &mut Option<LogState>) -> Result<(), Stop> {
+        let origin = self.watch.origin();
+        let r = self.http.get(self.url("/log/checkpoint")).send().await?;
+        if r.status() == reqwest::StatusCode::NOT_FOUND {
+            tracing::debug!(%origin, "the log has no checkpoint yet");
+            return Ok(());
+        }
+        let status = r.status();
+        let text = r.text().await?;
+        if !status.is_success() {
+            return Err(Stop::Transient(anyhow::anyhow!(
+                "GET /log/checkpoint: {status}: {}",
+                text.chars().take(300).collect::<String>()
+            )));
+        }
+        let opened = note::open_note(&text, &self.watch.verifier).map_err(|e| {
+            alert(
+                "bad_signature",
+                format!("the checkpoint does not open with the log's key: {e}"),
+                None,
+                None,
+            )
+        })?;
+        let cp = Checkpoint::parse_body(&opened.body).map_err(|e| {
+            alert(
+                "bad_checkpoint",
+                format!("signed note is not a checkpoint: {e}"),
+                None,
+                None,
+            )
+        })?;
+        if cp.origin != origin {
+            return Err(alert(
+                "wrong_origin",
+                format!("checkpoint origin '{}' is not '{origin}'", cp.origin),
+                Some(cp.size),
+                Some(cp.root),
+            ));
+        }
+        let (mut frontier, first) = match state.as_ref() {
+            None => {
+                if cp.size == 0 {
+                    return Ok(());
+                }
+                (Frontier::empty(), 0)
+            }
+            Some(last) => {
+                if cp.size < last.size {
+                    return Err(alert(
+                        "shrink",
+                        format!(
+                            "checkpoint of size {} after a verified checkpoint of size {}",
+                            cp.size, last.size
+                        ),
+                        Some(cp.size),
+                        Some(cp.root),
+                    ));
+                }
+                if cp.size == last.size {
+                    if cp.root != last.root {
+                        return Err(alert(
+                            "fork",
+                            format!(
+                                "checkpoint of size {} with root {} after one of the same size with root {}",
+                                cp.size,
+                                B64.encode(cp.root),
+                                B64.encode(last.root)
+                            ),
+                            Some(cp.size),
+                            Some(cp.root),
+                        ));
+                    }
+                    self.redeliver(&opened).await;
+                    return Ok(());
+                }
+                let proof = self
+                    .get_text(&format!(
+                        "/log/proof/consistency?first={}&second={}",
+                        last.size, cp.size
+                    ))
+                    .await?;
+                let hashes = parse_hashes(&proof).map_err(|e| {
+                    alert(
+                        "bad_proof",
+                        format!(
+                            "consistency proof {}→{} is malformed: {e}",
+                            last.size, cp.size
+                        ),
+                        Some(cp.size),
+                        Some(cp.root),
+                    )
+                })?;
+                verify_consistency(last.size, cp.size, &last.root, &cp.root, &hashes).map_err(
+                    |e| {
+                        alert(
+                            "bad_proof",
+                            format!(
+                                "consistency proof {}→{} does not verify: {e}",
+                                last.size, cp.size
+                            ),
+                            Some(cp.size),
+                            Some(cp.root),
+                        )
+                    },
+                )?;
+                (last.frontier.clone(), last.size)
+            }
+        };
+        // The new entries: each appended to the frontier; the result must be the new root.
+        let entries = self.fetch_entries(first, cp.size, &cp).await?;
+        let mut nodes: Vec<(NodeId, Hash)> = Vec::with_capacity(entries.len() * 2);
+        for data in &entries {
+            let created = frontier
+                .append(leaf_hash(data))
+                .map_err(|e| Stop::Transient(e.into()))?;
+            nodes.extend(created);
+        }
+        if frontier.root() != cp.root {
+            return Err(alert(
+                "entry_mismatch",
+                format!(
+                    "entries [{first}, {}) do not hash into the checkpoint's root {} (they give {})",
+                    cp.size,
+                    B64.encode(cp.root),
+                    B64.encode(frontier.root())
+                ),
+                Some(cp.size),
+                Some(cp.root),
+            ));
+        }
+        // All holds: store, cosign, deliver.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let line = self
+            .cosigner
+            .cosign(&opened.body, now)
+            .map_err(|e| Stop::Transient(e.into()))?;
+        let mut note_text = opened.body.clone();
+        note_text.push('\n');
+        for l in &opened.signatures {
+            if SignatureLine::parse(l).is_ok_and(|p| self.watch.verifier.is_signer_of(&p)) {
+                note_text.push_str(l);
+                note_text.push('\n');
+            }
+        }
+        note_text.push_str(&line);
+        note_text.push('\n');
+        let new_state = LogState {
+            size: cp.size,
+            root: cp.root,
+            frontier,
+        };
+        self.store
+            .advance(Advance {
+                origin,
+                first_index: first,
+                entries: &entries,
+                nodes: &nodes,
+                state: &new_state,
+                note: &note_text,
+                line: &line,
+            })
+            .await?;
+        *state = Some(new_state);
+        metrics::counter!("clawledger_cosignatures_total", "origin" => origin.to_string())
+            .increment(1);
+        metrics::gauge!("clawledger_verified_size", "origin" => origin.to_string())
+            .set(cp.size as f64);
+        tracing::info!(%origin, size = cp.size, "checkpoint verified and cosigned");
+        self.deliver(&line).await;
+        Ok(())
+    }
+
+    /// Entries [start, end), in pages as the log serves them.
+    async fn fetch_entries(
+        &self,
+        start: u64,
+        end: u64,
+        cp: &Checkpoint,
+    ) -> Result<Vec<Vec<u8>>, Stop> {
+        let mut out = Vec::with_capacity((end - start) as usize);
+        let mut next = start;
+        while next < end {
+            let text = self
+                .get_text(&format!("/log/entries?start={next}&end={end}"))
+                .await?;
+            let at = next;
+            let bad = |why: String| {
+                alert(
+                    "entry_mismatch",
+                    format!("GET /log/entries?start={at}&end={end}: {why}"),
+                    Some(cp.size),
+                    Some(cp.root),
+                )
+            };
+            let items: Vec<String> =
+                serde_json::from_str(&text).map_err(|e| bad(format!("not a JSON array: {e}")))?;
+            if items.is_empty() || items.len() as u64 > end - next {
+                return Err(bad(format!("{} entries", items.len())));
+            }
+            for item in items {
+                let data = B64
+                    .decode(&item)
+                    .map_err(|e| bad(format!("an entry is not base64: {e}")))?;
+                out.push(data);
+                next += 1;
+            }
+        }
+        Ok(out)
+    }
+
+    /// POST our cosignature line to the log. A failure is logged; the next round tries again.
+    async fn deliver(&self, line: &str) {
+        let origin = self.watch.origin();
+        let r = self
+            .http
+            .post(self.url("/log/cosignatures"))
+            .header("content-type", "text/plain")
+            .body(format!("{line}\n"))
+            .send()
+            .await;
+        match r {
+            Ok(r) if r.status().is_success() => {
+                tracing::info!(%origin, "cosignature delivered");
+            }
+            Ok(r) => {
+                let status = r.status();
+                let body = r.text().await.unwrap_or_default();
+                tracing::warn!(%origin, %status, body = %body.chars().take(300).collect::<String>(), "cosignature not accepted; retrying next round");
+            }
+            Err(e) => {
+                tracing::warn!(%origin, error = %e, "cosignature not delivered; retrying next round");
+            }
+        }
+    }
+
+    /// The checkpoint is the one we cosigned: deliver our line again if the log does not serve it.
+    async fn redeliver(&self, opened: &note::OpenedNote) {
+        let ours = self.cosigner.verifier();
+        if opened
+            .signatures
+            .iter()
+            .any(|l| note::verify_cosignature(l, &opened.body, &ours).is_ok())
+        {
+            return;
+        }
+        match self.store.latest_cosigned(self.watch.origin()).await {
+            Ok(Some(c)) if c.note.starts_with(&opened.body) => self.deliver(&c.line).await,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot read the cosigned checkpoint")
+            }
+        }
+    }
+}
+
+fn parse_hashes(text: &str) -> Result<Vec<Hash>, String> {
+    let h: Hashes = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    h.hashes
+        .iter()
+        .map(|s| {
+            let raw = B64
+                .decode(s)
+                .map_err(|e| format!("'{s}' is not base64: {e}"))?;
+            <Hash>::try_from(raw.as_slice()).map_err(|_| format!("'{s}' is not 32 bytes"))
+        })
+        .collect()
+}
