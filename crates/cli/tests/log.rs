@@ -181,6 +181,79 @@ async fn checkpoints_entries_and_proofs_agree() {
     let out = cli(&["verify", path.to_str().unwrap(), "--key", receipt_key]);
     assert_eq!(exit_code(&out), 1, "{}", stdout(&out));
 
+    // Flip one bit anywhere that matters — the receipt, its signature, the checkpoint's body or
+    // its signature line, the logged_at time — and the server's verifier says which check failed.
+    let flip = |text: &str, at: usize| -> String {
+        let mut b = text.as_bytes().to_vec();
+        b[at] ^= 0x01;
+        String::from_utf8(b).unwrap_or_else(|_| text.replacen(&text[at..at + 1], "#", 1))
+    };
+    let cp_text = ev["inclusion"]["checkpoint"].as_str().unwrap().to_string();
+    let body_len = cp_text.find("\n\n").unwrap();
+    let sig_at = cp_text.rfind(' ').unwrap() + 5;
+    let sig = ev["signature"].as_str().unwrap().to_string();
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "receipt field",
+            {
+                let mut e = ev.clone();
+                e["receipt"]["nonce"] = json!(flip(e["receipt"]["nonce"].as_str().unwrap(), 0));
+                e
+            },
+            "receipt_hash",
+        ),
+        (
+            "receipt signature",
+            {
+                let mut e = ev.clone();
+                e["signature"] = json!(flip(&sig, 3));
+                e
+            },
+            "signature",
+        ),
+        (
+            "checkpoint body",
+            {
+                let mut e = ev.clone();
+                e["inclusion"]["checkpoint"] = json!(flip(&cp_text, body_len - 3));
+                e
+            },
+            "checkpoint_signature",
+        ),
+        (
+            "checkpoint signature",
+            {
+                let mut e = ev.clone();
+                e["inclusion"]["checkpoint"] = json!(flip(&cp_text, sig_at));
+                e
+            },
+            "checkpoint_signature",
+        ),
+        (
+            "logged_at",
+            {
+                let mut e = ev.clone();
+                e["inclusion"]["logged_at"] =
+                    json!(flip(e["inclusion"]["logged_at"].as_str().unwrap(), 3));
+                e
+            },
+            "inclusion",
+        ),
+    ];
+    for (what, bad, check) in cases {
+        let (st, v) = s.post("/receipts/verify", &bad).await;
+        assert_eq!(st, 200, "{what}: {v}");
+        assert_eq!(v["valid"], false, "{what} flipped but valid: {v}");
+        assert_eq!(
+            v["checks"][check], false,
+            "{what}: expected check {check} to fail: {v}"
+        );
+        assert!(
+            !v["errors"].as_array().unwrap().is_empty(),
+            "{what}: no error named: {v}"
+        );
+    }
+
     // The log grows; the new checkpoint is consistent with the old one, across a restart.
     run(&s, 13, 30).await;
     let (cp2, _) = checkpoint_at_least(&s, 31).await;
