@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 
+use futures_util::TryStreamExt;
 use openexec_log::{leaf_hash, Frontier, Hash, NodeId};
 use serde_json::Value;
 use sqlx::{Row, SqliteConnection};
@@ -74,18 +75,17 @@ pub async fn open_tree(conn: &mut SqliteConnection) -> Result<Opened, StoreError
         .fetch_one(&mut *conn)
         .await
         .map_err(unavailable)?;
-    let rows = sqlx::query(
+    // Streamed: a log of millions of receipts is read once, never held in memory.
+    let mut rows = sqlx::query(
         "SELECT log_index, receipt, signature, key_id, created_at FROM receipts ORDER BY log_index",
     )
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(unavailable)?;
+    .fetch(&mut *conn);
     let mut tree = Frontier::empty();
-    let mut leaves: Vec<Hash> = Vec::with_capacity(rows.len());
+    let mut leaves: Vec<Hash> = Vec::new();
     let mut new_nodes: Vec<(NodeId, Hash)> = Vec::new();
     let mut problem = None;
     let mut root_at_checkpoint = None;
-    for r in &rows {
+    while let Some(r) = rows.try_next().await.map_err(unavailable)? {
         let idx: i64 = r.try_get("log_index").map_err(corrupt)?;
         if idx as u64 != tree.size() {
             problem.get_or_insert(format!(
@@ -113,6 +113,7 @@ pub async fn open_tree(conn: &mut SqliteConnection) -> Result<Opened, StoreError
             }
         }
     }
+    drop(rows);
     if let Some(c) = &last {
         if problem.is_none() && tree.size() < c.size {
             problem = Some(format!(
