@@ -26,7 +26,12 @@ pub fn payload(i: u64) -> Value {
 /// Where a worker gets its next `/execute` body.
 pub enum BodySource {
     /// `{"action":"echo","payload":{"i":N},"nonce":"<run>-dN"}` for N = 0, 1, 2, …
-    Template { run_id: String, next: AtomicU64 },
+    Template {
+        run_id: String,
+        next: AtomicU64,
+        /// Hand out at most this many (`None`: unlimited).
+        limit: Option<u64>,
+    },
     /// Pre-built bodies (each with its own signed artifact), handed out once each.
     Pool {
         bodies: Vec<Bytes>,
@@ -40,6 +45,16 @@ impl BodySource {
         BodySource::Template {
             run_id: run_id.to_string(),
             next: AtomicU64::new(0),
+            limit: None,
+        }
+    }
+
+    /// Demo bodies for run `run_id`, at most `limit` of them.
+    pub fn template_limited(run_id: &str, limit: u64) -> BodySource {
+        BodySource::Template {
+            run_id: run_id.to_string(),
+            next: AtomicU64::new(0),
+            limit: Some(limit),
         }
     }
 
@@ -54,8 +69,15 @@ impl BodySource {
     /// The next body, or `None` when a pool is used up.
     pub fn next(&self) -> Option<Bytes> {
         match self {
-            BodySource::Template { run_id, next } => {
+            BodySource::Template {
+                run_id,
+                next,
+                limit,
+            } => {
                 let i = next.fetch_add(1, Ordering::Relaxed);
+                if limit.is_some_and(|l| i >= l) {
+                    return None;
+                }
                 Some(Bytes::from(demo_body(run_id, i)))
             }
             BodySource::Pool { bodies, next } => {
@@ -68,7 +90,10 @@ impl BodySource {
     /// How many bodies were handed out.
     pub fn used(&self) -> u64 {
         match self {
-            BodySource::Template { next, .. } => next.load(Ordering::Relaxed),
+            BodySource::Template { next, limit, .. } => {
+                let n = next.load(Ordering::Relaxed);
+                limit.map_or(n, |l| n.min(l))
+            }
             BodySource::Pool { bodies, next } => {
                 (next.load(Ordering::Relaxed) as u64).min(bodies.len() as u64)
             }
@@ -78,7 +103,7 @@ impl BodySource {
     /// The pool's size; `None` for an unlimited template.
     pub fn capacity(&self) -> Option<u64> {
         match self {
-            BodySource::Template { .. } => None,
+            BodySource::Template { limit, .. } => *limit,
             BodySource::Pool { bodies, .. } => Some(bodies.len() as u64),
         }
     }

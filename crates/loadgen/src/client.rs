@@ -28,6 +28,8 @@ pub enum Endpoint {
     Health,
     /// `POST /execute` with bodies from the source.
     Execute(Arc<BodySource>),
+    /// `GET /log/proof/inclusion?index=I&tree_size=S` for a uniformly random I in `0..S`.
+    Inclusion { tree_size: u64 },
 }
 
 impl Endpoint {
@@ -35,6 +37,7 @@ impl Endpoint {
         match self {
             Endpoint::Health => "GET /health",
             Endpoint::Execute(_) => "POST /execute",
+            Endpoint::Inclusion { .. } => "GET /log/proof/inclusion",
         }
     }
 }
@@ -108,7 +111,21 @@ impl Outcome {
 const SAMPLE_EVERY: u64 = 101;
 const SAMPLES_PER_WORKER: usize = 8;
 
-async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+/// One step of SplitMix64: a fast, well-mixed pseudo-random sequence (not for cryptography).
+pub fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The path of an inclusion-proof request for `index` in a tree of `tree_size` leaves.
+pub fn inclusion_path(index: u64, tree_size: u64) -> String {
+    format!("/log/proof/inclusion?index={index}&tree_size={tree_size}")
+}
+
+pub async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
     let tcp = tokio::net::TcpStream::connect(addr)
         .await
         .with_context(|| format!("cannot connect to {addr}"))?;
@@ -126,7 +143,9 @@ async fn worker(
     host: HeaderValue,
     endpoint: Endpoint,
     window: Window,
+    seed: u64,
 ) -> anyhow::Result<Outcome> {
+    let mut rng = seed;
     let mut out = Outcome::new();
     let json = HeaderValue::from_static("application/json");
     let mut sender: Option<SendRequest<Full<Bytes>>> = None;
@@ -170,6 +189,14 @@ async fn worker(
                     .header(HOST, host.clone())
                     .header(CONTENT_TYPE, json.clone())
                     .body(Full::new(body))?
+            }
+            Endpoint::Inclusion { tree_size } => {
+                let index = splitmix64(&mut rng) % (*tree_size).max(1);
+                Request::builder()
+                    .method(Method::GET)
+                    .uri(Uri::try_from(inclusion_path(index, *tree_size))?)
+                    .header(HOST, host.clone())
+                    .body(Full::new(Bytes::new()))?
             }
         };
         if s.ready().await.is_err() {
@@ -229,12 +256,13 @@ pub async fn run_phase(
 ) -> anyhow::Result<Outcome> {
     let host = HeaderValue::from_str(&addr.to_string())?;
     let mut tasks = Vec::with_capacity(connections);
-    for _ in 0..connections {
+    for i in 0..connections {
         tasks.push(tokio::spawn(worker(
             addr,
             host.clone(),
             endpoint.clone(),
             window,
+            0x5EED_0000_0000_0000 ^ i as u64,
         )));
     }
     let mut all = Outcome::new();

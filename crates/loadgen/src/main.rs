@@ -9,12 +9,17 @@
 //! as a ratio to /health's on the same server in the same run, as a Markdown table (and JSON
 //! with `--json`). With `--url` it drives an already running demo-mode server instead.
 //!
+//! `--log-bench` measures the receipt log instead (see `logbench.rs`): fill it with
+//! `--log-entries` /execute, time `--log-probes` appends until their receipt carries
+//! `inclusion`, then `GET /log/proof/inclusion` at that tree size next to `GET /health`.
+//!
 //! Exit codes: 0 success; 1 the benchmark failed (a non-200 answer without `--allow-errors`,
 //! the artifact pool ran out, or the sanity check of the answers failed); 2 it could not run.
 #![forbid(unsafe_code)]
 
 mod bodies;
 mod client;
+mod logbench;
 mod report;
 mod server;
 
@@ -76,6 +81,17 @@ struct Args {
     /// Also print the server's CPU time per thread name for each window.
     #[arg(long)]
     verbose: bool,
+    /// Run the receipt-log benchmark instead of the modes: fill the log with --log-entries
+    /// /execute, time --log-probes appends until their receipt shows `inclusion`, then measure
+    /// GET /log/proof/inclusion at that size next to GET /health (demo-mode server).
+    #[arg(long, conflicts_with_all = ["modes", "premint"])]
+    log_bench: bool,
+    /// With --log-bench: unique /execute requests that fill the log first.
+    #[arg(long, default_value_t = 100_000)]
+    log_entries: u64,
+    /// With --log-bench: sequential append → integrated probes.
+    #[arg(long, default_value_t = 200)]
+    log_probes: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -355,10 +371,13 @@ fn run(args: &Args) -> anyhow::Result<bool> {
             .build()?
     };
     let tck = server::clock_ticks();
-    let sk = signing_key_from_seed(SIGNING_SEED);
-    let clawshield_pem = verifying_key_to_pem(&sk.verifying_key());
     let unix_ms = chrono::Utc::now().timestamp_millis();
     let run_id = format!("ld{unix_ms}p{}", std::process::id());
+    if args.log_bench {
+        return logbench::run(args, &rt, tck, &run_id, &command_line());
+    }
+    let sk = signing_key_from_seed(SIGNING_SEED);
+    let clawshield_pem = verifying_key_to_pem(&sk.verifying_key());
 
     let mut rows: Vec<Row> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
@@ -447,7 +466,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
             );
             let metrics_before = match endpoint {
                 Endpoint::Execute(_) => store_metrics(&rt, addr),
-                Endpoint::Health => None,
+                Endpoint::Health | Endpoint::Inclusion { .. } => None,
             };
             let started = Instant::now();
             let phase = run_phase(&rt, args, addr, endpoint.clone(), pid, tck)?;
@@ -489,6 +508,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
             };
             match &endpoint {
                 Endpoint::Health => health_rps = Some(row.rps()),
+                Endpoint::Inclusion { .. } => {} // only in --log-bench
                 Endpoint::Execute(src) => {
                     row.ratio = health_rps.filter(|h| *h > 0.0).map(|h| row.rps() / h);
                     if mode == Mode::Demo {
