@@ -131,6 +131,13 @@ async fn checkpoints_entries_and_proofs_agree() {
         }
     }
 
+    // A replay of an integrated request carries the inclusion proof in its evidence too.
+    let (st, replay) = s
+        .execute(&json!({"action": "echo", "payload": {"i": 2}, "nonce": "log-2"}))
+        .await;
+    assert_eq!((st, &replay["replayed"]), (200, &json!(true)), "{replay}");
+    assert_eq!(replay["evidence"]["inclusion"]["tree_size"], 14, "{replay}");
+
     // Evidence carries the proof once covered, and verifies offline with public keys only.
     let id = answers[3]["id"].as_str().unwrap();
     let (st, r) = s.get(&format!("/receipts/{id}")).await;

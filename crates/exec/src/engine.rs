@@ -450,10 +450,27 @@ impl Engine {
                 }
             }
             Existing::Stored(row) => match stored_answer(&row, true) {
-                Some(a) => a,
+                Some(a) => self.with_inclusion(&row, a).await,
                 None => self.poll_stored(att, deadline).await,
             },
         }
+    }
+
+    /// A stored answer's evidence gets its inclusion proof and checkpoint once a signed
+    /// checkpoint covers it (a store error leaves the evidence as it is: the answer stands).
+    async fn with_inclusion(&self, row: &ClaimRow, mut a: Answer) -> Answer {
+        if let Some(r) = &row.receipt {
+            if let Ok(Some(inc)) = self
+                .log
+                .inclusion(&self.store, r.log_index, &r.logged_at)
+                .await
+            {
+                if let Some(ev) = a.body.get_mut("evidence") {
+                    ev["inclusion"] = inc;
+                }
+            }
+        }
+        a
     }
 
     /// Wait for a claim held elsewhere (another process, or a receipt write that failed) to get
@@ -464,7 +481,7 @@ impl Engine {
                 Err(e) => return store_unavailable(&e),
                 Ok(Some(row)) => {
                     if let Some(a) = stored_answer(&row, true) {
-                        return a;
+                        return self.with_inclusion(&row, a).await;
                     }
                 }
                 Ok(None) => {
