@@ -570,3 +570,13 @@ pub fn clawshield_env(pem: &str) -> Vec<(&'static str, String)> {
 pub fn env_ref<'a>(env: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
     env.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
+
+/// Evidence without its `inclusion`: what stays the same before and after a checkpoint covers a
+/// receipt (replays and lookups made later may carry the proof; the receipt part never changes).
+pub fn sans_inclusion(ev: &Value) -> Value {
+    let mut v = ev.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("inclusion");
+    }
+    v
+}
