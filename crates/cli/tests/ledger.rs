@@ -602,7 +602,7 @@ async fn fork_and_shrink_are_alerts_never_cosigned() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_edited_log_gets_no_new_cosignature() {
+async fn an_edited_log_is_an_alert_and_gets_no_new_cosignature() {
     let tmp = tempfile::tempdir().unwrap();
     let (wkey, wvkey) = witness(tmp.path());
     let witness_v = note::parse_cosigner_key(&wvkey).unwrap();
@@ -657,8 +657,25 @@ async fn an_edited_log_gets_no_new_cosignature() {
         )),
     );
     execute_many(&s, 8..12).await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(l.alerts().await, Vec::<Value>::new(), "{}", l.log());
+    // The log still serves its old, valid checkpoint, but entry 5 is not what the witness
+    // verified under it: the witness's re-check of mirrored entries raises an alert.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let alert = loop {
+        let alerts = l.alerts().await;
+        if let Some(a) = alerts.iter().find(|a| a["kind"] == "entry_changed") {
+            break a.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no entry_changed alert: {alerts:?}\n{}",
+            l.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        alert["detail"].as_str().unwrap().contains("entry 5"),
+        "{alert}"
+    );
     let (_, after) = l.get_text(&format!("/checkpoint/{origin}")).await;
     assert_eq!(after, before, "a new checkpoint was cosigned");
     let (_, text) = s.get_text("/log/checkpoint").await;

@@ -211,6 +211,7 @@ impl Ledger {
                 store: self.store.clone(),
                 http: http.clone(),
                 poll: self.cfg.poll,
+                recheck_from: std::sync::atomic::AtomicU64::new(0),
             };
             tasks.push(tokio::spawn(witness.run(stop_rx.clone())));
         }

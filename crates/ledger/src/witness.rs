@@ -90,7 +90,12 @@ pub struct Witness {
     pub store: Arc<Store>,
     pub http: reqwest::Client,
     pub poll: Duration,
+    /// Where the next re-check of already mirrored entries starts.
+    pub recheck_from: std::sync::atomic::AtomicU64,
 }
+
+/// How many mirrored entries one quiet round re-checks against what the log serves now.
+const RECHECK_PAGE: u64 = 64;
 
 impl Witness {
     /// Run rounds every `poll` until `stop` turns true.
@@ -236,7 +241,7 @@ impl Witness {
                         ));
                     }
                     self.redeliver(&opened).await;
-                    return Ok(());
+                    return self.recheck(&cp).await;
                 }
                 let proof = self
                     .get_text(&format!(
@@ -374,6 +379,68 @@ impl Witness {
             }
         }
         Ok(out)
+    }
+
+    /// On a quiet round, compare a page of entries the log serves now with what was mirrored
+    /// when they were verified (pages rotate through the whole log): an entry rewritten or gone
+    /// behind a checkpoint that still verifies is an alert.
+    async fn recheck(&self, cp: &Checkpoint) -> Result<(), Stop> {
+        use std::sync::atomic::Ordering;
+        if cp.size == 0 {
+            return Ok(());
+        }
+        let start = self.recheck_from.load(Ordering::Relaxed) % cp.size;
+        let end = (start + RECHECK_PAGE).min(cp.size);
+        self.recheck_from.store(end % cp.size, Ordering::Relaxed);
+        let path = format!("/log/entries?start={start}&end={end}");
+        let r = self.http.get(self.url(&path)).send().await?;
+        let status = r.status();
+        let text = r.text().await?;
+        if status.is_client_error() {
+            // The log will not serve entries its own signed checkpoint covers.
+            return Err(alert(
+                "entries_unavailable",
+                format!(
+                    "GET {path} answered {status} although the checkpoint covers {} entries: {}",
+                    cp.size,
+                    text.chars().take(200).collect::<String>()
+                ),
+                Some(cp.size),
+                Some(cp.root),
+            ));
+        }
+        if !status.is_success() {
+            return Err(Stop::Transient(anyhow::anyhow!("GET {path}: {status}")));
+        }
+        let items: Vec<String> = serde_json::from_str(&text)
+            .map_err(|e| Stop::Transient(anyhow::anyhow!("GET {path}: not a JSON array: {e}")))?;
+        let ids: Vec<NodeId> = (start..start + items.len() as u64)
+            .map(NodeId::leaf)
+            .collect();
+        let mirrored = self
+            .store
+            .nodes(self.watch.origin(), &ids)
+            .await
+            .map_err(Stop::Transient)?;
+        for (i, item) in items.iter().enumerate() {
+            let index = start + i as u64;
+            let Some(want) = mirrored.get(&NodeId::leaf(index)) else {
+                continue;
+            };
+            let got = B64.decode(item).map(|d| leaf_hash(&d)).ok();
+            if got.as_ref() != Some(want) {
+                return Err(alert(
+                    "entry_changed",
+                    format!(
+                        "entry {index} no longer hashes to the leaf verified under the checkpoint of size {}",
+                        cp.size
+                    ),
+                    Some(cp.size),
+                    Some(cp.root),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// POST our cosignature line to the log. A failure is logged; the next round tries again.
