@@ -6,8 +6,8 @@ use std::str::FromStr;
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 
 use super::{
-    b64_encode, check_body, check_name, key_hash, key_label, parse_vkey, Checkpoint, NoteError,
-    OpenedNote, SignatureLine, SIG_TYPE_COSIGNATURE_V1,
+    check_body, check_name, key_hash, key_label, parse_ed25519_vkey, write_vkey, Checkpoint,
+    NoteError, OpenedNote, SignatureLine, SIG_TYPE_COSIGNATURE_V1,
 };
 
 /// tlog-cosignature: "`timestamp` is the time at which the cosignature was generated, as a POSIX
@@ -193,15 +193,12 @@ impl CosignerVerifier {
 
 impl fmt::Display for CosignerVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut key = Vec::with_capacity(33);
-        key.push(SIG_TYPE_COSIGNATURE_V1);
-        key.extend_from_slice(self.key.as_bytes());
-        write!(
+        write_vkey(
             f,
-            "{}+{:08x}+{}",
-            self.name,
+            &self.name,
             self.key_hash,
-            b64_encode(&key)
+            SIG_TYPE_COSIGNATURE_V1,
+            &self.key,
         )
     }
 }
@@ -217,22 +214,7 @@ impl FromStr for CosignerVerifier {
 /// checking the stated key hash. Only type 0x04 is accepted: a plain Ed25519 (0x01) key names
 /// a note signer, not a cosigner, and has another key hash.
 pub fn parse_cosigner_key(text: &str) -> Result<CosignerVerifier, NoteError> {
-    let (name, key_hash, key) = parse_vkey(text)?;
-    if key[0] != SIG_TYPE_COSIGNATURE_V1 {
-        return Err(NoteError::WrongKeyType {
-            got: key[0],
-            expected: SIG_TYPE_COSIGNATURE_V1,
-        });
-    }
-    let bytes: [u8; 32] = key[1..].try_into().map_err(|_| {
-        NoteError::MalformedVerifierKey(format!(
-            "an Ed25519 public key has 32 bytes, this one {}",
-            key.len() - 1
-        ))
-    })?;
-    let key = VerifyingKey::from_bytes(&bytes).map_err(|_| {
-        NoteError::MalformedVerifierKey("the public key is not a valid Ed25519 point".into())
-    })?;
+    let (name, key_hash, key) = parse_ed25519_vkey(text, SIG_TYPE_COSIGNATURE_V1)?;
     Ok(CosignerVerifier {
         name,
         key_hash,

@@ -224,6 +224,46 @@ pub(crate) fn parse_vkey(text: &str) -> Result<(String, u32, Vec<u8>), NoteError
     Ok((name.to_string(), stated, key))
 }
 
+/// [`parse_vkey`] for an Ed25519 key of one signature type: the name, the key hash and the
+/// public key.
+pub(crate) fn parse_ed25519_vkey(
+    text: &str,
+    sig_type: u8,
+) -> Result<(String, u32, ed25519_dalek::VerifyingKey), NoteError> {
+    let (name, key_hash, key) = parse_vkey(text)?;
+    if key[0] != sig_type {
+        return Err(NoteError::WrongKeyType {
+            got: key[0],
+            expected: sig_type,
+        });
+    }
+    let bytes: [u8; 32] = key[1..].try_into().map_err(|_| {
+        NoteError::MalformedVerifierKey(format!(
+            "an Ed25519 public key has 32 bytes, this one {}",
+            key.len() - 1
+        ))
+    })?;
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| {
+        NoteError::MalformedVerifierKey("the public key is not a valid Ed25519 point".into())
+    })?;
+    Ok((name, key_hash, key))
+}
+
+/// The verifier-key text `<name>+<8 hex key hash>+<base64(type ‖ key)>` ([`parse_vkey`]'s
+/// inverse).
+pub(crate) fn write_vkey(
+    f: &mut std::fmt::Formatter<'_>,
+    name: &str,
+    key_hash: u32,
+    sig_type: u8,
+    key: &ed25519_dalek::VerifyingKey,
+) -> std::fmt::Result {
+    let mut bytes = Vec::with_capacity(33);
+    bytes.push(sig_type);
+    bytes.extend_from_slice(key.as_bytes());
+    write!(f, "{name}+{key_hash:08x}+{}", b64_encode(&bytes))
+}
+
 /// Eight hex digits, either case, as Go's `strconv.ParseUint(hash16, 16, 32)` with
 /// `len(hash16) == 8` reads them (and nothing else: no sign, no prefix).
 pub(crate) fn parse_hash8(text: &str) -> Option<u32> {

@@ -7,8 +7,8 @@ use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 
 use super::{
     b64_decode, b64_encode, check_body, check_controls, check_name, is_valid_name, key_hash,
-    key_label, parse_hash8, parse_vkey, strip_newline, NoteError, MAX_SIGNATURES, SIGNATURE_PREFIX,
-    SIG_TYPE_ED25519,
+    key_label, parse_ed25519_vkey, parse_hash8, strip_newline, write_vkey, NoteError,
+    MAX_SIGNATURES, SIGNATURE_PREFIX, SIG_TYPE_ED25519,
 };
 
 /// One signature line, parsed but not verified: `— <name> base64(key hash ‖ signature)`.
@@ -207,16 +207,7 @@ impl Verifier {
 
 impl fmt::Display for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut key = Vec::with_capacity(33);
-        key.push(SIG_TYPE_ED25519);
-        key.extend_from_slice(self.key.as_bytes());
-        write!(
-            f,
-            "{}+{:08x}+{}",
-            self.name,
-            self.key_hash,
-            b64_encode(&key)
-        )
+        write_vkey(f, &self.name, self.key_hash, SIG_TYPE_ED25519, &self.key)
     }
 }
 
@@ -231,22 +222,7 @@ impl FromStr for Verifier {
 /// `note.NewVerifier` does: the stated key hash must be the one computed from the name and key,
 /// and the key must be Ed25519 (type 0x01, 32 bytes).
 pub fn parse_verifier_key(text: &str) -> Result<Verifier, NoteError> {
-    let (name, key_hash, key) = parse_vkey(text)?;
-    if key[0] != SIG_TYPE_ED25519 {
-        return Err(NoteError::WrongKeyType {
-            got: key[0],
-            expected: SIG_TYPE_ED25519,
-        });
-    }
-    let bytes: [u8; 32] = key[1..].try_into().map_err(|_| {
-        NoteError::MalformedVerifierKey(format!(
-            "an Ed25519 public key has 32 bytes, this one {}",
-            key.len() - 1
-        ))
-    })?;
-    let key = VerifyingKey::from_bytes(&bytes).map_err(|_| {
-        NoteError::MalformedVerifierKey("the public key is not a valid Ed25519 point".into())
-    })?;
+    let (name, key_hash, key) = parse_ed25519_vkey(text, SIG_TYPE_ED25519)?;
     Ok(Verifier {
         name,
         key_hash,
