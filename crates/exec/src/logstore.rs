@@ -12,14 +12,10 @@ use openexec_log::{leaf_hash, Frontier, Hash, NodeId};
 use serde_json::Value;
 use sqlx::{Row, SqliteConnection};
 
-use crate::store::StoreError;
+use crate::store::{unavailable, StoreError};
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
-}
-
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
 }
 
 pub fn hash_hex(h: &Hash) -> String {
