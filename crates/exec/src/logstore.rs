@@ -48,13 +48,7 @@ pub struct LogHead {
     pub root: Hash,
 }
 
-/// A signed checkpoint as stored.
-#[derive(Debug, Clone)]
-pub struct StoredCheckpoint {
-    pub size: u64,
-    pub root: Hash,
-    pub note: String,
-}
+pub use openexec_log::StoredCheckpoint;
 
 /// What start-up found.
 pub struct Opened {

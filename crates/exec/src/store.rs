@@ -16,7 +16,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use openexec_log::{leaf_hash, Frontier, Hash, NodeId};
+use openexec_log::{leaf_hash, Frontier, Hash, LogStore, NodeId};
 
 use crate::logstore::{self, LogHead, StoredCheckpoint};
 
@@ -337,70 +337,11 @@ impl Store {
         self.log_problem.as_deref()
     }
 
-    /// Store a signed checkpoint (refused if it would contradict an earlier one).
-    pub async fn add_checkpoint(&self, cp: StoredCheckpoint) -> Result<(), StoreError> {
-        self.write(|tx| WriteOp::Log(LogWrite::Checkpoint(cp), tx))
-            .await
-    }
-
-    /// Store a witness's cosignature line for the checkpoint of `size`.
-    pub async fn add_cosignature(
-        &self,
-        size: u64,
-        witness: &str,
-        line: &str,
-    ) -> Result<(), StoreError> {
-        self.write(|tx| {
-            WriteOp::Log(
-                LogWrite::Cosignature {
-                    size,
-                    witness: witness.to_string(),
-                    line: line.to_string(),
-                },
-                tx,
-            )
-        })
-        .await
-    }
-
-    /// The latest signed checkpoint and the cosignature lines delivered for it.
-    pub async fn latest_checkpoint(
-        &self,
-    ) -> Result<Option<(StoredCheckpoint, Vec<String>)>, StoreError> {
-        let row: Option<(i64, String, String)> = self
-            .read(
-                sqlx::query_as(
-                    "SELECT size, root, note FROM log_checkpoints ORDER BY size DESC LIMIT 1",
-                )
-                .fetch_optional(&self.read),
-            )
-            .await?;
-        let Some((size, root, note)) = row else {
-            return Ok(None);
-        };
-        let lines: Vec<(String,)> = self
-            .read(
-                sqlx::query_as("SELECT line FROM log_cosignatures WHERE size = ? ORDER BY witness")
-                    .bind(size)
-                    .fetch_all(&self.read),
-            )
-            .await?;
-        Ok(Some((
-            StoredCheckpoint {
-                size: size as u64,
-                root: logstore::hash_from_hex(&root)?,
-                note,
-            },
-            lines.into_iter().map(|(l,)| l).collect(),
-        )))
-    }
-
-    /// Tree nodes by id (those that exist).
-    pub async fn log_nodes(
-        &self,
-        ids: &[NodeId],
-    ) -> Result<std::collections::HashMap<NodeId, Hash>, StoreError> {
-        logstore::nodes_on(&self.read, ids).await
+    /// Whether this process may sign the receipt log's checkpoints now. On SQLite every process
+    /// on the file may: `BEGIN IMMEDIATE` serialises them and the checkpoint check refuses any
+    /// contradiction.
+    pub async fn sequencer(&self) -> Result<bool, StoreError> {
+        Ok(true)
     }
 
     /// Leaf data of entries [start, end), with each entry's `logged_at`.
@@ -1135,4 +1076,87 @@ async fn apply_batch(
     out.into_iter()
         .map(|a| a.ok_or_else(|| StoreError::Corrupt("a write of the batch got no result".into())))
         .collect()
+}
+
+/// The receipt log's storage (see `openexec_log::LogStore` for the contract).
+impl LogStore for Store {
+    type Error = StoreError;
+
+    async fn head(&self) -> Result<(u64, Hash), StoreError> {
+        let h = self.log_head();
+        Ok((h.size, h.root))
+    }
+
+    fn problem(&self) -> Option<String> {
+        self.log_problem.clone()
+    }
+
+    async fn nodes(&self, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>, StoreError> {
+        logstore::nodes_on(&self.read, ids).await
+    }
+
+    async fn leaves(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(self
+            .log_entries(start, end)
+            .await?
+            .into_iter()
+            .map(|(_, data, _)| data)
+            .collect())
+    }
+
+    async fn latest_checkpoint(
+        &self,
+    ) -> Result<Option<(StoredCheckpoint, Vec<String>)>, StoreError> {
+        let row: Option<(i64, String, String)> = self
+            .read(
+                sqlx::query_as(
+                    "SELECT size, root, note FROM log_checkpoints ORDER BY size DESC LIMIT 1",
+                )
+                .fetch_optional(&self.read),
+            )
+            .await?;
+        let Some((size, root, note)) = row else {
+            return Ok(None);
+        };
+        let lines: Vec<(String,)> = self
+            .read(
+                sqlx::query_as("SELECT line FROM log_cosignatures WHERE size = ? ORDER BY witness")
+                    .bind(size)
+                    .fetch_all(&self.read),
+            )
+            .await?;
+        Ok(Some((
+            StoredCheckpoint {
+                size: size as u64,
+                root: logstore::hash_from_hex(&root)?,
+                note,
+            },
+            lines.into_iter().map(|(l,)| l).collect(),
+        )))
+    }
+
+    async fn add_checkpoint(&self, cp: &StoredCheckpoint) -> Result<(), StoreError> {
+        let cp = cp.clone();
+        self.write(|tx| WriteOp::Log(LogWrite::Checkpoint(cp), tx))
+            .await
+    }
+
+    async fn add_cosignature(
+        &self,
+        size: u64,
+        witness: &str,
+        line: &str,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            WriteOp::Log(
+                LogWrite::Cosignature {
+                    size,
+                    witness: witness.to_string(),
+                    line: line.to_string(),
+                },
+                tx,
+            )
+        })
+        .await
+    }
 }

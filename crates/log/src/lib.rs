@@ -20,11 +20,15 @@
 //!   signing, opening), and C2SP `tlog-cosignature` (Ed25519 `cosignature/v1`) lines for
 //!   witnesses, with k-of-n counting.
 //!
+//! - [`service`]: a log as a service runs it, over any storage. [`LogStore`] is the trait each
+//!   service's database implements (SQLite, PostgreSQL); [`LogService`] signs checkpoints that
+//!   never contradict an earlier one, serves proofs (caching the upper tree levels) and entries,
+//!   and takes witnesses' cosignatures. Its futures need no particular runtime.
+//!
 //! What it leaves to others: storage (the services keep leaves and complete nodes in their
-//! databases; this crate only names the nodes it needs and takes them back through a lookup),
-//! all I/O, clocks (cosignature timestamps are parameters), randomness (keys are parameters),
+//! databases, behind [`LogStore`]; this crate only names the nodes it needs), all I/O, clocks (cosignature timestamps are parameters), randomness (keys are parameters),
 //! key files and key rotation policy (`openexec-core` parses keys), and deciding which logs,
-//! origins and witnesses to trust. It has no async code and no `unsafe`.
+//! origins and witnesses to trust. It starts no tasks, needs no runtime, and has no `unsafe`.
 //!
 //! ```
 //! use std::collections::HashMap;
@@ -58,12 +62,14 @@
 mod error;
 pub mod note;
 mod proof;
+pub mod service;
 mod tree;
 
 pub use error::{LogError, ProofKind};
 pub use proof::{
     plan_consistency, plan_inclusion, plan_root, verify_consistency, verify_inclusion, ProofPlan,
 };
+pub use service::{Inclusion, LogService, LogStore, ServiceError, StoredCheckpoint};
 pub use tree::{Frontier, NodeId};
 
 use sha2::{Digest, Sha256};
