@@ -155,9 +155,13 @@ struct ServeArgs {
     /// How long a duplicate waits for a running request, in ms (default 30000).
     #[arg(long, env = "OPENEXEC_REPLAY_WAIT_MS")]
     replay_wait_ms: Option<u64>,
-    /// How long a write waits for a database lock before answering 503, in ms (default 5000).
+    /// How long a write waits for a database lock (SQLite) or a connection (PostgreSQL)
+    /// before answering 503, in ms (default 5000).
     #[arg(long, env = "OPENEXEC_DB_BUSY_TIMEOUT_MS")]
     db_busy_timeout_ms: Option<u64>,
+    /// PostgreSQL only: most connections this process opens (default 16, at least 3).
+    #[arg(long, env = "OPENEXEC_DB_POOL_SIZE")]
+    db_pool_size: Option<u32>,
 }
 
 impl ServeArgs {
@@ -186,6 +190,7 @@ impl ServeArgs {
             max_depth: self.max_depth,
             replay_wait_ms: self.replay_wait_ms,
             db_busy_timeout_ms: self.db_busy_timeout_ms,
+            db_pool_size: self.db_pool_size,
         };
         Ok(given.over(file))
     }

@@ -72,8 +72,11 @@ pub struct Settings {
     pub max_depth: Option<usize>,
     /// How long a duplicate of a running request waits for its outcome.
     pub replay_wait_ms: Option<u64>,
-    /// How long a store operation may wait for a lock before the store counts as unavailable.
+    /// How long a store operation may wait for a lock (SQLite) or a connection (PostgreSQL)
+    /// before the store counts as unavailable.
     pub db_busy_timeout_ms: Option<u64>,
+    /// Most connections to PostgreSQL this process opens (reads, the writer, the sequencer).
+    pub db_pool_size: Option<u32>,
 }
 
 impl Settings {
@@ -99,6 +102,7 @@ impl Settings {
             max_depth: self.max_depth.or(lower.max_depth),
             replay_wait_ms: self.replay_wait_ms.or(lower.replay_wait_ms),
             db_busy_timeout_ms: self.db_busy_timeout_ms.or(lower.db_busy_timeout_ms),
+            db_pool_size: self.db_pool_size.or(lower.db_pool_size),
         }
     }
 
@@ -115,6 +119,8 @@ impl Settings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DbTarget {
     Sqlite(PathBuf),
+    /// A `postgres://` or `postgresql://` URL, shared by every replica.
+    Postgres(String),
 }
 
 fn memory_refused() -> ConfigError {
@@ -130,14 +136,13 @@ impl DbTarget {
     pub fn parse(url: &str) -> Result<DbTarget, ConfigError> {
         let url = url.trim();
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Err(ConfigError(
-                "PostgreSQL (OPENEXEC_DB_URL=postgres://…) is not supported by this build yet; use sqlite:///path"
-                    .into(),
-            ));
+            url.parse::<sqlx::postgres::PgConnectOptions>()
+                .map_err(|e| ConfigError(format!("OPENEXEC_DB_URL '{url}': {e}")))?;
+            return Ok(DbTarget::Postgres(url.to_string()));
         }
         let rest = url.strip_prefix("sqlite:").ok_or_else(|| {
             ConfigError(format!(
-                "OPENEXEC_DB_URL must start with sqlite: (e.g. sqlite:///openexec.db), got '{url}'"
+                "OPENEXEC_DB_URL must start with sqlite: (e.g. sqlite:///openexec.db) or postgres://, got '{url}'"
             ))
         })?;
         let path = if let Some(after) = rest.strip_prefix("//") {
@@ -184,6 +189,7 @@ pub struct Config {
     pub max_depth: usize,
     pub replay_wait: Duration,
     pub db_busy_timeout: Duration,
+    pub db_pool_size: u32,
 }
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:5000";
@@ -243,6 +249,14 @@ impl Config {
             max_depth,
             replay_wait: Duration::from_millis(s.replay_wait_ms.unwrap_or(30_000)),
             db_busy_timeout: Duration::from_millis(s.db_busy_timeout_ms.unwrap_or(5_000)),
+            db_pool_size: match s.db_pool_size.unwrap_or(16) {
+                n @ 3..=1000 => n,
+                n => {
+                    return Err(ConfigError(format!(
+                        "OPENEXEC_DB_POOL_SIZE must be between 3 and 1000 (one writer, one sequencer, reads), got {n}"
+                    )))
+                }
+            },
         })
     }
 
@@ -269,6 +283,11 @@ mod tests {
         assert!(DbTarget::parse("sqlite://").is_err());
         assert!(DbTarget::parse("sqlite:///:memory:").is_err());
         assert!(DbTarget::parse("mysql://x").is_err());
+        assert_eq!(
+            DbTarget::parse("postgres://postgres@127.0.0.1:5432/test").unwrap(),
+            DbTarget::Postgres("postgres://postgres@127.0.0.1:5432/test".into())
+        );
+        assert!(DbTarget::parse("postgres://h:notaport/db").is_err());
         assert!(DbTarget::parse("sqlite://host/x.db").is_err());
     }
 

@@ -13,7 +13,6 @@ pub mod handler;
 pub mod http;
 pub mod keyfile;
 pub mod log;
-pub mod logstore;
 pub mod store;
 
 use std::future::Future;
@@ -57,7 +56,14 @@ impl Service {
                 "no allow-list (OPENEXEC_ALLOWED_ACTIONS): every registered action may run"
             );
         }
-        let store = store::Store::open(&cfg.db, cfg.db_busy_timeout).await?;
+        let store = store::Store::open(
+            &cfg.db,
+            store::StoreLimits {
+                timeout: cfg.db_busy_timeout,
+                pool_size: cfg.db_pool_size,
+            },
+        )
+        .await?;
         let listener = tokio::net::TcpListener::bind(&cfg.bind)
             .await
             .with_context(|| format!("cannot listen on {}", cfg.bind))?;

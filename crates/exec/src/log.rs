@@ -169,9 +169,14 @@ impl ReceiptLog {
                     }
                 }
             }
-            let result = match store.sequencer().await {
-                Ok(true) => self.sign_head(&store).await.map(|_| ()),
-                Ok(false) => self.load(&store).await,
+            // Follow what any replica stored first (witness cosignatures, or checkpoints of
+            // the sequencer before this one took over), then sign if this is the sequencer.
+            let result = match self.load(&store).await {
+                Ok(()) => match store.sequencer().await {
+                    Ok(true) => self.sign_head(&store).await.map(|_| ()),
+                    Ok(false) => Ok(()),
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             };
             if let Err(e) = result {

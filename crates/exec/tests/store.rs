@@ -1,12 +1,60 @@
-//! The store on its own: claims, single-use approvals, dense log indices under concurrency,
-//! reuse of identical receipts, and failing closed while the database is locked.
+//! The store on its own, on SQLite and on PostgreSQL (the same test bodies): claims,
+//! single-use approvals, dense log indices under concurrency, reuse of identical receipts, and
+//! failing closed while the database is locked. PostgreSQL only: two stores on one database
+//! (two replicas) keep every rule between them, and exactly one holds the sequencer role.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use openexec_exec::config::DbTarget;
-use openexec_exec::store::{Claim, ClaimResult, ClaimStatus, NewReceipt, Store, StoreError};
+use openexec_exec::store::{
+    Claim, ClaimResult, ClaimStatus, NewReceipt, Store, StoreError, StoreLimits,
+};
+use openexec_log::LogStore;
+use openexec_testpg::TestDb;
 use sqlx::Connection;
+
+/// Where a test's store lives.
+enum Db {
+    Sqlite(tempfile::TempDir),
+    Postgres(TestDb),
+}
+
+impl Db {
+    fn sqlite() -> Db {
+        Db::Sqlite(tempfile::tempdir().unwrap())
+    }
+
+    async fn postgres(test: &str) -> Option<Db> {
+        TestDb::create(test).await.map(Db::Postgres)
+    }
+
+    fn target(&self) -> DbTarget {
+        match self {
+            Db::Sqlite(dir) => DbTarget::Sqlite(dir.path().join("s.db")),
+            Db::Postgres(db) => DbTarget::Postgres(db.url.clone()),
+        }
+    }
+}
+
+/// Run one test body on SQLite and on PostgreSQL.
+macro_rules! on_both {
+    ($body:ident) => {
+        mod $body {
+            #[tokio::test(flavor = "multi_thread")]
+            async fn sqlite() {
+                super::$body(super::Db::sqlite()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn postgres() {
+                if let Some(db) = super::Db::postgres(stringify!($body)).await {
+                    super::$body(db).await;
+                }
+            }
+        }
+    };
+}
 
 fn claim(nonce: &str, exec_id: &str, approval: Option<&str>) -> Claim {
     Claim {
@@ -31,18 +79,20 @@ fn receipt(hash: &str, exec_id: &str) -> NewReceipt {
     }
 }
 
-async fn open(dir: &tempfile::TempDir, busy_ms: u64) -> Store {
+async fn open(db: &Db, busy_ms: u64) -> Store {
     Store::open(
-        &DbTarget::Sqlite(dir.path().join("s.db")),
-        Duration::from_millis(busy_ms),
+        &db.target(),
+        StoreLimits {
+            timeout: Duration::from_millis(busy_ms),
+            pool_size: 8,
+        },
     )
     .await
     .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_nonce_is_claimed_once_and_keeps_its_outcome() {
-    let dir = tempfile::tempdir().unwrap();
+on_both!(a_nonce_is_claimed_once_and_keeps_its_outcome);
+async fn a_nonce_is_claimed_once_and_keeps_its_outcome(dir: Db) {
     let store = open(&dir, 1000).await;
     assert!(matches!(
         store.claim(claim("n1", "e1", None)).await.unwrap(),
@@ -82,9 +132,8 @@ async fn a_nonce_is_claimed_once_and_keeps_its_outcome() {
     store.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_approval_is_used_once_and_a_refused_claim_leaves_the_nonce_free() {
-    let dir = tempfile::tempdir().unwrap();
+on_both!(an_approval_is_used_once_and_a_refused_claim_leaves_the_nonce_free);
+async fn an_approval_is_used_once_and_a_refused_claim_leaves_the_nonce_free(dir: Db) {
     let store = open(&dir, 1000).await;
     assert!(matches!(
         store.claim(claim("a", "ea", Some("k:ap-1"))).await.unwrap(),
@@ -102,9 +151,8 @@ async fn an_approval_is_used_once_and_a_refused_claim_leaves_the_nonce_free() {
     store.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn log_indices_are_dense_under_concurrency_and_identical_receipts_are_stored_once() {
-    let dir = tempfile::tempdir().unwrap();
+on_both!(log_indices_are_dense_under_concurrency_and_identical_receipts_are_stored_once);
+async fn log_indices_are_dense_under_concurrency_and_identical_receipts_are_stored_once(dir: Db) {
     let store = Arc::new(open(&dir, 1000).await);
     let mut tasks = Vec::new();
     for i in 0..300 {
@@ -128,26 +176,17 @@ async fn log_indices_are_dense_under_concurrency_and_identical_receipts_are_stor
     store.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_locked_database_fails_closed_and_recovers() {
-    let dir = tempfile::tempdir().unwrap();
+on_both!(a_locked_database_fails_closed_and_recovers);
+async fn a_locked_database_fails_closed_and_recovers(dir: Db) {
     let store = open(&dir, 100).await;
-    let path = dir.path().join("s.db");
-    let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .unwrap();
-    sqlx::query("BEGIN EXCLUSIVE")
-        .execute(&mut other)
-        .await
-        .unwrap();
-
+    // Another connection holds the database (SQLite) or the tables (PostgreSQL) locked.
+    let release = lock_everything(&dir).await;
     let e = store.claim(claim("n", "e", None)).await.unwrap_err();
     assert!(matches!(e, StoreError::Unavailable(_)), "{e}");
     let e = store.add_receipt(receipt("h", "e")).await.unwrap_err();
     assert!(matches!(e, StoreError::Unavailable(_)), "{e}");
 
-    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
-    other.close().await.unwrap();
+    release.await;
     // Nothing of the failed batch was written: the nonce is free and the index starts at 0.
     assert!(store.lookup("t", "n").await.unwrap().is_none());
     assert!(matches!(
@@ -158,9 +197,8 @@ async fn a_locked_database_fails_closed_and_recovers() {
     store.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_closed_store_refuses_writes() {
-    let dir = tempfile::tempdir().unwrap();
+on_both!(a_closed_store_refuses_writes);
+async fn a_closed_store_refuses_writes(dir: Db) {
     let store = open(&dir, 100).await;
     store.close().await;
     let e = store.claim(claim("n", "e", None)).await.unwrap_err();
@@ -168,9 +206,8 @@ async fn a_closed_store_refuses_writes() {
     assert!(!store.ping().await);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn concurrent_claims_in_shared_batches_keep_every_rule() {
-    let dir = tempfile::tempdir().unwrap();
+on_both!(concurrent_claims_in_shared_batches_keep_every_rule);
+async fn concurrent_claims_in_shared_batches_keep_every_rule(dir: Db) {
     let store = Arc::new(open(&dir, 1000).await);
     let mut tasks = Vec::new();
     // 40 claims of one nonce, 40 claims of distinct nonces sharing one approval, 40 plain ones:
@@ -219,4 +256,162 @@ async fn concurrent_claims_in_shared_batches_keep_every_rule() {
     }
     assert_eq!(free, 39);
     store.close().await;
+}
+
+/// Lock the database from another connection; the returned future commits and closes it.
+async fn lock_everything(db: &Db) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+    match db {
+        Db::Sqlite(dir) => {
+            let path = dir.path().join("s.db");
+            let mut other =
+                sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                    .await
+                    .unwrap();
+            sqlx::query("BEGIN EXCLUSIVE")
+                .execute(&mut other)
+                .await
+                .unwrap();
+            Box::pin(async move {
+                sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+                other.close().await.unwrap();
+            })
+        }
+        Db::Postgres(pg) => {
+            let mut other = sqlx::PgConnection::connect(&pg.url).await.unwrap();
+            sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+            sqlx::query(
+                "LOCK TABLE executions, approvals_used, receipts, log_state IN ACCESS EXCLUSIVE MODE",
+            )
+            .execute(&mut other)
+            .await
+            .unwrap();
+            Box::pin(async move {
+                sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+                other.close().await.unwrap();
+            })
+        }
+    }
+}
+
+/// Two stores on one PostgreSQL database, as two replicas: claims of one nonce from both at once
+/// are won once; an approval is used once; their receipts get one dense order and one tree.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_on_postgres_share_claims_approvals_and_one_log() {
+    let Some(db) = Db::postgres("two_replicas_store").await else {
+        return;
+    };
+    let a = Arc::new(open(&db, 2000).await);
+    let b = Arc::new(open(&db, 2000).await);
+    assert_ne!(a.owner(), b.owner());
+    let mut tasks = Vec::new();
+    for round in 0..50 {
+        for (k, s) in [a.clone(), b.clone(), a.clone(), b.clone()]
+            .into_iter()
+            .enumerate()
+        {
+            tasks.push(tokio::spawn(async move {
+                let nonce = format!("n{round}");
+                let r = s
+                    .claim(claim(
+                        &nonce,
+                        &format!("e{round}"),
+                        Some(&format!("k:ap{round}")),
+                    ))
+                    .await
+                    .unwrap();
+                let won = matches!(r, ClaimResult::Claimed);
+                if won {
+                    let idx = s
+                        .complete(
+                            "t",
+                            &nonce,
+                            ClaimStatus::Executed,
+                            receipt(&format!("h{round}"), &format!("e{round}")),
+                        )
+                        .await
+                        .unwrap();
+                    // and a rejection receipt, from whichever replica, stored once
+                    let rej = s
+                        .add_receipt(receipt(&format!("rej{}", round % 5), "x"))
+                        .await;
+                    return (round, k, won, Some(idx), rej.ok());
+                }
+                (round, k, won, None, None)
+            }));
+        }
+    }
+    let mut winners = std::collections::HashMap::new();
+    let mut indices = Vec::new();
+    for t in tasks {
+        let (round, _, won, idx, rej) = t.await.unwrap();
+        if won {
+            assert!(
+                winners.insert(round, ()).is_none(),
+                "round {round} claimed twice"
+            );
+            indices.push(idx.unwrap());
+            indices.push(rej.expect("rejection stored"));
+        }
+    }
+    assert_eq!(winners.len(), 50, "every round has exactly one winner");
+    let mut distinct = indices.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct, (0..55).collect::<Vec<u64>>(), "one dense order");
+
+    // Both see one tree: the same head, and the stored tree verifies against it.
+    let (size_a, root_a) = a.head().await.unwrap();
+    let (size_b, root_b) = b.head().await.unwrap();
+    assert_eq!((size_a, root_a), (size_b, root_b));
+    assert_eq!(size_a, 55);
+    let entries = a.log_entries(0, 55).await.unwrap();
+    let mut tree = openexec_log::Frontier::empty();
+    for (_, data, _) in &entries {
+        tree.append(openexec_log::leaf_hash(data)).unwrap();
+    }
+    assert_eq!(tree.root(), root_a, "the stored entries hash to the head");
+    a.close().await;
+    b.close().await;
+}
+
+/// Exactly one replica holds the sequencer role; when it goes, another takes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_sequencer_at_a_time_and_takeover_when_it_goes() {
+    let Some(db) = Db::postgres("sequencer_store").await else {
+        return;
+    };
+    let a = open(&db, 2000).await;
+    let b = open(&db, 2000).await;
+    assert!(a.sequencer().await.unwrap(), "the first to ask takes it");
+    assert!(!b.sequencer().await.unwrap(), "only one at a time");
+    assert!(a.sequencer().await.unwrap(), "and keeps it");
+    a.close().await;
+    assert!(b.sequencer().await.unwrap(), "the other takes over");
+    b.close().await;
+}
+
+/// A checkpoint that would contradict the last one is refused by the store itself, whichever
+/// replica offers it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_store_refuses_contradicting_checkpoints_from_any_replica() {
+    let Some(db) = Db::postgres("checkpoints_store").await else {
+        return;
+    };
+    let a = open(&db, 2000).await;
+    let b = open(&db, 2000).await;
+    let cp = |size: u64, root: u8| openexec_log::StoredCheckpoint {
+        size,
+        root: [root; 32],
+        note: format!("note {size}"),
+    };
+    a.add_checkpoint(&cp(5, 1)).await.unwrap();
+    b.add_checkpoint(&cp(5, 1)).await.unwrap(); // the same again: fine
+    let e = b.add_checkpoint(&cp(4, 1)).await.unwrap_err();
+    assert!(matches!(e, StoreError::Conflict(_)), "{e}");
+    let e = b.add_checkpoint(&cp(5, 2)).await.unwrap_err();
+    assert!(matches!(e, StoreError::Conflict(_)), "{e}");
+    let (latest, _) = a.latest_checkpoint().await.unwrap().unwrap();
+    assert_eq!(latest, cp(5, 1));
+    a.close().await;
+    b.close().await;
 }

@@ -1,4 +1,4 @@
-//! The receipt log's storage in the service's database (SPEC §7): tree nodes, checkpoints and
+//! The receipt log's storage in SQLite (SPEC §7): tree nodes, checkpoints and
 //! witness cosignatures. The maths and formats are `openexec-log`'s; this module only keeps them.
 //!
 //! Trust boundary: the database is not trusted to stay as the log wrote it. At start-up the tree
@@ -8,47 +8,12 @@
 use std::collections::HashMap;
 
 use futures_util::TryStreamExt;
-use openexec_log::{leaf_hash, Frontier, Hash, NodeId};
+use openexec_log::{Frontier, Hash, NodeId, StoredCheckpoint};
 use serde_json::Value;
 use sqlx::{Row, SqliteConnection};
 
-use crate::store::{unavailable, StoreError};
-
-fn corrupt(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(e.to_string())
-}
-
-pub fn hash_hex(h: &Hash) -> String {
-    hex::encode(h)
-}
-
-pub fn hash_from_hex(s: &str) -> Result<Hash, StoreError> {
-    let v = hex::decode(s).map_err(|e| corrupt(format!("stored hash '{s}': {e}")))?;
-    v.try_into()
-        .map_err(|_| corrupt(format!("stored hash '{s}' is not 32 bytes")))
-}
-
-/// The leaf data of one stored receipt row.
-pub fn leaf_data(
-    receipt_jcs: &str,
-    signature: &str,
-    key_id: &str,
-    logged_at: &str,
-) -> Result<Vec<u8>, StoreError> {
-    let receipt: Value = serde_json::from_str(receipt_jcs).map_err(corrupt)?;
-    Ok(openexec_core::receipt::log_leaf(
-        &receipt, signature, key_id, logged_at,
-    ))
-}
-
-/// The head of the log: how many receipts it holds and the root over them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LogHead {
-    pub size: u64,
-    pub root: Hash,
-}
-
-pub use openexec_log::StoredCheckpoint;
+use super::tree_check::{corrupt, hash_from_hex, hash_hex, TreeCheck};
+use super::{unavailable, StoreError};
 
 /// What start-up found.
 pub struct Opened {
@@ -65,84 +30,43 @@ pub async fn open_tree(conn: &mut SqliteConnection) -> Result<Opened, StoreError
         .fetch_one(&mut *conn)
         .await
         .map_err(unavailable)?;
+    let mut check = TreeCheck::new(last, stored_nodes as u64);
     // Streamed: a log of millions of receipts is read once, never held in memory.
     let mut rows = sqlx::query(
         "SELECT log_index, receipt, signature, key_id, created_at FROM receipts ORDER BY log_index",
     )
     .fetch(&mut *conn);
-    let mut tree = Frontier::empty();
-    let mut leaves: Vec<Hash> = Vec::new();
-    let mut new_nodes: Vec<(NodeId, Hash)> = Vec::new();
-    let mut problem = None;
-    let mut root_at_checkpoint = None;
     while let Some(r) = rows.try_next().await.map_err(unavailable)? {
-        let idx: i64 = r.try_get("log_index").map_err(corrupt)?;
-        if idx as u64 != tree.size() {
-            problem.get_or_insert(format!(
-                "receipt log entry {} is missing (found {idx} after {})",
-                tree.size(),
-                tree.size() as i64 - 1
-            ));
-            break;
-        }
-        let data = leaf_data(
-            &r.try_get::<String, _>("receipt").map_err(corrupt)?,
-            &r.try_get::<String, _>("signature").map_err(corrupt)?,
-            &r.try_get::<String, _>("key_id").map_err(corrupt)?,
-            &r.try_get::<String, _>("created_at").map_err(corrupt)?,
+        let text = |c: &str| r.try_get::<String, _>(c).map_err(corrupt);
+        let go_on = check.push(
+            r.try_get("log_index").map_err(corrupt)?,
+            &text("receipt")?,
+            &text("signature")?,
+            &text("key_id")?,
+            &text("created_at")?,
         )?;
-        let leaf = leaf_hash(&data);
-        leaves.push(leaf);
-        let nodes = tree.append(leaf).map_err(corrupt)?;
-        if (idx as u64) >= stored_nodes as u64 {
-            new_nodes.extend(nodes);
-        }
-        if let Some(c) = &last {
-            if tree.size() == c.size {
-                root_at_checkpoint = Some(tree.root());
-            }
+        if !go_on {
+            break;
         }
     }
     drop(rows);
-    if let Some(c) = &last {
-        if problem.is_none() && tree.size() < c.size {
-            problem = Some(format!(
-                "the log holds {} entries but its last checkpoint was signed at {}: entries {}..{} are gone",
-                tree.size(),
-                c.size,
-                tree.size(),
-                c.size
-            ));
-        }
-        if problem.is_none() && root_at_checkpoint != Some(c.root) {
-            // Find the entry that differs: its recomputed leaf hash is not the one stored when it
-            // was appended.
-            let stored: Vec<(i64, String)> = sqlx::query_as(
-                "SELECT idx, hash FROM log_nodes WHERE level = 0 AND idx < ? ORDER BY idx",
-            )
-            .bind(c.size as i64)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(unavailable)?;
-            let differs = stored
-                .iter()
-                .find(|(i, h)| leaves.get(*i as usize).map(hash_hex).as_deref() != Some(h));
-            problem = Some(match differs {
-                Some((i, _)) => format!(
-                    "receipt log entry {i} does not hash to the leaf that was logged: the stored receipt was changed; the root at size {} no longer matches the signed checkpoint",
-                    c.size
-                ),
-                None => format!(
-                    "the root recomputed at size {} does not match the signed checkpoint",
-                    c.size
-                ),
-            });
-        }
+    if let Some(size) = check.finish() {
+        let stored: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT idx, hash FROM log_nodes WHERE level = 0 AND idx < ? ORDER BY idx",
+        )
+        .bind(size as i64)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(unavailable)?;
+        check.explain(&stored);
     }
-    if problem.is_none() && !new_nodes.is_empty() {
-        insert_nodes(conn, &new_nodes).await?;
+    if check.problem.is_none() && !check.new_nodes.is_empty() {
+        insert_nodes(conn, &check.new_nodes).await?;
     }
-    Ok(Opened { tree, problem })
+    Ok(Opened {
+        tree: check.tree,
+        problem: check.problem,
+    })
 }
 
 /// The stored nodes of a frontier at `size` (another process appended since we last looked).

@@ -1,10 +1,8 @@
-//! Durable state: nonce claims, single-use approvals and receipts, in SQLite (WAL, synchronous
-//! FULL). Only this module knows which database the service runs on.
+//! The store on SQLite (WAL, synchronous FULL): one machine, one or more processes on one file.
 //!
-//! Writes go through one writer task that commits them in batches ("group commit"): every write
-//! waiting when a commit starts shares that commit and its fsync, so throughput is not capped at
-//! one fsync per request, and nothing is acknowledged before its commit returned. Reads use a
-//! separate pool (WAL lets them run beside the writer).
+//! The writer has a thread and a runtime of its own and commits batches in two round trips
+//! (each kind of write is one statement over a JSON array of rows). WAL checkpoints run beside
+//! it. Owner liveness is an flock on `<db>.owners/<owner>.lock`.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -16,177 +14,18 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use openexec_log::{leaf_hash, Frontier, Hash, LogStore, NodeId};
+use openexec_log::{leaf_hash, Frontier, Hash, NodeId, StoredCheckpoint};
 
-use crate::logstore::{self, LogHead, StoredCheckpoint};
+use super::sqlite_log as logstore;
+use super::tree_check::{hash_from_hex, leaf_data, LogHead};
+use super::{
+    claim_row, now_text, stored_receipt, unavailable, Applied, Claim, ClaimResult, ClaimRow,
+    ClaimStatus, Done, LogWrite, NewReceipt, StoreError, StoredReceipt, WriteOp, CLAIM_ROW_COLUMNS,
+    MAX_BATCH,
+};
 
-use crate::config::DbTarget;
-
-/// The most writes one commit takes.
-const MAX_BATCH: usize = 512;
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    /// The store could not make a write durable (I/O error, lock timeout, full disk, closed).
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-    /// Stored data that does not read back (a bug or a database edited by hand).
-    #[error("store corrupt: {0}")]
-    Corrupt(String),
-    /// A write that would contradict what is stored (e.g. a checkpoint that goes backwards).
-    #[error("refused: {0}")]
-    Conflict(String),
-}
-
-pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
-}
-
-/// The state of a claimed nonce.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClaimStatus {
-    Running,
-    Executed,
-    Failed,
-    Interrupted,
-}
-
-impl ClaimStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ClaimStatus::Running => "running",
-            ClaimStatus::Executed => "executed",
-            ClaimStatus::Failed => "failed",
-            ClaimStatus::Interrupted => "interrupted",
-        }
-    }
-
-    fn parse(s: &str) -> Result<ClaimStatus, StoreError> {
-        Ok(match s {
-            "running" => ClaimStatus::Running,
-            "executed" => ClaimStatus::Executed,
-            "failed" => ClaimStatus::Failed,
-            "interrupted" => ClaimStatus::Interrupted,
-            other => return Err(StoreError::Corrupt(format!("unknown status '{other}'"))),
-        })
-    }
-}
-
-/// A receipt as stored.
-#[derive(Debug, Clone)]
-pub struct StoredReceipt {
-    pub log_index: u64,
-    pub receipt_hash: String,
-    pub exec_id: String,
-    pub receipt: Value,
-    pub signature: String,
-    pub key_id: String,
-    pub result: Option<Value>,
-    pub message: Option<String>,
-    /// When it entered the receipt log (its leaf's `logged_at`).
-    pub logged_at: String,
-}
-
-/// A receipt to store.
-#[derive(Debug, Clone)]
-pub struct NewReceipt {
-    pub receipt_hash: String,
-    pub exec_id: String,
-    /// JCS text of the receipt.
-    pub receipt: String,
-    pub signature: String,
-    pub key_id: String,
-    pub result: Option<String>,
-    pub message: Option<String>,
-}
-
-/// A claimed nonce and, once it has one, its outcome's receipt.
-#[derive(Debug, Clone)]
-pub struct ClaimRow {
-    pub tenant_id: String,
-    pub nonce: String,
-    pub exec_id: String,
-    /// The process that claimed it.
-    pub owner: String,
-    pub status: ClaimStatus,
-    pub template: String,
-    pub receipt: Option<StoredReceipt>,
-}
-
-/// What a claim attempt found.
-#[derive(Debug, Clone)]
-pub enum ClaimResult {
-    /// The nonce is ours: the handler may run.
-    Claimed,
-    /// Someone claimed this (tenant, nonce) first.
-    NonceTaken(Box<ClaimRow>),
-    /// The approval was already used by another execution.
-    ApprovalReused { exec_id: String },
-}
-
-#[derive(Debug, Clone)]
-pub struct Claim {
-    pub tenant_id: String,
-    pub nonce: String,
-    pub exec_id: String,
-    pub action: String,
-    pub template: String,
-    /// Set when an approval artifact must be single use.
-    pub approval_key: Option<String>,
-}
-
-enum WriteOp {
-    Claim(Claim, oneshot::Sender<Result<ClaimResult, StoreError>>),
-    Complete {
-        tenant_id: String,
-        nonce: String,
-        status: ClaimStatus,
-        receipt: NewReceipt,
-        reply: oneshot::Sender<Result<u64, StoreError>>,
-    },
-    Receipt(NewReceipt, oneshot::Sender<Result<u64, StoreError>>),
-    /// Log bookkeeping, each in a transaction of its own.
-    Log(LogWrite, oneshot::Sender<Result<(), StoreError>>),
-}
-
-enum LogWrite {
-    Checkpoint(StoredCheckpoint),
-    Cosignature {
-        size: u64,
-        witness: String,
-        line: String,
-    },
-}
-
-impl WriteOp {
-    fn fail(self, e: StoreError) {
-        match self {
-            WriteOp::Claim(_, r) => drop(r.send(Err(e))),
-            WriteOp::Complete { reply, .. } => drop(reply.send(Err(e))),
-            WriteOp::Receipt(_, r) => drop(r.send(Err(e))),
-            WriteOp::Log(_, r) => drop(r.send(Err(e))),
-        }
-    }
-}
-
-enum Done {
-    Claim(
-        oneshot::Sender<Result<ClaimResult, StoreError>>,
-        ClaimResult,
-    ),
-    Index(oneshot::Sender<Result<u64, StoreError>>, u64),
-}
-
-/// What one write produced inside a batch, before the batch is committed.
-enum Applied {
-    Claim(ClaimResult),
-    Index(u64),
-    /// This write alone was refused; the rest of the batch goes on.
-    Failed(StoreError),
-}
-
-/// The service's store.
-pub struct Store {
+/// The store on SQLite.
+pub(crate) struct SqliteStore {
     /// This process's identity in `executions.owner`.
     owner: String,
     /// `<db>.owners/`: one lock file per live process, held (flock) for as long as it runs, so
@@ -194,7 +33,7 @@ pub struct Store {
     owners_dir: PathBuf,
     _owner_lock: std::fs::File,
     read: SqlitePool,
-    /// Taken (and so dropped) by [`Store::close`]; the writer ends once no sender is left.
+    /// Taken (and so dropped) by [`SqliteStore::close`]; the writer ends once no sender is left.
     writer: std::sync::Mutex<Option<mpsc::Sender<WriteOp>>>,
     /// Fires when the writer thread has committed everything and closed its connection.
     writer_done: tokio::sync::Mutex<Option<oneshot::Receiver<()>>>,
@@ -204,16 +43,10 @@ pub struct Store {
     log_problem: Option<String>,
 }
 
-fn now_text() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-}
-
-impl Store {
+impl SqliteStore {
     /// Open (creating if needed) and migrate the database.
-    pub async fn open(target: &DbTarget, busy_timeout: Duration) -> anyhow::Result<Store> {
-        let path = match target {
-            DbTarget::Sqlite(p) => p.clone(),
-        };
+    pub async fn open(path: &Path, busy_timeout: Duration) -> anyhow::Result<SqliteStore> {
+        let path = path.to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
                 anyhow::anyhow!("cannot create database directory {}: {e}", dir.display())
@@ -310,7 +143,7 @@ impl Store {
             .await
             .map_err(|e| anyhow::anyhow!("cannot open database {}: {e}", path.display()))?;
         tokio::spawn(checkpoint_loop(read.clone()));
-        Ok(Store {
+        Ok(SqliteStore {
             owner,
             owners_dir,
             _owner_lock: owner_lock,
@@ -333,8 +166,8 @@ impl Store {
     }
 
     /// Why the stored log does not match its last checkpoint, if it does not (found at start-up).
-    pub fn log_problem(&self) -> Option<&str> {
-        self.log_problem.as_deref()
+    pub fn log_problem(&self) -> Option<String> {
+        self.log_problem.clone()
     }
 
     /// Whether this process may sign the receipt log's checkpoints now. On SQLite every process
@@ -362,7 +195,7 @@ impl Store {
             )
             .await?;
         rows.into_iter()
-            .map(|(i, r, s, k, at)| Ok((i as u64, logstore::leaf_data(&r, &s, &k, &at)?, at)))
+            .map(|(i, r, s, k, at)| Ok((i as u64, leaf_data(&r, &s, &k, &at)?, at)))
             .collect()
     }
 
@@ -375,7 +208,7 @@ impl Store {
             .foreign_keys(true))
     }
 
-    async fn write<T>(
+    pub(crate) async fn write<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> WriteOp,
     ) -> Result<T, StoreError> {
@@ -392,35 +225,6 @@ impl Store {
         metrics::histogram!("openexec_store_seconds", "op" => "write")
             .record(started.elapsed().as_secs_f64());
         r
-    }
-
-    /// Claim (tenant, nonce) durably, and the approval with it.
-    pub async fn claim(&self, claim: Claim) -> Result<ClaimResult, StoreError> {
-        self.write(|tx| WriteOp::Claim(claim, tx)).await
-    }
-
-    /// Record the outcome of a claimed execution with its receipt; returns its log index.
-    pub async fn complete(
-        &self,
-        tenant_id: &str,
-        nonce: &str,
-        status: ClaimStatus,
-        receipt: NewReceipt,
-    ) -> Result<u64, StoreError> {
-        self.write(|reply| WriteOp::Complete {
-            tenant_id: tenant_id.to_string(),
-            nonce: nonce.to_string(),
-            status,
-            receipt,
-            reply,
-        })
-        .await
-    }
-
-    /// Store a receipt that belongs to no claim (a rejection). A receipt with the same hash is
-    /// stored once: the earlier one's log index is returned.
-    pub async fn add_receipt(&self, receipt: NewReceipt) -> Result<u64, StoreError> {
-        self.write(|tx| WriteOp::Receipt(receipt, tx)).await
     }
 
     async fn read<T>(
@@ -515,7 +319,7 @@ impl Store {
     /// Is the process that claimed with this owner id still running? Its lock file is held for
     /// as long as it lives; a missing or unlocked file means it is gone. When unsure, alive:
     /// a live claim must never be declared interrupted.
-    pub fn owner_alive(&self, owner: &str) -> bool {
+    pub async fn owner_alive(&self, owner: &str) -> bool {
         if owner == self.owner {
             return true;
         }
@@ -536,8 +340,8 @@ impl Store {
     }
 
     /// Remove the lock file of an owner that is gone and has no claims left to recover.
-    pub fn forget_owner(&self, owner: &str) {
-        if owner != self.owner && !self.owner_alive(owner) {
+    pub async fn forget_owner(&self, owner: &str) {
+        if owner != self.owner && !self.owner_alive(owner).await {
             let _ = std::fs::remove_file(self.owners_dir.join(format!("{owner}.lock")));
         }
     }
@@ -603,54 +407,6 @@ fn take_owner_lock(dir: &Path) -> anyhow::Result<(String, std::fs::File)> {
     Ok((owner, f))
 }
 
-fn claim_row(r: &sqlx::sqlite::SqliteRow) -> Result<ClaimRow, StoreError> {
-    let get = |c: &str| -> Result<String, StoreError> {
-        r.try_get::<String, _>(c)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))
-    };
-    let log_index: Option<i64> = r.try_get("log_index").unwrap_or(None);
-    let receipt = match log_index {
-        Some(_) => Some(stored_receipt(r, "r_")?),
-        None => None,
-    };
-    Ok(ClaimRow {
-        tenant_id: get("tenant_id")?,
-        nonce: get("nonce")?,
-        exec_id: get("exec_id")?,
-        owner: get("owner")?,
-        status: ClaimStatus::parse(&get("status")?)?,
-        template: get("template")?,
-        receipt,
-    })
-}
-
-fn stored_receipt(
-    r: &sqlx::sqlite::SqliteRow,
-    exec_prefix: &str,
-) -> Result<StoredReceipt, StoreError> {
-    let corrupt = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
-    let parse = |c: &str, t: &str| -> Result<Value, StoreError> {
-        serde_json::from_str(t).map_err(|e| StoreError::Corrupt(format!("{c}: {e}")))
-    };
-    let receipt: String = r.try_get("receipt").map_err(corrupt)?;
-    let result: Option<String> = r.try_get("result").map_err(corrupt)?;
-    let log_index: i64 = r.try_get("log_index").map_err(corrupt)?;
-    Ok(StoredReceipt {
-        log_index: u64::try_from(log_index)
-            .map_err(|_| StoreError::Corrupt(format!("negative log index {log_index}")))?,
-        receipt_hash: r.try_get("receipt_hash").map_err(corrupt)?,
-        exec_id: r
-            .try_get(format!("{exec_prefix}exec_id").as_str())
-            .map_err(corrupt)?,
-        receipt: parse("receipt", &receipt)?,
-        signature: r.try_get("signature").map_err(corrupt)?,
-        key_id: r.try_get("key_id").map_err(corrupt)?,
-        result: result.map(|t| parse("result", &t)).transpose()?,
-        message: r.try_get("message").map_err(corrupt)?,
-        logged_at: r.try_get("created_at").map_err(corrupt)?,
-    })
-}
-
 async fn writer_loop(
     mut conn: SqliteConnection,
     mut rx: mpsc::Receiver<WriteOp>,
@@ -714,11 +470,6 @@ async fn writer_loop(
     }
     let _ = conn.close().await;
 }
-
-/// The SELECT list that reads a claim row with its outcome receipt (see [`claim_row`]).
-const CLAIM_ROW_COLUMNS: &str =
-    "e.tenant_id, e.nonce, e.exec_id, e.owner, e.status, e.template, r.log_index, r.receipt_hash, \
-     r.exec_id AS r_exec_id, r.receipt, r.signature, r.key_id, r.result, r.message, r.created_at";
 
 /// A JSON array of rows, as the text a `json_each(?)` parameter takes.
 fn json_rows(rows: impl Iterator<Item = Value>) -> String {
@@ -1060,7 +811,7 @@ async fn apply_batch(
                 tree.size()
             )));
         }
-        let data = logstore::leaf_data(&r.receipt, &r.signature, &r.key_id, &now)?;
+        let data = leaf_data(&r.receipt, &r.signature, &r.key_id, &now)?;
         new_nodes.extend(
             tree.append(leaf_hash(&data))
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?,
@@ -1078,33 +829,18 @@ async fn apply_batch(
         .collect()
 }
 
-/// The receipt log's storage (see `openexec_log::LogStore` for the contract).
-impl LogStore for Store {
-    type Error = StoreError;
-
-    async fn head(&self) -> Result<(u64, Hash), StoreError> {
+/// The receipt log's storage (`Store` implements `openexec_log::LogStore` with these).
+impl SqliteStore {
+    pub async fn head(&self) -> Result<(u64, Hash), StoreError> {
         let h = self.log_head();
         Ok((h.size, h.root))
     }
 
-    fn problem(&self) -> Option<String> {
-        self.log_problem.clone()
-    }
-
-    async fn nodes(&self, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>, StoreError> {
+    pub async fn nodes(&self, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>, StoreError> {
         logstore::nodes_on(&self.read, ids).await
     }
 
-    async fn leaves(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, StoreError> {
-        Ok(self
-            .log_entries(start, end)
-            .await?
-            .into_iter()
-            .map(|(_, data, _)| data)
-            .collect())
-    }
-
-    async fn latest_checkpoint(
+    pub async fn latest_checkpoint(
         &self,
     ) -> Result<Option<(StoredCheckpoint, Vec<String>)>, StoreError> {
         let row: Option<(i64, String, String)> = self
@@ -1128,35 +864,10 @@ impl LogStore for Store {
         Ok(Some((
             StoredCheckpoint {
                 size: size as u64,
-                root: logstore::hash_from_hex(&root)?,
+                root: hash_from_hex(&root)?,
                 note,
             },
             lines.into_iter().map(|(l,)| l).collect(),
         )))
-    }
-
-    async fn add_checkpoint(&self, cp: &StoredCheckpoint) -> Result<(), StoreError> {
-        let cp = cp.clone();
-        self.write(|tx| WriteOp::Log(LogWrite::Checkpoint(cp), tx))
-            .await
-    }
-
-    async fn add_cosignature(
-        &self,
-        size: u64,
-        witness: &str,
-        line: &str,
-    ) -> Result<(), StoreError> {
-        self.write(|tx| {
-            WriteOp::Log(
-                LogWrite::Cosignature {
-                    size,
-                    witness: witness.to_string(),
-                    line: line.to_string(),
-                },
-                tx,
-            )
-        })
-        .await
     }
 }

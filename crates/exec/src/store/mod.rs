@@ -1,0 +1,475 @@
+//! Durable state: nonce claims, single-use approvals, receipts and the receipt log's nodes and
+//! checkpoints. Only this module knows which database the service runs on: [`Store`] is one
+//! type with one API over SQLite ([`sqlite`], one machine) or PostgreSQL ([`postgres`], many
+//! replicas on one database).
+//!
+//! On both, writes go through one writer task per process that commits them in batches ("group
+//! commit"): every write waiting when a commit starts shares that commit and its fsync, so
+//! throughput is not capped at one fsync per request, and nothing is acknowledged before its
+//! commit returned. Reads use a pool beside it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{oneshot, watch};
+
+use openexec_log::{Hash, LogStore, NodeId, StoredCheckpoint};
+
+use crate::config::DbTarget;
+
+mod postgres;
+mod sqlite;
+mod sqlite_log;
+mod tree_check;
+
+pub use tree_check::LogHead;
+
+/// The most writes one commit takes.
+pub(crate) const MAX_BATCH: usize = 512;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not make a write durable (I/O error, lock timeout, full disk, closed).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data that does not read back (a bug or a database edited by hand).
+    #[error("store corrupt: {0}")]
+    Corrupt(String),
+    /// A write that would contradict what is stored (e.g. a checkpoint that goes backwards).
+    #[error("refused: {0}")]
+    Conflict(String),
+}
+
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// The state of a claimed nonce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimStatus {
+    Running,
+    Executed,
+    Failed,
+    Interrupted,
+}
+
+impl ClaimStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClaimStatus::Running => "running",
+            ClaimStatus::Executed => "executed",
+            ClaimStatus::Failed => "failed",
+            ClaimStatus::Interrupted => "interrupted",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Result<ClaimStatus, StoreError> {
+        Ok(match s {
+            "running" => ClaimStatus::Running,
+            "executed" => ClaimStatus::Executed,
+            "failed" => ClaimStatus::Failed,
+            "interrupted" => ClaimStatus::Interrupted,
+            other => return Err(StoreError::Corrupt(format!("unknown status '{other}'"))),
+        })
+    }
+}
+
+/// A receipt as stored.
+#[derive(Debug, Clone)]
+pub struct StoredReceipt {
+    pub log_index: u64,
+    pub receipt_hash: String,
+    pub exec_id: String,
+    pub receipt: Value,
+    pub signature: String,
+    pub key_id: String,
+    pub result: Option<Value>,
+    pub message: Option<String>,
+    /// When it entered the receipt log (its leaf's `logged_at`).
+    pub logged_at: String,
+}
+
+/// A receipt to store.
+#[derive(Debug, Clone)]
+pub struct NewReceipt {
+    pub receipt_hash: String,
+    pub exec_id: String,
+    /// JCS text of the receipt.
+    pub receipt: String,
+    pub signature: String,
+    pub key_id: String,
+    pub result: Option<String>,
+    pub message: Option<String>,
+}
+
+/// A claimed nonce and, once it has one, its outcome's receipt.
+#[derive(Debug, Clone)]
+pub struct ClaimRow {
+    pub tenant_id: String,
+    pub nonce: String,
+    pub exec_id: String,
+    /// The process that claimed it.
+    pub owner: String,
+    pub status: ClaimStatus,
+    pub template: String,
+    pub receipt: Option<StoredReceipt>,
+}
+
+/// What a claim attempt found.
+#[derive(Debug, Clone)]
+pub enum ClaimResult {
+    /// The nonce is ours: the handler may run.
+    Claimed,
+    /// Someone claimed this (tenant, nonce) first.
+    NonceTaken(Box<ClaimRow>),
+    /// The approval was already used by another execution.
+    ApprovalReused { exec_id: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub tenant_id: String,
+    pub nonce: String,
+    pub exec_id: String,
+    pub action: String,
+    pub template: String,
+    /// Set when an approval artifact must be single use.
+    pub approval_key: Option<String>,
+}
+
+pub(crate) enum WriteOp {
+    Claim(Claim, oneshot::Sender<Result<ClaimResult, StoreError>>),
+    Complete {
+        tenant_id: String,
+        nonce: String,
+        status: ClaimStatus,
+        receipt: NewReceipt,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
+    Receipt(NewReceipt, oneshot::Sender<Result<u64, StoreError>>),
+    /// Log bookkeeping, each in a transaction of its own.
+    Log(LogWrite, oneshot::Sender<Result<(), StoreError>>),
+}
+
+pub(crate) enum LogWrite {
+    Checkpoint(StoredCheckpoint),
+    Cosignature {
+        size: u64,
+        witness: String,
+        line: String,
+    },
+}
+
+impl WriteOp {
+    pub(crate) fn fail(self, e: StoreError) {
+        match self {
+            WriteOp::Claim(_, r) => drop(r.send(Err(e))),
+            WriteOp::Complete { reply, .. } => drop(reply.send(Err(e))),
+            WriteOp::Receipt(_, r) => drop(r.send(Err(e))),
+            WriteOp::Log(_, r) => drop(r.send(Err(e))),
+        }
+    }
+}
+
+pub(crate) enum Done {
+    Claim(
+        oneshot::Sender<Result<ClaimResult, StoreError>>,
+        ClaimResult,
+    ),
+    Index(oneshot::Sender<Result<u64, StoreError>>, u64),
+}
+
+/// What one write produced inside a batch, before the batch is committed.
+pub(crate) enum Applied {
+    Claim(ClaimResult),
+    Index(u64),
+    /// This write alone was refused; the rest of the batch goes on.
+    Failed(StoreError),
+}
+
+/// The service's store, on whichever database the configuration names.
+pub struct Store(Backend);
+
+enum Backend {
+    Sqlite(sqlite::SqliteStore),
+    Postgres(Box<postgres::PgStore>),
+}
+
+macro_rules! on {
+    ($self:ident, $s:ident => $e:expr) => {
+        match &$self.0 {
+            Backend::Sqlite($s) => $e,
+            Backend::Postgres($s) => $e,
+        }
+    };
+}
+
+/// How long a store may wait (SQLite: for a lock; PostgreSQL: for a connection) and, on
+/// PostgreSQL, how many connections it may open.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreLimits {
+    pub timeout: Duration,
+    pub pool_size: u32,
+}
+
+impl Store {
+    /// Open (creating if needed) and migrate the database, and check the receipt log against its
+    /// last signed checkpoint.
+    pub async fn open(target: &DbTarget, limits: StoreLimits) -> anyhow::Result<Store> {
+        Ok(Store(match target {
+            DbTarget::Sqlite(path) => {
+                Backend::Sqlite(sqlite::SqliteStore::open(path, limits.timeout).await?)
+            }
+            DbTarget::Postgres(url) => {
+                Backend::Postgres(Box::new(postgres::PgStore::open(url, limits).await?))
+            }
+        }))
+    }
+
+    /// Which backend this is, for `/health` and logs ("sqlite" or "postgres").
+    pub fn backend(&self) -> &'static str {
+        match &self.0 {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// The receipt log's committed head (size and root), as of this process's last commit.
+    pub fn log_head(&self) -> LogHead {
+        on!(self, s => s.log_head())
+    }
+
+    /// A receiver that changes whenever a commit of this process moves the log's head.
+    pub fn watch_log_head(&self) -> watch::Receiver<LogHead> {
+        on!(self, s => s.watch_log_head())
+    }
+
+    /// Why the stored log does not match its last checkpoint, if it does not (found at start-up).
+    pub fn log_problem(&self) -> Option<String> {
+        on!(self, s => s.log_problem())
+    }
+
+    /// Whether this process may sign the receipt log's checkpoints now (it holds the sequencer
+    /// role among the processes on this database).
+    pub async fn sequencer(&self) -> Result<bool, StoreError> {
+        on!(self, s => s.sequencer().await)
+    }
+
+    /// Claim (tenant, nonce) durably, and the approval with it.
+    pub async fn claim(&self, claim: Claim) -> Result<ClaimResult, StoreError> {
+        on!(self, s => s.write(|tx| WriteOp::Claim(claim, tx)).await)
+    }
+
+    /// Record the outcome of a claimed execution with its receipt; returns its log index.
+    pub async fn complete(
+        &self,
+        tenant_id: &str,
+        nonce: &str,
+        status: ClaimStatus,
+        receipt: NewReceipt,
+    ) -> Result<u64, StoreError> {
+        let op = |reply| WriteOp::Complete {
+            tenant_id: tenant_id.to_string(),
+            nonce: nonce.to_string(),
+            status,
+            receipt,
+            reply,
+        };
+        on!(self, s => s.write(op).await)
+    }
+
+    /// Store a receipt that belongs to no claim (a rejection). A receipt with the same hash is
+    /// stored once: the earlier one's log index is returned.
+    pub async fn add_receipt(&self, receipt: NewReceipt) -> Result<u64, StoreError> {
+        on!(self, s => s.write(|tx| WriteOp::Receipt(receipt, tx)).await)
+    }
+
+    /// The claim of (tenant, nonce), with its outcome receipt if it has one.
+    pub async fn lookup(
+        &self,
+        tenant_id: &str,
+        nonce: &str,
+    ) -> Result<Option<ClaimRow>, StoreError> {
+        on!(self, s => s.lookup(tenant_id, nonce).await)
+    }
+
+    /// Claims whose handler has not reported back (running here, elsewhere, or dead).
+    pub async fn running(&self) -> Result<Vec<ClaimRow>, StoreError> {
+        on!(self, s => s.running().await)
+    }
+
+    /// The receipt of an execution's outcome if it ran, else its latest rejection.
+    pub async fn receipt_for(&self, exec_id: &str) -> Result<Option<StoredReceipt>, StoreError> {
+        on!(self, s => s.receipt_for(exec_id).await)
+    }
+
+    /// A receipt by its hash.
+    pub async fn receipt_by_hash(&self, hash: &str) -> Result<Option<StoredReceipt>, StoreError> {
+        on!(self, s => s.receipt_by_hash(hash).await)
+    }
+
+    /// Leaf data of entries [start, end), with each entry's `logged_at`.
+    pub async fn log_entries(
+        &self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<(u64, Vec<u8>, String)>, StoreError> {
+        on!(self, s => s.log_entries(start, end).await)
+    }
+
+    /// This process's owner id (written into the claims it makes).
+    pub fn owner(&self) -> &str {
+        on!(self, s => s.owner())
+    }
+
+    /// Is the process that claimed with this owner id still running? When unsure, alive: a
+    /// live claim must never be declared interrupted.
+    pub async fn owner_alive(&self, owner: &str) -> bool {
+        on!(self, s => s.owner_alive(owner).await)
+    }
+
+    /// Forget an owner that is gone and has no claims left to recover.
+    pub async fn forget_owner(&self, owner: &str) {
+        on!(self, s => s.forget_owner(owner).await)
+    }
+
+    /// Is the database answering?
+    pub async fn ping(&self) -> bool {
+        on!(self, s => s.ping().await)
+    }
+
+    /// Stop taking writes, wait until the writer committed everything already sent to it, and
+    /// close the database.
+    pub async fn close(&self) {
+        on!(self, s => s.close().await)
+    }
+}
+
+/// The receipt log's storage (see `openexec_log::LogStore` for the contract).
+impl LogStore for Store {
+    type Error = StoreError;
+
+    async fn head(&self) -> Result<(u64, Hash), StoreError> {
+        on!(self, s => s.head().await)
+    }
+
+    fn problem(&self) -> Option<String> {
+        self.log_problem()
+    }
+
+    async fn nodes(&self, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>, StoreError> {
+        on!(self, s => s.nodes(ids).await)
+    }
+
+    async fn leaves(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(self
+            .log_entries(start, end)
+            .await?
+            .into_iter()
+            .map(|(_, data, _)| data)
+            .collect())
+    }
+
+    async fn latest_checkpoint(
+        &self,
+    ) -> Result<Option<(StoredCheckpoint, Vec<String>)>, StoreError> {
+        on!(self, s => s.latest_checkpoint().await)
+    }
+
+    async fn add_checkpoint(&self, cp: &StoredCheckpoint) -> Result<(), StoreError> {
+        on!(self, s => s.write(|tx| WriteOp::Log(LogWrite::Checkpoint(cp.clone()), tx)).await)
+    }
+
+    async fn add_cosignature(
+        &self,
+        size: u64,
+        witness: &str,
+        line: &str,
+    ) -> Result<(), StoreError> {
+        let op = |tx| {
+            WriteOp::Log(
+                LogWrite::Cosignature {
+                    size,
+                    witness: witness.to_string(),
+                    line: line.to_string(),
+                },
+                tx,
+            )
+        };
+        on!(self, s => s.write(op).await)
+    }
+}
+
+/// Rows of either backend.
+pub(crate) use sqlx::Row as DbRow;
+
+/// The SELECT list that reads a claim row with its outcome receipt (see [`claim_row`]).
+pub(crate) const CLAIM_ROW_COLUMNS: &str =
+    "e.tenant_id, e.nonce, e.exec_id, e.owner, e.status, e.template, r.log_index, r.receipt_hash, \
+     r.exec_id AS r_exec_id, r.receipt, r.signature, r.key_id, r.result, r.message, r.created_at";
+
+pub(crate) fn claim_row<R: DbRow>(r: &R) -> Result<ClaimRow, StoreError>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    String: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    Option<i64>: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let get = |c: &str| -> Result<String, StoreError> {
+        r.try_get::<String, _>(c)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+    };
+    let log_index: Option<i64> = r.try_get("log_index").unwrap_or(None);
+    let receipt = match log_index {
+        Some(_) => Some(stored_receipt(r, "r_")?),
+        None => None,
+    };
+    Ok(ClaimRow {
+        tenant_id: get("tenant_id")?,
+        nonce: get("nonce")?,
+        exec_id: get("exec_id")?,
+        owner: get("owner")?,
+        status: ClaimStatus::parse(&get("status")?)?,
+        template: get("template")?,
+        receipt,
+    })
+}
+
+pub(crate) fn stored_receipt<R: DbRow>(
+    r: &R,
+    exec_prefix: &str,
+) -> Result<StoredReceipt, StoreError>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    String: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let corrupt = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+    let parse = |c: &str, t: &str| -> Result<Value, StoreError> {
+        serde_json::from_str(t).map_err(|e| StoreError::Corrupt(format!("{c}: {e}")))
+    };
+    let receipt: String = r.try_get("receipt").map_err(corrupt)?;
+    let result: Option<String> = r.try_get("result").map_err(corrupt)?;
+    let log_index: i64 = r.try_get("log_index").map_err(corrupt)?;
+    Ok(StoredReceipt {
+        log_index: u64::try_from(log_index)
+            .map_err(|_| StoreError::Corrupt(format!("negative log index {log_index}")))?,
+        receipt_hash: r.try_get("receipt_hash").map_err(corrupt)?,
+        exec_id: r
+            .try_get(format!("{exec_prefix}exec_id").as_str())
+            .map_err(corrupt)?,
+        receipt: parse("receipt", &receipt)?,
+        signature: r.try_get("signature").map_err(corrupt)?,
+        key_id: r.try_get("key_id").map_err(corrupt)?,
+        result: result.map(|t| parse("result", &t)).transpose()?,
+        message: r.try_get("message").map_err(corrupt)?,
+        logged_at: r.try_get("created_at").map_err(corrupt)?,
+    })
+}
+
+pub(crate) fn now_text() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}

@@ -1,0 +1,1009 @@
+//! The store on PostgreSQL: many replicas on one database.
+//!
+//! - **At most once.** A claim is one `INSERT … ON CONFLICT DO NOTHING` on the shared
+//!   `executions` table: of any number of replicas claiming one (tenant, nonce) at once, exactly
+//!   one inserts; the others wait on the row until the winner commits, then read its row.
+//! - **One log.** Every replica appends its receipts under a row lock on `log_state` (`SELECT …
+//!   FOR UPDATE`), so the receipts of all replicas get one dense order; a replica whose tree is
+//!   behind the stored head first reloads its frontier from the stored nodes.
+//! - **One sequencer.** Only the replica holding a session advisory lock signs checkpoints; if its
+//!   connection or process dies, PostgreSQL releases the lock and another replica takes it on its
+//!   next try (every `OPENEXEC_LOG_INTERVAL_MS`). Storing a checkpoint re-checks, under a
+//!   transaction lock, that it neither shrinks nor forks the last one.
+//! - **Owners.** Each replica heartbeats a row in `replicas`; a claim of a replica whose
+//!   heartbeat is older than [`LEASE`] can be declared interrupted (and only by a replica whose
+//!   own heartbeats have succeeded for at least that long, so an outage of the database does not
+//!   make every replica look dead).
+//! - **Faults.** Errors answer `Unavailable` (503 upstream); the pool reconnects by itself.
+//!   Serialization failures and deadlocks are retried for the whole batch transaction, which
+//!   only writes rows: no handler ever runs again because of a retry.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use openexec_log::{leaf_hash, Frontier, Hash, NodeId, StoredCheckpoint};
+
+use super::tree_check::{corrupt, hash_from_hex, hash_hex, leaf_data, LogHead, TreeCheck};
+use super::{
+    claim_row, now_text, stored_receipt, unavailable, Applied, Claim, ClaimResult, ClaimRow,
+    ClaimStatus, Done, LogWrite, NewReceipt, StoreError, StoreLimits, StoredReceipt, WriteOp,
+    CLAIM_ROW_COLUMNS, MAX_BATCH,
+};
+
+/// A replica whose heartbeat is older than this is gone.
+pub(crate) const LEASE: Duration = Duration::from_secs(10);
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// `pg_try_advisory_lock` key of the receipt log's sequencer ("oe-seq" in ASCII).
+const SEQUENCER_LOCK: i64 = 0x6f65_2d73_6571;
+/// `pg_advisory_xact_lock` key serialising checkpoint writes ("oe-cp").
+const CHECKPOINT_LOCK: i64 = 0x006f_652d_6370;
+/// How often a batch that hit a serialization failure or deadlock is retried.
+const RETRIES: usize = 5;
+
+pub(crate) struct PgStore {
+    owner: String,
+    pool: PgPool,
+    connect: PgConnectOptions,
+    timeout: Duration,
+    writer: Mutex<Option<mpsc::Sender<WriteOp>>>,
+    writer_done: tokio::sync::Mutex<Option<oneshot::Receiver<()>>>,
+    head: watch::Receiver<LogHead>,
+    log_problem: Option<String>,
+    /// The connection holding (or trying for) the sequencer lock, and whether it holds it.
+    sequencer: tokio::sync::Mutex<Option<(PgConnection, bool)>>,
+    /// Since when this replica's heartbeats have all succeeded.
+    healthy_since: std::sync::Arc<Mutex<Option<Instant>>>,
+    heartbeat: tokio::task::JoinHandle<()>,
+}
+
+fn db_err(e: sqlx::Error) -> StoreError {
+    unavailable(e)
+}
+
+fn retryable(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("40001") | Some("40P01")))
+}
+
+impl PgStore {
+    pub async fn open(url: &str, limits: StoreLimits) -> anyhow::Result<PgStore> {
+        let timeout_ms = limits.timeout.as_millis().max(1).to_string();
+        let connect: PgConnectOptions = url
+            .parse::<PgConnectOptions>()
+            .map_err(|e| anyhow::anyhow!("OPENEXEC_DB_URL: {e}"))?
+            // A lock held by a replica that hangs must not hang this one: past the timeout the
+            // statement fails and the request answers 503.
+            .options([("lock_timeout", timeout_ms.as_str())])
+            .application_name("openexec");
+        // One connection is the sequencer's, outside the pool.
+        let pool = PgPoolOptions::new()
+            .max_connections(limits.pool_size.saturating_sub(1).max(2))
+            .min_connections(1)
+            .acquire_timeout(limits.timeout)
+            .connect_with(connect.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot connect to PostgreSQL ({}): {e}", redact(url)))?;
+        sqlx::migrate!("./migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot migrate the PostgreSQL database: {e}"))?;
+
+        let owner = {
+            use rand_core::RngCore;
+            let mut id = [0u8; 8];
+            rand_core::OsRng.fill_bytes(&mut id);
+            hex::encode(id)
+        };
+        sqlx::query(
+            "INSERT INTO replicas (owner, started_at, heartbeat_at) VALUES ($1, now(), now())",
+        )
+        .bind(&owner)
+        .execute(&pool)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot register this replica: {e}"))?;
+
+        let opened = open_tree(&pool)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read the receipt log: {e}"))?;
+        if let Some(p) = &opened.1 {
+            tracing::error!(problem = %p, "THE RECEIPT LOG DOES NOT MATCH ITS LAST SIGNED CHECKPOINT: it will not sign, and /ready fails");
+        }
+        let (head_tx, head_rx) = watch::channel(LogHead::of(&opened.0));
+        let (tx, rx) = mpsc::channel(4096);
+        let (done_tx, done_rx) = oneshot::channel();
+        let writer_pool = pool.clone();
+        let writer_owner = owner.clone();
+        tokio::spawn(async move {
+            writer_loop(writer_pool, rx, writer_owner, opened.0, head_tx).await;
+            let _ = done_tx.send(());
+        });
+        let healthy_since = std::sync::Arc::new(Mutex::new(Some(Instant::now())));
+        let heartbeat = tokio::spawn(heartbeat_loop(
+            pool.clone(),
+            owner.clone(),
+            healthy_since.clone(),
+        ));
+        Ok(PgStore {
+            owner,
+            pool,
+            connect,
+            timeout: limits.timeout,
+            writer: Mutex::new(Some(tx)),
+            writer_done: tokio::sync::Mutex::new(Some(done_rx)),
+            head: head_rx,
+            log_problem: opened.1,
+            sequencer: tokio::sync::Mutex::new(None),
+            healthy_since,
+            heartbeat,
+        })
+    }
+
+    pub fn log_head(&self) -> LogHead {
+        *self.head.borrow()
+    }
+
+    pub fn watch_log_head(&self) -> watch::Receiver<LogHead> {
+        self.head.clone()
+    }
+
+    pub fn log_problem(&self) -> Option<String> {
+        self.log_problem.clone()
+    }
+
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// Hold (or try to take) the sequencer lock. A held lock is checked on its connection first:
+    /// a connection that no longer answers has lost it.
+    pub async fn sequencer(&self) -> Result<bool, StoreError> {
+        let mut guard = self.sequencer.lock().await;
+        if let Some((conn, held)) = guard.as_mut() {
+            let alive = tokio::time::timeout(self.timeout, conn.ping())
+                .await
+                .is_ok_and(|r| r.is_ok());
+            if !alive {
+                if *held {
+                    tracing::warn!("lost the sequencer lock (its connection failed)");
+                    metrics::gauge!("openexec_log_sequencer").set(0.0);
+                }
+                *guard = None;
+            } else if *held {
+                return Ok(true);
+            }
+        }
+        if guard.is_none() {
+            let conn = tokio::time::timeout(self.timeout, self.connect.connect())
+                .await
+                .map_err(|_| unavailable("connecting for the sequencer lock timed out"))?
+                .map_err(db_err)?;
+            *guard = Some((conn, false));
+        }
+        let Some((conn, held)) = guard.as_mut() else {
+            return Ok(false);
+        };
+        let got: bool = match sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(SEQUENCER_LOCK)
+            .fetch_one(&mut *conn)
+            .await
+        {
+            Ok(g) => g,
+            Err(e) => {
+                *guard = None;
+                return Err(db_err(e));
+            }
+        };
+        if got {
+            *held = true;
+            tracing::info!(owner = %self.owner, "this replica is now the receipt log's sequencer");
+            metrics::gauge!("openexec_log_sequencer").set(1.0);
+        }
+        Ok(got)
+    }
+
+    pub(crate) async fn write<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> WriteOp,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let (tx, rx) = oneshot::channel();
+        let writer = self
+            .writer
+            .lock()
+            .ok()
+            .and_then(|w| w.clone())
+            .filter(|w| !w.is_closed())
+            .ok_or_else(|| unavailable("the store is closed"))?;
+        writer
+            .send(make(tx))
+            .await
+            .map_err(|_| unavailable("the writer has stopped"))?;
+        let r = rx
+            .await
+            .map_err(|_| unavailable("the writer has stopped"))?;
+        metrics::histogram!("openexec_store_seconds", "op" => "write")
+            .record(started.elapsed().as_secs_f64());
+        r
+    }
+
+    pub async fn lookup(
+        &self,
+        tenant_id: &str,
+        nonce: &str,
+    ) -> Result<Option<ClaimRow>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {CLAIM_ROW_COLUMNS} FROM executions e \
+             LEFT JOIN receipts r ON r.receipt_hash = e.receipt_hash \
+             WHERE e.tenant_id = $1 AND e.nonce = $2"
+        ))
+        .bind(tenant_id)
+        .bind(nonce)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        row.map(|r| claim_row(&r)).transpose()
+    }
+
+    pub async fn running(&self) -> Result<Vec<ClaimRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, nonce, exec_id, owner, status, template, NULL::bigint AS log_index \
+             FROM executions WHERE status = 'running' ORDER BY claimed_at",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(claim_row).collect()
+    }
+
+    pub async fn receipt_for(&self, exec_id: &str) -> Result<Option<StoredReceipt>, StoreError> {
+        let row = sqlx::query(
+            "SELECT r.* FROM receipts r WHERE r.exec_id = $1 ORDER BY \
+             (r.receipt_hash = (SELECT receipt_hash FROM executions WHERE exec_id = $1)) IS TRUE DESC, \
+             r.log_index DESC LIMIT 1",
+        )
+        .bind(exec_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        row.map(|r| stored_receipt(&r, "")).transpose()
+    }
+
+    pub async fn receipt_by_hash(&self, hash: &str) -> Result<Option<StoredReceipt>, StoreError> {
+        let row = sqlx::query("SELECT * FROM receipts WHERE receipt_hash = $1")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.map(|r| stored_receipt(&r, "")).transpose()
+    }
+
+    pub async fn log_entries(
+        &self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<(u64, Vec<u8>, String)>, StoreError> {
+        let rows: Vec<(i64, String, String, String, String)> = sqlx::query_as(
+            "SELECT log_index, receipt, signature, key_id, created_at FROM receipts \
+             WHERE log_index >= $1 AND log_index < $2 ORDER BY log_index",
+        )
+        .bind(start as i64)
+        .bind(end as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.into_iter()
+            .map(|(i, r, s, k, at)| Ok((i as u64, leaf_data(&r, &s, &k, &at)?, at)))
+            .collect()
+    }
+
+    /// Alive if its heartbeat is fresh; when this replica cannot tell (its own heartbeats have
+    /// not succeeded for a whole lease, or the database does not answer), alive.
+    pub async fn owner_alive(&self, owner: &str) -> bool {
+        if owner == self.owner {
+            return true;
+        }
+        let sure = self
+            .healthy_since
+            .lock()
+            .ok()
+            .and_then(|h| *h)
+            .is_some_and(|t| t.elapsed() >= LEASE);
+        if !sure {
+            return true;
+        }
+        match sqlx::query_scalar::<_, bool>(
+            "SELECT heartbeat_at > now() - make_interval(secs => $2) FROM replicas WHERE owner = $1",
+        )
+        .bind(owner)
+        .bind(LEASE.as_secs_f64())
+        .fetch_optional(&self.pool)
+        .await
+        {
+            Ok(Some(fresh)) => fresh,
+            Ok(None) => false,
+            Err(_) => true,
+        }
+    }
+
+    pub async fn forget_owner(&self, owner: &str) {
+        if owner != self.owner && !self.owner_alive(owner).await {
+            let _ = sqlx::query(
+                "DELETE FROM replicas WHERE owner = $1 AND heartbeat_at < now() - make_interval(secs => $2)",
+            )
+            .bind(owner)
+            .bind(LEASE.as_secs_f64())
+            .execute(&self.pool)
+            .await;
+        }
+    }
+
+    pub async fn ping(&self) -> bool {
+        let writer_up = self
+            .writer
+            .lock()
+            .ok()
+            .is_some_and(|w| w.as_ref().is_some_and(|w| !w.is_closed()));
+        writer_up
+            && tokio::time::timeout(self.timeout, sqlx::query("SELECT 1").execute(&self.pool))
+                .await
+                .is_ok_and(|r| r.is_ok())
+    }
+
+    pub async fn close(&self) {
+        if let Ok(mut w) = self.writer.lock() {
+            w.take();
+        }
+        if let Some(done) = self.writer_done.lock().await.take() {
+            let _ = done.await;
+        }
+        self.heartbeat.abort();
+        if let Some((conn, _)) = self.sequencer.lock().await.take() {
+            let _ = conn.close().await; // releases the sequencer lock
+        }
+        let _ = sqlx::query("DELETE FROM replicas WHERE owner = $1")
+            .bind(&self.owner)
+            .execute(&self.pool)
+            .await;
+        self.pool.close().await;
+    }
+
+    pub async fn head(&self) -> Result<(u64, Hash), StoreError> {
+        let (size, root): (i64, String) =
+            sqlx::query_as("SELECT size, root FROM log_state WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_err)?;
+        Ok((size as u64, hash_from_hex(&root)?))
+    }
+
+    pub async fn nodes(&self, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>, StoreError> {
+        nodes_on(&self.pool, ids).await
+    }
+
+    pub async fn latest_checkpoint(
+        &self,
+    ) -> Result<Option<(StoredCheckpoint, Vec<String>)>, StoreError> {
+        let Some(cp) = latest_checkpoint_on(&self.pool).await? else {
+            return Ok(None);
+        };
+        let lines: Vec<String> = sqlx::query_scalar(
+            "SELECT line FROM log_cosignatures WHERE size = $1 ORDER BY witness",
+        )
+        .bind(cp.size as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(Some((cp, lines)))
+    }
+}
+
+/// Hide a password in a URL for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+async fn heartbeat_loop(
+    pool: PgPool,
+    owner: String,
+    healthy_since: std::sync::Arc<Mutex<Option<Instant>>>,
+) {
+    loop {
+        tokio::time::sleep(HEARTBEAT).await;
+        let ok = sqlx::query(
+            "INSERT INTO replicas (owner, started_at, heartbeat_at) VALUES ($1, now(), now()) \
+             ON CONFLICT (owner) DO UPDATE SET heartbeat_at = now()",
+        )
+        .bind(&owner)
+        .execute(&pool)
+        .await
+        .is_ok();
+        if let Ok(mut h) = healthy_since.lock() {
+            match (ok, h.is_some()) {
+                (true, false) => *h = Some(Instant::now()),
+                (false, _) => *h = None,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Recompute the tree from the stored receipts, in one consistent snapshot, and check it
+/// against the last signed checkpoint.
+async fn open_tree(pool: &PgPool) -> Result<(Frontier, Option<String>), StoreError> {
+    use futures_util::TryStreamExt;
+    use sqlx::Row;
+    let mut tx = pool.begin().await.map_err(db_err)?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+    let last = latest_checkpoint_on(&mut *tx).await?;
+    // Every node is stored with its receipt on this backend: none is ever written here.
+    let mut check = TreeCheck::new(last, u64::MAX);
+    {
+        let mut rows = sqlx::query(
+            "SELECT log_index, receipt, signature, key_id, created_at FROM receipts ORDER BY log_index",
+        )
+        .fetch(&mut *tx);
+        while let Some(r) = rows.try_next().await.map_err(db_err)? {
+            let text = |c: &str| r.try_get::<String, _>(c).map_err(corrupt);
+            let go_on = check.push(
+                r.try_get("log_index").map_err(corrupt)?,
+                &text("receipt")?,
+                &text("signature")?,
+                &text("key_id")?,
+                &text("created_at")?,
+            )?;
+            if !go_on {
+                break;
+            }
+        }
+    }
+    if let Some(size) = check.finish() {
+        let stored: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT idx, hash FROM log_nodes WHERE level = 0 AND idx < $1 ORDER BY idx",
+        )
+        .bind(size as i64)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        check.explain(&stored);
+    }
+    let (size, _root): (i64, String) =
+        sqlx::query_as("SELECT size, root FROM log_state WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
+    if check.problem.is_none() && size as u64 != check.tree.size() {
+        check.problem = Some(format!(
+            "the log's recorded size is {size} but it holds {} entries",
+            check.tree.size()
+        ));
+    }
+    tx.rollback().await.map_err(db_err)?;
+    Ok((check.tree, check.problem))
+}
+
+async fn latest_checkpoint_on<'c, E>(exec: E) -> Result<Option<StoredCheckpoint>, StoreError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Postgres>,
+{
+    let row: Option<(i64, String, String)> =
+        sqlx::query_as("SELECT size, root, note FROM log_checkpoints ORDER BY size DESC LIMIT 1")
+            .fetch_optional(exec)
+            .await
+            .map_err(db_err)?;
+    row.map(|(size, root, note)| {
+        Ok(StoredCheckpoint {
+            size: size as u64,
+            root: hash_from_hex(&root)?,
+            note,
+        })
+    })
+    .transpose()
+}
+
+async fn nodes_on<'c, E>(exec: E, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>, StoreError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Postgres>,
+{
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let levels: Vec<i32> = ids.iter().map(|n| i32::from(n.level)).collect();
+    let idxs: Vec<i64> = ids.iter().map(|n| n.index as i64).collect();
+    let rows: Vec<(i32, i64, String)> = sqlx::query_as(
+        "SELECT level, idx, hash FROM log_nodes \
+         WHERE (level, idx) IN (SELECT * FROM UNNEST($1::int[], $2::bigint[]))",
+    )
+    .bind(levels)
+    .bind(idxs)
+    .fetch_all(exec)
+    .await
+    .map_err(db_err)?;
+    rows.into_iter()
+        .map(|(l, i, h)| {
+            Ok((
+                NodeId {
+                    level: l as u8,
+                    index: i as u64,
+                },
+                hash_from_hex(&h)?,
+            ))
+        })
+        .collect()
+}
+
+async fn load_frontier(conn: &mut PgConnection, size: u64) -> Result<Frontier, StoreError> {
+    let ids = Frontier::node_ids(size);
+    let got = nodes_on(&mut *conn, &ids).await?;
+    let hashes = ids
+        .iter()
+        .map(|id| {
+            got.get(id)
+                .copied()
+                .ok_or_else(|| corrupt(format!("log node {id:?} is missing")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Frontier::from_parts(size, hashes).map_err(corrupt)
+}
+
+async fn writer_loop(
+    pool: PgPool,
+    mut rx: mpsc::Receiver<WriteOp>,
+    owner: String,
+    mut tree: Frontier,
+    head: watch::Sender<LogHead>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let started = Instant::now();
+        let (log_ops, ops): (Vec<WriteOp>, Vec<WriteOp>) = std::mem::take(&mut batch)
+            .into_iter()
+            .partition(|op| matches!(op, WriteOp::Log(..)));
+        if !ops.is_empty() {
+            metrics::histogram!("openexec_store_batch_size").record(ops.len() as f64);
+            let mut attempt = 0;
+            let result = loop {
+                attempt += 1;
+                let before = tree.clone();
+                match commit_batch(&pool, &ops, &owner, &mut tree).await {
+                    Ok(applied) => break Ok(applied),
+                    Err(e) => {
+                        tree = before;
+                        if retryable(&e) && attempt < RETRIES {
+                            metrics::counter!("openexec_store_retries_total").increment(1);
+                            tracing::info!(error = %e, attempt, "batch transaction retried (serialization failure or deadlock)");
+                            continue;
+                        }
+                        break Err(db_err(e));
+                    }
+                }
+            };
+            match result {
+                Ok(applied) => {
+                    head.send_if_modified(|h| {
+                        let new = LogHead::of(&tree);
+                        let changed = *h != new;
+                        *h = new;
+                        changed
+                    });
+                    acknowledge(ops, applied);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, writes = ops.len(), "store commit failed; nothing in this batch is acknowledged");
+                    for op in ops {
+                        op.fail(e.clone());
+                    }
+                }
+            }
+            metrics::histogram!("openexec_store_seconds", "op" => "commit")
+                .record(started.elapsed().as_secs_f64());
+        }
+        for op in log_ops {
+            if let WriteOp::Log(w, reply) = op {
+                let r = match &w {
+                    LogWrite::Checkpoint(cp) => add_checkpoint(&pool, cp).await,
+                    LogWrite::Cosignature {
+                        size,
+                        witness,
+                        line,
+                    } => sqlx::query(
+                        "INSERT INTO log_cosignatures (size, witness, line) VALUES ($1, $2, $3) \
+                         ON CONFLICT (size, witness) DO UPDATE SET line = excluded.line",
+                    )
+                    .bind(*size as i64)
+                    .bind(witness)
+                    .bind(line)
+                    .execute(&pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(db_err),
+                };
+                let _ = reply.send(r);
+            }
+        }
+    }
+}
+
+fn acknowledge(ops: Vec<WriteOp>, applied: Vec<Applied>) {
+    let mut done = Vec::with_capacity(ops.len());
+    for (op, r) in ops.into_iter().zip(applied) {
+        match (op, r) {
+            (WriteOp::Claim(_, tx), Applied::Claim(c)) => done.push(Done::Claim(tx, c)),
+            (WriteOp::Complete { reply, .. }, Applied::Index(i)) => {
+                done.push(Done::Index(reply, i))
+            }
+            (WriteOp::Receipt(_, tx), Applied::Index(i)) => done.push(Done::Index(tx, i)),
+            (op, Applied::Failed(e)) => op.fail(e),
+            (op, _) => op.fail(StoreError::Corrupt("writer reply mismatch".into())),
+        }
+    }
+    for d in done {
+        match d {
+            Done::Claim(tx, r) => drop(tx.send(Ok(r))),
+            Done::Index(tx, i) => drop(tx.send(Ok(i))),
+        }
+    }
+}
+
+/// Store a checkpoint, refusing (under a transaction lock every replica takes) a smaller size or
+/// the same size with another root.
+async fn add_checkpoint(pool: &PgPool, cp: &StoredCheckpoint) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await.map_err(db_err)?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(CHECKPOINT_LOCK)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+    if let Some(last) = latest_checkpoint_on(&mut *tx).await? {
+        if cp.size < last.size {
+            return Err(StoreError::Conflict(format!(
+                "refusing to store a checkpoint of size {} after one of size {}",
+                cp.size, last.size
+            )));
+        }
+        if cp.size == last.size {
+            if cp.root != last.root {
+                return Err(StoreError::Conflict(format!(
+                    "refusing to store a second checkpoint of size {} with another root",
+                    cp.size
+                )));
+            }
+            return Ok(());
+        }
+    }
+    sqlx::query(
+        "INSERT INTO log_checkpoints (size, root, note, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(cp.size as i64)
+    .bind(hash_hex(&cp.root))
+    .bind(&cp.note)
+    .bind(now_text())
+    .execute(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    tx.commit().await.map_err(db_err)
+}
+
+/// What a batch's transaction decided, before commit.
+type Applied2 = Result<Vec<Applied>, sqlx::Error>;
+
+/// One batch in one transaction. Errors of the database come back as `sqlx::Error` so the
+/// caller can retry serialization failures; a batch that fails is rolled back whole.
+async fn commit_batch(
+    pool: &PgPool,
+    ops: &[WriteOp],
+    owner: &str,
+    tree: &mut Frontier,
+) -> Applied2 {
+    let started = Instant::now();
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin().await?;
+    let applied = apply_batch(&mut tx, ops, owner, tree).await?;
+    tx.commit().await?;
+    metrics::histogram!("openexec_store_seconds", "op" => "transaction")
+        .record(started.elapsed().as_secs_f64());
+    Ok(applied)
+}
+
+async fn apply_batch(
+    conn: &mut PgConnection,
+    ops: &[WriteOp],
+    owner: &str,
+    tree: &mut Frontier,
+) -> Applied2 {
+    let mut out: Vec<Option<Applied>> = ops.iter().map(|_| None).collect();
+    let now = now_text();
+    let mut claims: Vec<(usize, &Claim)> = Vec::new();
+    let mut completions: Vec<(usize, &str, &str, ClaimStatus, &NewReceipt)> = Vec::new();
+    let mut rejections: Vec<(usize, &NewReceipt)> = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        match op {
+            WriteOp::Claim(c, _) => claims.push((i, c)),
+            WriteOp::Complete {
+                tenant_id,
+                nonce,
+                status,
+                receipt,
+                ..
+            } => completions.push((i, tenant_id, nonce, *status, receipt)),
+            WriteOp::Receipt(r, _) => rejections.push((i, r)),
+            WriteOp::Log(..) => {}
+        }
+    }
+
+    // Claims, in key order so that replicas inserting the same keys lock them in one order.
+    let mut inserted: HashSet<(String, String)> = HashSet::new();
+    if !claims.is_empty() {
+        let mut sorted: Vec<&Claim> = claims.iter().map(|(_, c)| *c).collect();
+        sorted.sort_by(|a, b| (&a.tenant_id, &a.nonce).cmp(&(&b.tenant_id, &b.nonce)));
+        let col = |f: fn(&Claim) -> &str| -> Vec<String> {
+            sorted.iter().map(|c| f(c).to_string()).collect()
+        };
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "INSERT INTO executions (tenant_id, nonce, exec_id, action, status, template, owner, claimed_at) \
+             SELECT t, n, e, a, 'running', tp, $6, $7 \
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS u(t, n, e, a, tp) \
+             ON CONFLICT DO NOTHING RETURNING tenant_id, nonce",
+        )
+        .bind(col(|c| &c.tenant_id))
+        .bind(col(|c| &c.nonce))
+        .bind(col(|c| &c.exec_id))
+        .bind(col(|c| &c.action))
+        .bind(col(|c| &c.template))
+        .bind(owner)
+        .bind(&now)
+        .fetch_all(&mut *conn)
+        .await?;
+        inserted.extend(rows);
+    }
+
+    // Approvals of the claims just inserted (a taken nonce must not use up its approval).
+    let mut winners: HashMap<String, String> = HashMap::new();
+    let mut claimed: Vec<(usize, &Claim)> = Vec::new();
+    let mut taken: Vec<(usize, &Claim)> = Vec::new();
+    for (i, c) in &claims {
+        // `remove`: a second claim of the same key in one batch is taken by the first.
+        if inserted.remove(&(c.tenant_id.clone(), c.nonce.clone())) {
+            claimed.push((*i, c));
+        } else {
+            taken.push((*i, c));
+        }
+    }
+    let with_approval: Vec<(&Claim, &str)> = claimed
+        .iter()
+        .filter_map(|(_, c)| c.approval_key.as_deref().map(|k| (*c, k)))
+        .collect();
+    if !with_approval.is_empty() {
+        let keys: Vec<String> = with_approval.iter().map(|(_, k)| k.to_string()).collect();
+        let execs: Vec<String> = with_approval
+            .iter()
+            .map(|(c, _)| c.exec_id.clone())
+            .collect();
+        sqlx::query(
+            "INSERT INTO approvals_used (approval_key, exec_id) \
+             SELECT * FROM UNNEST($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
+        )
+        .bind(&keys)
+        .bind(&execs)
+        .execute(&mut *conn)
+        .await?;
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT approval_key, exec_id FROM approvals_used WHERE approval_key = ANY($1)",
+        )
+        .bind(&keys)
+        .fetch_all(&mut *conn)
+        .await?;
+        winners.extend(rows);
+    }
+    let mut give_back: (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+    for (i, c) in claimed {
+        match c.approval_key.as_deref().map(|k| winners.get(k)) {
+            None => out[i] = Some(Applied::Claim(ClaimResult::Claimed)),
+            Some(Some(w)) if *w == c.exec_id => out[i] = Some(Applied::Claim(ClaimResult::Claimed)),
+            Some(w) => {
+                give_back.0.push(c.tenant_id.clone());
+                give_back.1.push(c.nonce.clone());
+                out[i] = Some(Applied::Claim(ClaimResult::ApprovalReused {
+                    exec_id: w.cloned().unwrap_or_default(),
+                }));
+            }
+        }
+    }
+    if !give_back.0.is_empty() {
+        sqlx::query(
+            "DELETE FROM executions WHERE (tenant_id, nonce) IN \
+             (SELECT * FROM UNNEST($1::text[], $2::text[]))",
+        )
+        .bind(&give_back.0)
+        .bind(&give_back.1)
+        .execute(&mut *conn)
+        .await?;
+    }
+    for (i, c) in taken {
+        let row = sqlx::query(&format!(
+            "SELECT {CLAIM_ROW_COLUMNS} FROM executions e \
+             LEFT JOIN receipts r ON r.receipt_hash = e.receipt_hash \
+             WHERE e.tenant_id = $1 AND e.nonce = $2"
+        ))
+        .bind(&c.tenant_id)
+        .bind(&c.nonce)
+        .fetch_optional(&mut *conn)
+        .await?;
+        out[i] = Some(match row {
+            Some(row) => match claim_row(&row) {
+                Ok(r) => Applied::Claim(ClaimResult::NonceTaken(Box::new(r))),
+                Err(e) => Applied::Failed(e),
+            },
+            // Inserted and given back by another replica in between: a retry of the claim
+            // decides it (nothing has run).
+            None => Applied::Failed(unavailable(format!(
+                "the claim of nonce '{}' changed hands while being read; try again",
+                c.nonce
+            ))),
+        });
+    }
+
+    // Outcomes of running claims.
+    let mut updated: HashSet<(String, String)> = HashSet::new();
+    if !completions.is_empty() {
+        let col = |k: usize| -> Vec<String> {
+            completions
+                .iter()
+                .map(|(_, t, n, st, r)| match k {
+                    0 => t.to_string(),
+                    1 => n.to_string(),
+                    2 => st.as_str().to_string(),
+                    _ => r.receipt_hash.clone(),
+                })
+                .collect()
+        };
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "UPDATE executions SET status = u.s, receipt_hash = u.h \
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) AS u(t, n, s, h) \
+             WHERE executions.tenant_id = u.t AND executions.nonce = u.n \
+             AND executions.status = 'running' RETURNING executions.tenant_id, executions.nonce",
+        )
+        .bind(col(0))
+        .bind(col(1))
+        .bind(col(2))
+        .bind(col(3))
+        .fetch_all(&mut *conn)
+        .await?;
+        updated.extend(rows);
+    }
+    let mut receipts: Vec<(usize, &NewReceipt)> = Vec::new();
+    for (i, t, n, _, r) in completions {
+        if updated.contains(&(t.to_string(), n.to_string())) {
+            receipts.push((i, r));
+        } else {
+            out[i] = Some(Applied::Failed(StoreError::Corrupt(format!(
+                "no running claim for tenant '{t}' nonce '{n}'"
+            ))));
+        }
+    }
+    receipts.extend(rejections);
+    receipts.sort_by_key(|(i, _)| *i);
+
+    if !receipts.is_empty() {
+        // The log: one order across replicas, taken under the log_state row lock.
+        let (size, _root): (i64, String) =
+            sqlx::query_as("SELECT size, root FROM log_state WHERE id = 1 FOR UPDATE")
+                .fetch_one(&mut *conn)
+                .await?;
+        let hashes: Vec<String> = receipts
+            .iter()
+            .map(|(_, r)| r.receipt_hash.clone())
+            .collect();
+        let existing: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT receipt_hash, log_index FROM receipts WHERE receipt_hash = ANY($1)",
+        )
+        .bind(&hashes)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut index: HashMap<String, i64> = existing.into_iter().collect();
+        if size as u64 != tree.size() {
+            // Another replica appended since our last commit.
+            *tree = load_frontier(conn, size as u64)
+                .await
+                .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+        }
+        let mut next = size;
+        let mut rows: Vec<(i64, &NewReceipt)> = Vec::new();
+        for (i, r) in &receipts {
+            let idx = match index.get(&r.receipt_hash) {
+                Some(idx) => *idx,
+                None => {
+                    let idx = next;
+                    next += 1;
+                    index.insert(r.receipt_hash.clone(), idx);
+                    rows.push((idx, r));
+                    idx
+                }
+            };
+            out[*i] = Some(Applied::Index(idx as u64));
+        }
+        if !rows.is_empty() {
+            let mut new_nodes: Vec<(NodeId, Hash)> = Vec::new();
+            for (_, r) in &rows {
+                let data = leaf_data(&r.receipt, &r.signature, &r.key_id, &now)
+                    .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+                new_nodes.extend(
+                    tree.append(leaf_hash(&data))
+                        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?,
+                );
+            }
+            let text = |f: fn(&NewReceipt) -> &str| -> Vec<String> {
+                rows.iter().map(|(_, r)| f(r).to_string()).collect()
+            };
+            let opt = |f: fn(&NewReceipt) -> Option<&str>| -> Vec<Option<String>> {
+                rows.iter().map(|(_, r)| f(r).map(str::to_string)).collect()
+            };
+            sqlx::query(
+                "INSERT INTO receipts (log_index, receipt_hash, exec_id, receipt, signature, key_id, result, message, created_at) \
+                 SELECT i, h, e, r, s, k, res, m, $9 FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], \
+                 $5::text[], $6::text[], $7::text[], $8::text[]) AS u(i, h, e, r, s, k, res, m)",
+            )
+            .bind(rows.iter().map(|(i, _)| *i).collect::<Vec<i64>>())
+            .bind(text(|r| &r.receipt_hash))
+            .bind(text(|r| &r.exec_id))
+            .bind(text(|r| &r.receipt))
+            .bind(text(|r| &r.signature))
+            .bind(text(|r| &r.key_id))
+            .bind(opt(|r| r.result.as_deref()))
+            .bind(opt(|r| r.message.as_deref()))
+            .bind(&now)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(
+                "INSERT INTO log_nodes (level, idx, hash) \
+                 SELECT * FROM UNNEST($1::int[], $2::bigint[], $3::text[])",
+            )
+            .bind(
+                new_nodes
+                    .iter()
+                    .map(|(n, _)| i32::from(n.level))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                new_nodes
+                    .iter()
+                    .map(|(n, _)| n.index as i64)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                new_nodes
+                    .iter()
+                    .map(|(_, h)| hash_hex(h))
+                    .collect::<Vec<_>>(),
+            )
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query("UPDATE log_state SET size = $1, root = $2 WHERE id = 1")
+                .bind(tree.size() as i64)
+                .bind(hash_hex(&tree.root()))
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+
+    out.into_iter()
+        .map(|a| {
+            a.ok_or_else(|| sqlx::Error::Protocol("a write of the batch got no result".into()))
+        })
+        .collect()
+}
