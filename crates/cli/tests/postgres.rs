@@ -1,0 +1,524 @@
+//! OpenExec on PostgreSQL, as real processes (issue 4): two replicas on one database keep
+//! at-most-once and one log; SQLite and PostgreSQL give identical receipt hashes; killing the
+//! sequencer replica under load hands the log to the other without losing or contradicting
+//! anything; the database going away answers 503 and the service recovers by itself.
+//!
+//! Each test gets a database of its own (`openexec_testpg`). Without a PostgreSQL server they
+//! are skipped with a printed reason, except in CI (`OPENEXEC_TEST_PG_REQUIRED=1`), where that
+//! is a failure.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::*;
+use openexec_log::note;
+use openexec_testpg::TestDb;
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpStream};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// A replica on `url`, sharing `keys_from`'s receipt and log keys (every replica of one
+/// deployment signs with the same keys).
+fn replica(url: &str, keys_from: Option<&Server>, extra: &[(&str, &str)]) -> Server {
+    let mut env: Vec<(&str, String)> = vec![
+        ("OPENEXEC_DB_URL", url.to_string()),
+        ("OPENEXEC_LOG_INTERVAL_MS", "100".to_string()),
+    ];
+    if let Some(a) = keys_from {
+        env.push((
+            "OPENEXEC_RECEIPT_KEY",
+            a.dir().join("receipt-key.pem").display().to_string(),
+        ));
+        env.push((
+            "OPENEXEC_LOG_KEY",
+            a.dir().join("log-key.pem").display().to_string(),
+        ));
+    }
+    let mut all = env_ref(&env);
+    all.extend_from_slice(extra);
+    Server::start(&all)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_1000_rounds_of_one_nonce_run_each_once() {
+    let Some(db) = TestDb::create("e2e_two_replicas").await else {
+        return;
+    };
+    let a = Arc::new(replica(&db.url, None, &[]));
+    let b = Arc::new(replica(&db.url, Some(&a), &[]));
+    let rounds = 1000;
+    let mut tasks = Vec::new();
+    let sem = Arc::new(tokio::sync::Semaphore::new(16));
+    for round in 0..rounds {
+        let (a, b, sem) = (a.clone(), b.clone(), sem.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = sem.acquire_owned().await.unwrap();
+            let body = json!({"action": "echo", "payload": {"round": round}, "nonce": format!("r-{round}")});
+            let (ra, rb) = tokio::join!(a.execute(&body), b.execute(&body));
+            (round, ra, rb)
+        }));
+    }
+    let mut fresh = 0;
+    for t in tasks {
+        let (round, (sa, ra), (sb, rb)) = t.await.unwrap();
+        assert_eq!((sa, sb), (200, 200), "round {round}: {ra} / {rb}");
+        assert_eq!(ra["receipt"], rb["receipt"], "round {round}: two receipts");
+        assert_eq!(ra["id"], rb["id"]);
+        let n = [&ra, &rb].iter().filter(|r| r["replayed"] == false).count();
+        assert_eq!(n, 1, "round {round}: {n} fresh answers: {ra} / {rb}");
+        fresh += n;
+    }
+    assert_eq!(fresh, rounds);
+    let runs = a.handler_runs("echo").await + b.handler_runs("echo").await;
+    assert_eq!(
+        runs, rounds as u64,
+        "the handler ran {runs} times for {rounds} rounds"
+    );
+
+    // One log: both replicas serve the same entries, and a receipt's evidence from either
+    // verifies with the shared keys.
+    let size = wait_checkpoint(&a, rounds as u64).await;
+    assert_eq!(size, rounds as u64);
+    let (_, ea) = a.get("/log/entries?start=0&end=1000").await;
+    let (_, eb) = b.get("/log/entries?start=0&end=1000").await;
+    assert_eq!(ea, eb);
+    let (st, ev) = b.get(&format!("/receipts/{}", ea_exec_id(&ea, 7))).await;
+    assert_eq!(st, 200, "{ev}");
+    check_evidence(&ev["evidence"], &a.keys().await).unwrap();
+    assert!(ev["evidence"]["inclusion"].is_object(), "{ev}");
+}
+
+/// The exec_id of log entry `i` in a `/log/entries` answer.
+fn ea_exec_id(entries: &Value, i: usize) -> String {
+    let data = B64.decode(entries[i].as_str().unwrap()).unwrap();
+    let leaf: Value = serde_json::from_slice(&data).unwrap();
+    leaf["receipt"]["exec_id"].as_str().unwrap().to_string()
+}
+
+/// Poll `/log/checkpoint` until it covers at least `size` entries; returns its size.
+async fn wait_checkpoint(s: &Server, size: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some((n, _)) = checkpoint(s).await {
+            if n >= size {
+                return n;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint of size {size}; log:\n{}",
+            s.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The latest checkpoint a server serves: (size, root), checked against its log key.
+async fn checkpoint(s: &Server) -> Option<(u64, [u8; 32])> {
+    let (st, text) = s.get_text("/log/checkpoint").await;
+    if st != 200 {
+        return None;
+    }
+    let keys = s.keys().await;
+    let verifier = note::parse_verifier_key(keys["log"]["verifier_key"].as_str()?).ok()?;
+    let opened = note::open_note(&text, &verifier).expect("a checkpoint signed by the log key");
+    let cp = note::Checkpoint::parse_body(&opened.body).unwrap();
+    Some((cp.size, cp.root))
+}
+
+/// Requests whose receipts must be byte-identical on any backend: executed, replayed, failed
+/// (bad payload), rejected (unknown action), and one whose nonce is reused with another payload.
+fn same_requests() -> Vec<Value> {
+    vec![
+        json!({"action": "echo", "payload": {"msg": "hi", "n": [1, 2.5, -0.0]}, "nonce": "s-1"}),
+        json!({"action": "add", "payload": {"a": 2, "b": 40}, "nonce": "s-2"}),
+        json!({"action": "echo", "payload": {"msg": "hi", "n": [1, 2.5, -0.0]}, "nonce": "s-1"}),
+        json!({"action": "add", "payload": {"a": "x", "b": 1}, "nonce": "s-3"}),
+        json!({"action": "nope", "payload": {}, "nonce": "s-4"}),
+        json!({"action": "echo", "payload": {"other": true}, "nonce": "s-1"}),
+        json!({"action": "echo", "payload": {"tenant": "t2"}, "nonce": "s-1", "tenant_id": "t2"}),
+    ]
+}
+
+async fn receipts_of(s: &Server) -> Vec<(u16, Value)> {
+    let mut out = Vec::new();
+    for body in same_requests() {
+        let (st, r) = s.execute(&body).await;
+        let hash = r["evidence"]["receipt_hash"].clone();
+        out.push((st, json!({"receipt_hash": hash, "receipt": r["evidence"]["receipt"], "code": r["error"]["code"]})));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_and_postgres_give_identical_receipt_hashes() {
+    let Some(db) = TestDb::create("e2e_same_hashes").await else {
+        return;
+    };
+    let lite = Server::start(&[]);
+    let pg = replica(&db.url, None, &[]);
+    let a = receipts_of(&lite).await;
+    let b = receipts_of(&pg).await;
+    assert_eq!(a.len(), b.len());
+    let mut with_receipt = 0;
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert_eq!(x, y, "request {i}: SQLite and PostgreSQL differ");
+        if x.1["receipt_hash"].is_string() {
+            with_receipt += 1;
+        }
+    }
+    assert!(with_receipt >= 5, "most requests carry a receipt: {a:?}");
+    // Different keys (each server generated its own) do not change a receipt hash.
+    assert_ne!(
+        lite.keys().await["receipt_keys"][0]["key_id"],
+        pg.keys().await["receipt_keys"][0]["key_id"],
+        "the two servers have different keys"
+    );
+}
+
+/// Which of the servers holds the sequencer role (`openexec_log_sequencer 1`).
+async fn sequencer_of(servers: &[&Server]) -> Option<usize> {
+    for (i, s) in servers.iter().enumerate() {
+        let (st, text) = s.get_text("/metrics").await;
+        if st == 200 && metric(&text, "openexec_log_sequencer") == 1 {
+            return Some(i);
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_the_sequencer_under_load_hands_the_log_over_without_loss() {
+    let Some(db) = TestDb::create("e2e_sequencer_kill").await else {
+        return;
+    };
+    let a = replica(&db.url, None, &[]);
+    let b = replica(&db.url, Some(&a), &[]);
+    // Wait until one of them has taken the role.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let seq = loop {
+        if let Some(i) = sequencer_of(&[&a, &b]).await {
+            break i;
+        }
+        assert!(Instant::now() < deadline, "no sequencer");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (mut victim, survivor) = if seq == 0 { (a, b) } else { (b, a) };
+    let survivor = Arc::new(survivor);
+    let victim_base = victim.base.clone();
+
+    // Load on both: every 200 answer is remembered with its receipt.
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let mut load = Vec::new();
+    for w in 0..8 {
+        let (stop, client) = (stop.clone(), client.clone());
+        let bases = [victim_base.clone(), survivor.base.clone()];
+        load.push(tokio::spawn(async move {
+            let mut ok: Vec<(String, String)> = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let body = json!({"action": "echo", "payload": {"w": w, "i": i}, "nonce": format!("k-{w}-{i}")});
+                let base = &bases[i % 2];
+                i += 1;
+                let Ok(r) = client.post(format!("{base}/execute")).json(&body).send().await else {
+                    continue;
+                };
+                if r.status() == 200 {
+                    let v: Value = r.json().await.unwrap();
+                    ok.push((v["id"].as_str().unwrap().to_string(), v["receipt"].as_str().unwrap().to_string()));
+                }
+            }
+            ok
+        }));
+    }
+    // Record every checkpoint either serves while the load runs.
+    let mut seen: Vec<(u64, [u8; 32])> = Vec::new();
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        if let Some(c) = checkpoint(&survivor).await {
+            seen.push(c);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    victim.kill9();
+    let killed_at = Instant::now();
+    // The survivor takes over within seconds and goes on signing.
+    let mut took_over = None;
+    let until = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < until {
+        if let Some(c) = checkpoint(&survivor).await {
+            seen.push(c);
+        }
+        if took_over.is_none() && sequencer_of(&[&survivor]).await == Some(0) {
+            took_over = Some(killed_at.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut answered: BTreeMap<String, String> = BTreeMap::new();
+    for l in load {
+        answered.extend(l.await.unwrap());
+    }
+    let took_over = took_over.expect("the survivor never became the sequencer");
+    assert!(
+        took_over < Duration::from_secs(5),
+        "takeover took {took_over:?}"
+    );
+    assert!(
+        answered.len() > 100,
+        "the load ran: {} answers",
+        answered.len()
+    );
+
+    // Everything answered is in the log, under a checkpoint the survivor signed after the kill
+    // (the log interval is 100 ms: wait for one that covers the last answers).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let final_cp = checkpoint(&survivor).await.unwrap();
+    let mut logged: HashSet<String> = HashSet::new();
+    let mut start = 0;
+    while start < final_cp.0 {
+        let (st, page) = survivor
+            .get(&format!("/log/entries?start={start}&end={}", final_cp.0))
+            .await;
+        assert_eq!(st, 200, "{page}");
+        let page = page.as_array().unwrap().clone();
+        for e in &page {
+            let data = B64.decode(e.as_str().unwrap()).unwrap();
+            let leaf: Value = serde_json::from_slice(&data).unwrap();
+            logged.insert(openexec_core::json::jcs_sha256(&leaf["receipt"]));
+        }
+        start += page.len() as u64;
+    }
+    for (id, receipt) in &answered {
+        assert!(
+            logged.contains(receipt),
+            "receipt {receipt} of {id} was answered but is not in the log"
+        );
+    }
+    // Every checkpoint seen, before and after the kill, is consistent with the final one.
+    let mut checked = 0;
+    for (size, root) in seen.iter().copied().collect::<BTreeMap<u64, [u8; 32]>>() {
+        if size == 0 || size > final_cp.0 {
+            continue;
+        }
+        let (st, p) = survivor
+            .get(&format!(
+                "/log/proof/consistency?first={size}&second={}",
+                final_cp.0
+            ))
+            .await;
+        assert_eq!(st, 200, "{p}");
+        let proof: Vec<[u8; 32]> = p["hashes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| B64.decode(h.as_str().unwrap()).unwrap().try_into().unwrap())
+            .collect();
+        openexec_log::verify_consistency(size, final_cp.0, &root, &final_cp.1, &proof)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "checkpoint {size} is not consistent with {}: {e}",
+                    final_cp.0
+                )
+            });
+        checked += 1;
+    }
+    assert!(checked >= 3, "checked {checked} checkpoints");
+}
+
+/// A TCP proxy in front of PostgreSQL that the test can cut (drop every connection and refuse
+/// new ones) and restore: to the service, the database is gone and then back.
+struct Cut {
+    port: u16,
+    up: Arc<AtomicBool>,
+    generation: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Cut {
+    async fn start(target: &str) -> Cut {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (t, u, g) = (target.to_string(), up.clone(), generation.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if !u.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let (t, u, g) = (t.clone(), u.clone(), g.clone());
+                let born = g.load(Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(&t).await else {
+                        return;
+                    };
+                    let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
+                    tokio::pin!(copy);
+                    loop {
+                        tokio::select! {
+                            _ = &mut copy => return,
+                            _ = tokio::time::sleep(Duration::from_millis(20)) => {
+                                if !u.load(Ordering::SeqCst) || g.load(Ordering::SeqCst) != born {
+                                    return; // cut: both sockets close
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Cut {
+            port,
+            up,
+            generation,
+        }
+    }
+
+    fn down(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_database_going_away_answers_503_and_recovers_without_loss() {
+    let Some(db) = TestDb::create("e2e_db_outage").await else {
+        return;
+    };
+    let pg_addr = {
+        let rest = db
+            .url
+            .split_once('@')
+            .map(|(_, r)| r)
+            .unwrap_or("127.0.0.1:5432/x");
+        rest.split('/').next().unwrap().to_string()
+    };
+    let cut = Cut::start(&pg_addr).await;
+    let via_proxy = db.url.replace(&pg_addr, &format!("127.0.0.1:{}", cut.port));
+    let s = Arc::new(replica(
+        &via_proxy,
+        None,
+        &[("OPENEXEC_DB_BUSY_TIMEOUT_MS", "1000")],
+    ));
+
+    // Load: sleep handlers (so some are running when the database goes), every answer kept.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut load = Vec::new();
+    for w in 0..4 {
+        let (s, stop) = (s.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            let mut seen: Vec<(String, u16, String)> = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let nonce = format!("o-{w}-{i}");
+                i += 1;
+                let body = json!({"action": "sleep", "payload": {"ms": 30}, "nonce": nonce});
+                let (st, r) = s.execute(&body).await;
+                seen.push((nonce, st, code(&r).to_string()));
+            }
+            seen
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    cut.down();
+    // While it is down: 503s, and /ready says so.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (st, r) = s
+            .execute(&json!({"action": "echo", "payload": {}, "nonce": format!("probe-{:?}", Instant::now())}))
+            .await;
+        if st == 503 {
+            assert_eq!(code(&r), "store_unavailable", "{r}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {st} with the database gone: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (st, _) = s.get("/ready").await;
+    assert_eq!(st, 503, "/ready with the database gone");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cut.restore();
+    // It comes back by itself.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (st, _) = s.get("/ready").await;
+        if st == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not ready after the database came back; log:\n{}",
+            s.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all: Vec<(String, u16, String)> = Vec::new();
+    for l in load {
+        all.extend(l.await.unwrap());
+    }
+    let ok = all.iter().filter(|(_, st, _)| *st == 200).count();
+    let unavailable = all.iter().filter(|(_, st, _)| *st == 503).count();
+    assert!(ok > 20, "the load ran before and after: {ok} ok");
+    assert!(unavailable > 0, "some requests met the outage");
+    for (n, st, c) in &all {
+        assert!(
+            *st == 200 || (*st == 503 && c == "store_unavailable"),
+            "{n}: {st} {c}"
+        );
+    }
+
+    // Nothing lost, nothing run twice: wait for interrupted receipts to be written, then ask
+    // every nonce again. Executed ones replay; ones that ran but lost their receipt answer 409
+    // outcome_unknown; ones never claimed run now, once.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let runs_before = s.handler_runs("sleep").await;
+    let mut fresh = 0;
+    for (n, st, _) in &all {
+        let body = json!({"action": "sleep", "payload": {"ms": 30}, "nonce": n});
+        let (st2, r) = s.execute(&body).await;
+        match st2 {
+            200 if r["replayed"] == true => {}
+            200 => {
+                assert_eq!(*st, 503, "{n} answered 200 before and ran again: {r}");
+                fresh += 1;
+            }
+            409 => {
+                assert_eq!(code(&r), "outcome_unknown", "{n}: {r}");
+                assert_eq!(*st, 503, "{n} answered 200 before, now {r}");
+            }
+            other => panic!("{n}: {other} {r}"),
+        }
+        if *st == 200 {
+            assert_eq!(st2, 200, "{n} answered 200 before; now {r}");
+        }
+    }
+    let runs_after = s.handler_runs("sleep").await;
+    assert_eq!(
+        runs_after - runs_before,
+        fresh,
+        "only never-claimed nonces ran now"
+    );
+}
