@@ -548,9 +548,18 @@ struct LedgerServeArgs {
     /// Where the generated witness key lives (default ./.clawledger).
     #[arg(long, env = "CLAWLEDGER_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// sqlite:///relative.db or sqlite:////absolute.db (default sqlite:///clawledger.db).
+    /// sqlite:///relative.db, sqlite:////absolute.db, or postgres://user[:password]@host[:port]/db
+    /// (also postgresql://…) (default sqlite:///clawledger.db).
     #[arg(long, env = "CLAWLEDGER_DB_URL")]
     db_url: Option<String>,
+    /// Most database connections open at once (default 8).
+    #[arg(long, env = "CLAWLEDGER_DB_POOL_SIZE")]
+    db_pool_size: Option<u32>,
+    /// How long to wait for a database connection, connecting included, in ms (default 5000;
+    /// also SQLite's busy timeout). An unreachable database is not fatal: requests answer 503,
+    /// /health reports it, and rounds retry until it is back.
+    #[arg(long, env = "CLAWLEDGER_DB_TIMEOUT_MS")]
+    db_timeout_ms: Option<u64>,
     /// Witness key file (PKCS#8 PEM or raw base64 seed); default: generated under the data directory.
     #[arg(long, env = "CLAWLEDGER_KEY")]
     key: Option<PathBuf>,
@@ -563,13 +572,27 @@ struct LedgerServeArgs {
     /// How often each log is polled, in ms (default 1000).
     #[arg(long, env = "CLAWLEDGER_POLL_MS")]
     poll_ms: Option<u64>,
+    /// Most new entries caught up per chunk (default 10000, at most 1000000): each chunk is
+    /// stored before the next is fetched, and a restart resumes after the last stored one.
+    /// Nothing is cosigned or served as evidence before all chunks hash to the checkpoint's root.
+    #[arg(long, env = "CLAWLEDGER_CATCHUP_CHUNK")]
+    catchup_chunk: Option<u64>,
 }
 
 fn ledger_serve(a: LedgerServeArgs) -> Result<(), Fail> {
     init_logging("CLAWLEDGER_LOG");
-    let cfg = openexec_ledger::Config::from_flags(
-        a.bind, a.data_dir, a.db_url, a.key, a.name, &a.watch, a.poll_ms,
-    )
+    let cfg = openexec_ledger::Config::from_flags(openexec_ledger::Flags {
+        bind: a.bind,
+        data_dir: a.data_dir,
+        db_url: a.db_url,
+        db_pool_size: a.db_pool_size,
+        db_timeout_ms: a.db_timeout_ms,
+        key: a.key,
+        name: a.name,
+        watch: a.watch,
+        poll_ms: a.poll_ms,
+        catchup_chunk: a.catchup_chunk,
+    })
     .map_err(usage)?;
     let rt = tokio::runtime::Runtime::new().map_err(|e| Fail(3, e.into()))?;
     rt.block_on(async move {

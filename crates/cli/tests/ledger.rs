@@ -2,10 +2,13 @@
 //! `openexec ledger serve` processes. It cosigns what verifies and delivers the cosignature to
 //! the log, whose evidence then verifies offline with k-of-n witnesses; it serves the mirrored
 //! evidence after the log is gone; it raises alerts (and never cosigns) on a fork or a shrink;
-//! and it cosigns nothing new when a log was edited behind its back.
+//! and it cosigns nothing new when a log was edited behind its back. It runs on PostgreSQL as on
+//! SQLite; it catches up in chunks, resumes a catch-up killed midway after its last stored
+//! chunk, and neither cosigns nor serves a catch-up whose later chunk does not match the root.
 
 mod common;
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -16,7 +19,9 @@ use base64::Engine as _;
 use common::*;
 use openexec_core::keys;
 use openexec_log::note::{self, Checkpoint, Cosigner, CosignerVerifier, Signer, Verifier};
-use openexec_log::{leaf_hash, node_hash, verify_inclusion, Hash};
+use openexec_log::{
+    leaf_hash, node_hash, plan_consistency, verify_inclusion, Frontier, Hash, NodeId,
+};
 use serde_json::{json, Value};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -134,6 +139,13 @@ impl Ledger {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// SIGKILL and reap.
+    fn kill9(&mut self) {
+        let mut c = self.child.take().expect("running");
+        c.kill().expect("SIGKILL");
+        c.wait().expect("wait after SIGKILL");
     }
 
     /// SIGTERM and wait for the exit.
@@ -396,6 +408,9 @@ enum Mode {
     /// Serve this checkpoint text, these entries (base64) for any range, and an empty
     /// consistency proof.
     Fixed(String, Vec<String>),
+    /// Serve this checkpoint text, entry ranges of these entries (base64), and consistency
+    /// proofs from these tree nodes.
+    Tree(String, Vec<String>, HashMap<NodeId, Hash>),
 }
 
 #[derive(Clone)]
@@ -403,6 +418,24 @@ struct Fake {
     mode: Arc<Mutex<Mode>>,
     posted: Arc<Mutex<Vec<String>>>,
     http: reqwest::Client,
+    /// In proxy mode: entries from this index on answer 503 (ranges are cut short before it).
+    entries_limit: Arc<Mutex<Option<u64>>>,
+    /// In proxy mode: every GET /log/entries range asked for.
+    entry_requests: Arc<Mutex<Vec<(u64, u64)>>>,
+}
+
+/// The numbers `a` and `b` of a query (`start`/`end` of entries, `first`/`second` of a proof).
+fn query_pair(uri: &axum::http::Uri, a: &str, b: &str) -> Option<(u64, u64)> {
+    let get = |k: &str| {
+        uri.query()?
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('=')?.parse().ok())
+    };
+    Some((get(a)?, get(b)?))
+}
+
+fn range_of(uri: &axum::http::Uri) -> Option<(u64, u64)> {
+    query_pair(uri, "start", "end")
 }
 
 async fn fake_get(
@@ -412,7 +445,18 @@ async fn fake_get(
     let mode = f.mode.lock().unwrap().clone();
     match mode {
         Mode::Proxy(base) => {
-            let url = format!("{base}{}", uri.path_and_query().unwrap());
+            let mut url = format!("{base}{}", uri.path_and_query().unwrap());
+            if uri.path() == "/log/entries" {
+                if let Some((start, end)) = range_of(&uri) {
+                    f.entry_requests.lock().unwrap().push((start, end));
+                    if let Some(limit) = *f.entries_limit.lock().unwrap() {
+                        if start >= limit {
+                            return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "cut".into());
+                        }
+                        url = format!("{base}/log/entries?start={start}&end={}", end.min(limit));
+                    }
+                }
+            }
             match f.http.get(url).send().await {
                 Ok(r) => (
                     axum::http::StatusCode::from_u16(r.status().as_u16()).unwrap(),
@@ -428,6 +472,35 @@ async fn fake_get(
                 axum::http::StatusCode::OK,
                 json!({"hashes": []}).to_string(),
             ),
+            _ => (axum::http::StatusCode::NOT_FOUND, String::new()),
+        },
+        Mode::Tree(text, entries, nodes) => match uri.path() {
+            "/log/checkpoint" => (axum::http::StatusCode::OK, text),
+            "/log/entries" => {
+                let Some((start, end)) = range_of(&uri) else {
+                    return (axum::http::StatusCode::BAD_REQUEST, String::new());
+                };
+                let end = end.min(entries.len() as u64);
+                if start >= end {
+                    return (axum::http::StatusCode::BAD_REQUEST, String::new());
+                }
+                let page = &entries[start as usize..end as usize];
+                (axum::http::StatusCode::OK, json!(page).to_string())
+            }
+            "/log/proof/consistency" => {
+                let Some((first, second)) = query_pair(&uri, "first", "second") else {
+                    return (axum::http::StatusCode::BAD_REQUEST, String::new());
+                };
+                let hashes = plan_consistency(first, second)
+                    .unwrap()
+                    .assemble_from_map(&nodes)
+                    .unwrap();
+                let hashes: Vec<String> = hashes.iter().map(|h| B64.encode(h)).collect();
+                (
+                    axum::http::StatusCode::OK,
+                    json!({ "hashes": hashes }).to_string(),
+                )
+            }
             _ => (axum::http::StatusCode::NOT_FOUND, String::new()),
         },
     }
@@ -458,6 +531,8 @@ async fn start_fake(base: &str) -> (Fake, String) {
         mode: Arc::new(Mutex::new(Mode::Proxy(base.to_string()))),
         posted: Arc::new(Mutex::new(Vec::new())),
         http: reqwest::Client::new(),
+        entries_limit: Arc::new(Mutex::new(None)),
+        entry_requests: Arc::new(Mutex::new(Vec::new())),
     };
     let app = axum::Router::new()
         .route("/log/cosignatures", axum::routing::post(fake_post))
@@ -680,4 +755,251 @@ async fn an_edited_log_is_an_alert_and_gets_no_new_cosignature() {
     assert_eq!(after, before, "a new checkpoint was cosigned");
     let (_, text) = s.get_text("/log/checkpoint").await;
     assert!(text.contains("\n8\n"), "{text}");
+}
+
+/// Wait until the log's own checkpoint covers `size` entries.
+async fn log_reaches(s: &Server, log: &Verifier, size: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (st, text) = s.get_text("/log/checkpoint").await;
+        if st == 200 {
+            let opened = note::open_note(&text, log).unwrap();
+            if Checkpoint::parse_body(&opened.body).unwrap().size >= size {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the log did not reach {size}: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ledger_on_postgres_catches_up_in_chunks_and_survives_a_restart() {
+    let Some(db) = openexec_testpg::TestDb::create("ledger_e2e").await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (wkey, wvkey) = witness(tmp.path());
+    let witness_v = note::parse_cosigner_key(&wvkey).unwrap();
+    let s = Server::start(&[
+        ("OPENEXEC_LOG_INTERVAL_MS", "50"),
+        ("OPENEXEC_WITNESS_KEYS", &wvkey),
+    ]);
+    let keys = s.keys().await;
+    let log_vkey = keys["log"]["verifier_key"].as_str().unwrap().to_string();
+    let origin = keys["log"]["origin"].as_str().unwrap().to_string();
+    let log_v = note::parse_verifier_key(&log_vkey).unwrap();
+    // 300 entries before the ledger first looks: a catch-up of 5 chunks of 64.
+    execute_many(&s, 0..300).await;
+    log_reaches(&s, &log_v, 300).await;
+    let mut args = ledger_args(tmp.path(), &wkey, &format!("{}={log_vkey}", s.base));
+    let at = args.iter().position(|a| a == "--db-url").unwrap();
+    args[at + 1] = db.url.clone();
+    args.extend(
+        [
+            "--catchup-chunk",
+            "64",
+            "--db-pool-size",
+            "3",
+            "--db-timeout-ms",
+            "2000",
+        ]
+        .map(String::from),
+    );
+    let mut l = Ledger::start(tmp.path(), &strs(&args));
+    let (cp, _) = cosigned_checkpoint(&s, &log_v, &witness_v, 300, &l).await;
+    assert_eq!(cp.size, 300);
+    let (st, h) = l.get("/health").await;
+    assert_eq!((st, &h["database"]), (200, &json!("ok")), "{h}");
+    for index in [0u64, 63, 64, 299] {
+        let (st, ev) = l.get(&format!("/evidence/{origin}/{index}")).await;
+        assert_eq!(st, 200, "{ev}");
+        check_ledger_evidence(&ev, &log_v, &witness_v, index);
+    }
+    // It is PostgreSQL that holds the mirror (no SQLite file was made).
+    {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM leaves")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(n, 300);
+        c.close().await.unwrap();
+    }
+    assert!(!tmp.path().join("ledger.db").exists());
+    assert!(l.term().success(), "{}", l.log());
+
+    // Restarted on the same database, it goes on from 300.
+    let l = Ledger::start(tmp.path(), &strs(&args));
+    execute_many(&s, 300..310).await;
+    let (cp, _) = cosigned_checkpoint(&s, &log_v, &witness_v, 310, &l).await;
+    assert!(cp.size >= 310);
+    let (st, ev) = l.get(&format!("/evidence/{origin}/305")).await;
+    assert_eq!(st, 200, "{ev}");
+    check_ledger_evidence(&ev, &log_v, &witness_v, 305);
+    assert_eq!(l.alerts().await, Vec::<Value>::new(), "{}", l.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_catch_up_killed_midway_resumes_after_its_last_stored_chunk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (wkey, wvkey) = witness(tmp.path());
+    let witness_v = note::parse_cosigner_key(&wvkey).unwrap();
+    let s = Server::start(&[
+        ("OPENEXEC_LOG_INTERVAL_MS", "50"),
+        ("OPENEXEC_WITNESS_KEYS", &wvkey),
+    ]);
+    let keys = s.keys().await;
+    let log_vkey = keys["log"]["verifier_key"].as_str().unwrap().to_string();
+    let origin = keys["log"]["origin"].as_str().unwrap().to_string();
+    let log_v = note::parse_verifier_key(&log_vkey).unwrap();
+    execute_many(&s, 0..200).await;
+    log_reaches(&s, &log_v, 200).await;
+
+    // Through a log that stops serving entries at 130: chunks of 25 up to 125 are stored.
+    let (fake, fake_url) = start_fake(&s.base).await;
+    *fake.entries_limit.lock().unwrap() = Some(130);
+    let mut args = ledger_args(tmp.path(), &wkey, &format!("{fake_url}={log_vkey}"));
+    args.extend(["--catchup-chunk", "25"].map(String::from));
+    let mut l = Ledger::start(tmp.path(), &strs(&args));
+    let series = format!("clawledger_catchup_size{{origin=\"{origin}\"}}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, m) = l.get_text("/metrics").await;
+        if metric(&m, &series) == 125 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no progress to 125: {m}\n{}",
+            l.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Nothing of it is cosigned or served.
+    let (st, _) = l.get_text(&format!("/checkpoint/{origin}")).await;
+    assert_eq!(st, 404);
+    let (st, _) = l.get(&format!("/evidence/{origin}/10")).await;
+    assert_eq!(st, 404);
+    l.kill9();
+
+    // Restarted, with the whole log served: it asks for nothing before 125.
+    *fake.entries_limit.lock().unwrap() = None;
+    fake.entry_requests.lock().unwrap().clear();
+    let l = Ledger::start(tmp.path(), &strs(&args));
+    let (cp, _) = cosigned_checkpoint(&s, &log_v, &witness_v, 200, &l).await;
+    assert_eq!(cp.size, 200);
+    let asked = fake.entry_requests.lock().unwrap().clone();
+    assert_eq!(asked.first(), Some(&(125, 150)), "{asked:?}\n{}", l.log());
+    assert!(asked.iter().all(|(start, _)| *start >= 125), "{asked:?}");
+    for index in [0u64, 124, 125, 199] {
+        let (st, ev) = l.get(&format!("/evidence/{origin}/{index}")).await;
+        assert_eq!(st, 200, "{ev}");
+        check_ledger_evidence(&ev, &log_v, &witness_v, index);
+    }
+    assert_eq!(l.alerts().await, Vec::<Value>::new(), "{}", l.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mismatch_in_a_later_chunk_is_neither_cosigned_nor_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (wkey, wvkey) = witness(tmp.path());
+    let witness_v = note::parse_cosigner_key(&wvkey).unwrap();
+    let origin = "example.com/e2e-chunks";
+    let signer = Signer::new(origin, keys::signing_key_from_seed([11; 32])).unwrap();
+    let log_vkey = signer.verifier_key();
+    let log_v = note::parse_verifier_key(&log_vkey).unwrap();
+    // A real tree of 40 entries.
+    let data: Vec<Vec<u8>> = (0..40).map(|i| format!("entry {i}").into_bytes()).collect();
+    let mut frontier = Frontier::empty();
+    let mut nodes = HashMap::new();
+    let mut roots = vec![frontier.root()];
+    for d in &data {
+        nodes.extend(frontier.append(leaf_hash(d)).unwrap());
+        roots.push(frontier.root());
+    }
+    let signed = |size: usize| {
+        let body = Checkpoint::new(origin, size as u64, roots[size])
+            .unwrap()
+            .body();
+        (body.clone(), note::sign_note(&body, &[&signer]).unwrap())
+    };
+    let served = |size: usize, forged: Option<usize>| -> Vec<String> {
+        (0..size)
+            .map(|i| match forged {
+                Some(f) if f == i => B64.encode(b"forged"),
+                _ => B64.encode(&data[i]),
+            })
+            .collect()
+    };
+    let (fake, fake_url) = start_fake("http://127.0.0.1:1").await;
+    let (body16, cp16) = signed(16);
+    *fake.mode.lock().unwrap() = Mode::Tree(cp16, served(16, None), nodes.clone());
+    let mut args = ledger_args(tmp.path(), &wkey, &format!("{fake_url}={log_vkey}"));
+    args.extend(["--catchup-chunk", "8"].map(String::from));
+    let l = Ledger::start(tmp.path(), &strs(&args));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (st, text) = l.get_text(&format!("/checkpoint/{origin}")).await;
+        if st == 200 {
+            assert!(text.starts_with(&body16), "{text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "16 not cosigned: {}", l.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // 40, with entry 35 (in the last chunk, [32, 40)) forged.
+    let (body40, cp40) = signed(40);
+    *fake.mode.lock().unwrap() = Mode::Tree(cp40, served(40, Some(35)), nodes.clone());
+    let alerts = l.wait_alert("entry_mismatch").await;
+    let a = alerts
+        .iter()
+        .find(|a| a["kind"] == "entry_mismatch")
+        .unwrap();
+    assert!(a["detail"].as_str().unwrap().contains("[16, 40)"), "{a}");
+    let (st, text) = l.get_text(&format!("/checkpoint/{origin}")).await;
+    assert_eq!(st, 200);
+    assert!(
+        text.starts_with(&body16),
+        "the cosigned checkpoint moved: {text}"
+    );
+    for index in [16u64, 20, 35, 39] {
+        let (st, ev) = l.get(&format!("/evidence/{origin}/{index}")).await;
+        assert_eq!(
+            st, 404,
+            "entry {index} of an unverified catch-up was served: {ev}"
+        );
+    }
+    let (st, ev) = l.get(&format!("/evidence/{origin}/5")).await;
+    assert_eq!(st, 200, "{ev}");
+    assert_eq!(ev["tree_size"], 16);
+    let entry = B64.decode(ev["entry"].as_str().unwrap()).unwrap();
+    let hashes: Vec<Hash> = ev["hashes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| B64.decode(h.as_str().unwrap()).unwrap().try_into().unwrap())
+        .collect();
+    verify_inclusion(&leaf_hash(&entry), 5, 16, &hashes, &roots[16]).unwrap();
+    let opened = note::open_note(ev["checkpoint"].as_str().unwrap(), &log_v).unwrap();
+    assert_eq!(
+        note::count_cosignatures(&opened, std::slice::from_ref(&witness_v)),
+        1
+    );
+    let posted = fake.posted.lock().unwrap().clone();
+    assert!(posted
+        .iter()
+        .flat_map(|b| b.lines())
+        .any(|line| note::verify_cosignature(line, &body16, &witness_v).is_ok()));
+    for line in posted.iter().flat_map(|b| b.lines()) {
+        assert!(
+            note::verify_cosignature(line, &body40, &witness_v).is_err(),
+            "the mismatching checkpoint was cosigned: {line}"
+        );
+    }
 }

@@ -55,6 +55,8 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
         .into_response()
 }
 
+/// A database error: 503, so that clients and load balancers retry (the database may be back
+/// soon; nothing here is the client's fault).
 fn internal(e: anyhow::Error) -> Response {
     tracing::error!(error = %format!("{e:#}"), "request failed");
     error(
@@ -64,15 +66,20 @@ fn internal(e: anyhow::Error) -> Response {
     )
 }
 
+/// Liveness and readiness in one: 200 when the database answers, else 503 with its error.
 async fn health(State(s): State<AppState>) -> Response {
-    if s.store.ping().await {
-        Json(json!({"status": "ok", "name": s.name})).into_response()
-    } else {
-        (
+    match s.store.check().await {
+        Ok(()) => Json(json!({"status": "ok", "name": s.name, "database": "ok"})).into_response(),
+        Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "name": s.name})),
+            Json(json!({
+                "status": "unavailable",
+                "name": s.name,
+                "database": "unavailable",
+                "error": format!("{e:#}"),
+            })),
         )
-            .into_response()
+            .into_response(),
     }
 }
 

@@ -5,7 +5,10 @@
 //! note verifier key whose name is the log's origin) it pulls, every `poll` interval:
 //! the signed checkpoint; the consistency proof from the size it last verified; the new entries,
 //! each appended to its own copy of the log's frontier, which must give the checkpoint's root.
-//! When all of it holds it stores the entries and tree nodes (a mirror), cosigns the checkpoint
+//! New entries are fetched and stored in bounded chunks (`--catchup-chunk`), as *pending*
+//! progress that a restart resumes; nothing is verified, cosigned or served until the frontier
+//! after the last chunk gives the checkpoint's root.
+//! When all of it holds it keeps the entries and tree nodes (a mirror), cosigns the checkpoint
 //! with a C2SP `tlog-cosignature` line (with a timestamp) and delivers that line to the log with
 //! `POST /log/cosignatures` — the log never calls out. A shrink, a fork (same size, another
 //! root), a bad signature or proof, or entries that do not hash into the root is an *alert*:
@@ -24,7 +27,9 @@
 //! *Trust boundary*: everything a watched log answers (checkpoints, proofs, entries) is untrusted
 //! until checked here against the configured verifier key and what ClawLedger verified before;
 //! the only thing ClawLedger vouches for, with its own key, is a checkpoint that passed every
-//! check. Its HTTP API serves only what it stored after those checks.
+//! check. Its HTTP API serves only what such a checkpoint covers (never pending catch-up entries).
+//!
+//! Its database is SQLite or PostgreSQL (`CLAWLEDGER_DB_URL`); only `store.rs` knows which.
 
 #![forbid(unsafe_code)]
 
@@ -44,11 +49,18 @@ use openexec_core::keys::{self, SigningKey};
 use openexec_log::note::Cosigner;
 use rand_core::{OsRng, RngCore};
 
-pub use store::{parse_db_url, Store};
-pub use witness::Watch;
+pub use store::{parse_db_url, DbConfig, Store};
+pub use witness::{Outcome, Watch, Witness};
 
 /// File name of the generated witness key inside the data directory.
 pub const GENERATED_KEY: &str = "witness-key.pem";
+
+/// Default most entries per catch-up chunk (`CLAWLEDGER_CATCHUP_CHUNK`).
+pub const DEFAULT_CATCHUP_CHUNK: u64 = 10_000;
+/// Largest allowed catch-up chunk: a chunk is held in memory and stored in one transaction.
+pub const MAX_CATCHUP_CHUNK: u64 = 1_000_000;
+/// Largest allowed database pool.
+pub const MAX_POOL_SIZE: u32 = 1000;
 
 /// What `openexec ledger serve` was given.
 #[derive(Clone, Debug)]
@@ -57,8 +69,8 @@ pub struct Config {
     pub bind: String,
     /// Where the generated key lives.
     pub data_dir: PathBuf,
-    /// The SQLite database file.
-    pub db_path: PathBuf,
+    /// The database (SQLite file or PostgreSQL) and its pool settings.
+    pub db: DbConfig,
     /// The witness key file; generated under `data_dir` when absent.
     pub key: Option<PathBuf>,
     /// The cosigner name; default `clawledger/<key id>`.
@@ -67,22 +79,31 @@ pub struct Config {
     pub watch: Vec<Watch>,
     /// How often each log is polled.
     pub poll: Duration,
+    /// Most entries per catch-up chunk.
+    pub catchup_chunk: u64,
+}
+
+/// The flags of `openexec ledger serve`, as given (each `None` takes its default).
+#[derive(Clone, Debug, Default)]
+pub struct Flags {
+    pub bind: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub db_url: Option<String>,
+    pub db_pool_size: Option<u32>,
+    pub db_timeout_ms: Option<u64>,
+    pub key: Option<PathBuf>,
+    pub name: Option<String>,
+    pub watch: Vec<String>,
+    pub poll_ms: Option<u64>,
+    pub catchup_chunk: Option<u64>,
 }
 
 impl Config {
-    /// Build a config from the flags' text (each `None` takes its default).
-    #[allow(clippy::too_many_arguments)]
-    pub fn from_flags(
-        bind: Option<String>,
-        data_dir: Option<PathBuf>,
-        db_url: Option<String>,
-        key: Option<PathBuf>,
-        name: Option<String>,
-        watch: &[String],
-        poll_ms: Option<u64>,
-    ) -> anyhow::Result<Config> {
+    /// Build and validate a config from the flags.
+    pub fn from_flags(f: Flags) -> anyhow::Result<Config> {
         let mut watches = Vec::new();
-        for w in watch
+        for w in f
+            .watch
             .iter()
             .flat_map(|w| w.split(','))
             .map(str::trim)
@@ -97,18 +118,37 @@ impl Config {
             }
             watches.push(parsed);
         }
-        let poll = poll_ms.unwrap_or(1000);
+        let poll = f.poll_ms.unwrap_or(1000);
         if poll == 0 {
             anyhow::bail!("--poll-ms must be positive");
         }
+        let pool_size = f.db_pool_size.unwrap_or(store::DEFAULT_POOL_SIZE);
+        if !(1..=MAX_POOL_SIZE).contains(&pool_size) {
+            anyhow::bail!("--db-pool-size must be between 1 and {MAX_POOL_SIZE}, got {pool_size}");
+        }
+        let timeout = match f.db_timeout_ms {
+            None => store::DEFAULT_TIMEOUT,
+            Some(0) => anyhow::bail!("--db-timeout-ms must be positive"),
+            Some(ms) => Duration::from_millis(ms),
+        };
+        let chunk = f.catchup_chunk.unwrap_or(DEFAULT_CATCHUP_CHUNK);
+        if !(1..=MAX_CATCHUP_CHUNK).contains(&chunk) {
+            anyhow::bail!("--catchup-chunk must be between 1 and {MAX_CATCHUP_CHUNK}, got {chunk}");
+        }
+        let url = parse_db_url(f.db_url.as_deref().unwrap_or("sqlite:///clawledger.db"))?;
         Ok(Config {
-            bind: bind.unwrap_or_else(|| "127.0.0.1:5100".into()),
-            data_dir: data_dir.unwrap_or_else(|| PathBuf::from("./.clawledger")),
-            db_path: parse_db_url(db_url.as_deref().unwrap_or("sqlite:///clawledger.db"))?,
-            key,
-            name,
+            bind: f.bind.unwrap_or_else(|| "127.0.0.1:5100".into()),
+            data_dir: f.data_dir.unwrap_or_else(|| PathBuf::from("./.clawledger")),
+            db: DbConfig {
+                url,
+                pool_size,
+                timeout,
+            },
+            key: f.key,
+            name: f.name,
             watch: watches,
             poll: Duration::from_millis(poll),
+            catchup_chunk: chunk,
         })
     }
 }
@@ -170,7 +210,7 @@ impl Ledger {
         let name = cfg.name.clone().unwrap_or_else(|| default_name(&key));
         let cosigner =
             Cosigner::new(&name, key).map_err(|e| anyhow::anyhow!("--name '{name}': {e}"))?;
-        let store = Arc::new(Store::open(&cfg.db_path).await?);
+        let store = Arc::new(Store::open(&cfg.db).await?);
         let listener = tokio::net::TcpListener::bind(&cfg.bind)
             .await
             .with_context(|| format!("cannot listen on {}", cfg.bind))?;
@@ -205,14 +245,14 @@ impl Ledger {
         let mut tasks = Vec::new();
         for w in &self.cfg.watch {
             tracing::info!(origin = %w.origin(), url = %w.url, "watching");
-            let witness = witness::Witness {
-                watch: w.clone(),
-                cosigner: self.cosigner.clone(),
-                store: self.store.clone(),
-                http: http.clone(),
-                poll: self.cfg.poll,
-                recheck_from: std::sync::atomic::AtomicU64::new(0),
-            };
+            let witness = Witness::new(
+                w.clone(),
+                self.cosigner.clone(),
+                self.store.clone(),
+                http.clone(),
+                self.cfg.poll,
+                self.cfg.catchup_chunk,
+            );
             tasks.push(tokio::spawn(witness.run(stop_rx.clone())));
         }
         let app = http::router(http::AppState {

@@ -1,6 +1,14 @@
 //! The witnessing loop of one watched log: pull the checkpoint, check its signature, the
 //! consistency proof from what was last verified, and the new entries against the new root;
 //! cosign only when all of it holds, and deliver the cosignature to the log.
+//!
+//! New entries are caught up in chunks of at most `chunk` entries (fetched in the pages the log
+//! serves): each chunk is appended to the frontier and stored, with the progress, in one
+//! transaction, so memory stays bounded and a restart resumes after the last stored chunk. That
+//! progress is *pending*: the verified state (size, root, frontier), what is cosigned and what
+//! `GET /evidence` serves advance only once the frontier after the last chunk gives the
+//! checkpoint's root. When it does not, or the log serves malformed entries, the pending
+//! progress and its entries are discarded and the round is an `entry_mismatch` alert.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +19,7 @@ use openexec_log::{leaf_hash, verify_consistency, Frontier, Hash, NodeId};
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use crate::store::{Advance, LogState, Store};
+use crate::store::{Advance, Chunk, LogState, Store};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -54,8 +62,27 @@ enum Stop {
         size: Option<u64>,
         root: Option<Hash>,
     },
-    /// Could not talk to the log, or our own store failed: try again next round.
+    /// Could not talk to the log: try again next round.
     Transient(anyhow::Error),
+    /// Our own database failed: try again next round.
+    Store(anyhow::Error),
+}
+
+fn store_err(e: anyhow::Error) -> Stop {
+    Stop::Store(e)
+}
+
+/// What one round did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing new to verify (no checkpoint yet, or the same one; re-checked a page).
+    Quiet,
+    /// Verified, stored and cosigned a checkpoint of this size.
+    Cosigned(u64),
+    /// Raised (or repeated) an alert of this kind; nothing was cosigned.
+    Alert(&'static str),
+    /// Could not complete (the log or our database unavailable); the next round tries again.
+    Retry(String),
 }
 
 impl From<anyhow::Error> for Stop {
@@ -85,67 +112,92 @@ struct Hashes {
 }
 
 pub struct Witness {
-    pub watch: Watch,
-    pub cosigner: Cosigner,
-    pub store: Arc<Store>,
-    pub http: reqwest::Client,
-    pub poll: Duration,
+    watch: Watch,
+    cosigner: Cosigner,
+    store: Arc<Store>,
+    http: reqwest::Client,
+    poll: Duration,
+    /// Most entries caught up (held in memory, stored in one transaction) per chunk.
+    chunk: u64,
     /// Where the next re-check of already mirrored entries starts.
-    pub recheck_from: std::sync::atomic::AtomicU64,
+    recheck_from: std::sync::atomic::AtomicU64,
 }
 
 /// How many mirrored entries one quiet round re-checks against what the log serves now.
 const RECHECK_PAGE: u64 = 64;
 
 impl Witness {
+    pub fn new(
+        watch: Watch,
+        cosigner: Cosigner,
+        store: Arc<Store>,
+        http: reqwest::Client,
+        poll: Duration,
+        chunk: u64,
+    ) -> Witness {
+        Witness {
+            watch,
+            cosigner,
+            store,
+            http,
+            poll,
+            chunk: chunk.max(1),
+            recheck_from: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
     /// Run rounds every `poll` until `stop` turns true.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let origin = self.watch.origin().to_string();
-        let mut state = match self.store.state(&origin).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(%origin, error = %format!("{e:#}"), "cannot load the stored state; not watching");
-                return;
-            }
-        };
         loop {
-            match self.round(&mut state).await {
-                Ok(()) => {}
-                Err(Stop::Transient(e)) => {
-                    tracing::warn!(%origin, url = %self.watch.url, error = %format!("{e:#}"), "round not completed; retrying");
-                }
-                Err(Stop::Alert {
-                    kind,
-                    detail,
-                    size,
-                    root,
-                }) => {
-                    let root = root.map(|r| B64.encode(r));
-                    match self
-                        .store
-                        .add_alert(&origin, kind, &detail, size, root.as_deref())
-                        .await
-                    {
-                        Ok(true) => {
-                            tracing::error!(%origin, kind, size, detail, "ALERT: not cosigned");
-                            metrics::counter!("clawledger_alerts_total", "origin" => origin.clone(), "kind" => kind)
-                                .increment(1);
-                        }
-                        Ok(false) => {}
-                        Err(e) => {
-                            tracing::error!(%origin, kind, detail, error = %format!("{e:#}"), "ALERT (could not be stored)");
-                            metrics::counter!("clawledger_alerts_total", "origin" => origin.clone(), "kind" => kind)
-                                .increment(1);
-                        }
-                    }
-                }
-            }
+            self.step().await;
             tokio::select! {
                 _ = tokio::time::sleep(self.poll) => {}
                 _ = stop.changed() => {}
             }
             if *stop.borrow() {
                 return;
+            }
+        }
+    }
+
+    /// One round, its alert recorded and its problems logged.
+    pub async fn step(&self) -> Outcome {
+        let origin = self.watch.origin().to_string();
+        match self.round().await {
+            Ok(o) => o,
+            Err(Stop::Transient(e)) => {
+                tracing::warn!(%origin, url = %self.watch.url, error = %format!("{e:#}"), "round not completed; retrying");
+                Outcome::Retry(format!("{e:#}"))
+            }
+            Err(Stop::Store(e)) => {
+                tracing::error!(%origin, error = %format!("{e:#}"), "database error: round not completed; retrying");
+                Outcome::Retry(format!("{e:#}"))
+            }
+            Err(Stop::Alert {
+                kind,
+                detail,
+                size,
+                root,
+            }) => {
+                let root = root.map(|r| B64.encode(r));
+                match self
+                    .store
+                    .add_alert(&origin, kind, &detail, size, root.as_deref())
+                    .await
+                {
+                    Ok(true) => {
+                        tracing::error!(%origin, kind, size, detail, "ALERT: not cosigned");
+                        metrics::counter!("clawledger_alerts_total", "origin" => origin.clone(), "kind" => kind)
+                            .increment(1);
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(%origin, kind, detail, error = %format!("{e:#}"), "ALERT (could not be stored)");
+                        metrics::counter!("clawledger_alerts_total", "origin" => origin.clone(), "kind" => kind)
+                            .increment(1);
+                    }
+                }
+                Outcome::Alert(kind)
             }
         }
     }
@@ -167,13 +219,15 @@ impl Witness {
         Ok(text)
     }
 
-    /// One round: see the doc of the module.
-    async fn round(&self, state: &mut Option<LogState>) -> Result<(), Stop> {
+    /// One round: see the doc of the module. The verified state is read from the database
+    /// each round: it is the only source of truth.
+    async fn round(&self) -> Result<Outcome, Stop> {
         let origin = self.watch.origin();
+        let state = self.store.state(origin).await.map_err(store_err)?;
         let r = self.http.get(self.url("/log/checkpoint")).send().await?;
         if r.status() == reqwest::StatusCode::NOT_FOUND {
             tracing::debug!(%origin, "the log has no checkpoint yet");
-            return Ok(());
+            return Ok(Outcome::Quiet);
         }
         let status = r.status();
         let text = r.text().await?;
@@ -207,12 +261,12 @@ impl Witness {
                 Some(cp.root),
             ));
         }
-        let (mut frontier, first) = match state.as_ref() {
+        let base = match state.as_ref() {
             None => {
                 if cp.size == 0 {
-                    return Ok(());
+                    return Ok(Outcome::Quiet);
                 }
-                (Frontier::empty(), 0)
+                Frontier::empty()
             }
             Some(last) => {
                 if cp.size < last.size {
@@ -241,7 +295,8 @@ impl Witness {
                         ));
                     }
                     self.redeliver(&opened).await;
-                    return self.recheck(&cp).await;
+                    self.recheck(&cp).await?;
+                    return Ok(Outcome::Quiet);
                 }
                 let proof = self
                     .get_text(&format!(
@@ -273,19 +328,21 @@ impl Witness {
                         )
                     },
                 )?;
-                (last.frontier.clone(), last.size)
+                last.frontier.clone()
             }
         };
-        // The new entries: each appended to the frontier; the result must be the new root.
-        let entries = self.fetch_entries(first, cp.size, &cp).await?;
-        let mut nodes: Vec<(NodeId, Hash)> = Vec::with_capacity(entries.len() * 2);
-        for data in &entries {
-            let created = frontier
-                .append(leaf_hash(data))
-                .map_err(|e| Stop::Transient(e.into()))?;
-            nodes.extend(created);
-        }
+        // The new entries, chunk by chunk: each appended to the frontier and stored as pending
+        // progress; the frontier after the last one must give the new root.
+        let first = base.size();
+        let frontier = match self.catch_up(base, &cp).await {
+            Err(a @ Stop::Alert { .. }) => {
+                self.discard(origin).await;
+                return Err(a);
+            }
+            r => r?,
+        };
         if frontier.root() != cp.root {
+            self.discard(origin).await;
             return Err(alert(
                 "entry_mismatch",
                 format!(
@@ -325,22 +382,89 @@ impl Witness {
         self.store
             .advance(Advance {
                 origin,
-                first_index: first,
-                entries: &entries,
-                nodes: &nodes,
+                base_size: first,
                 state: &new_state,
                 note: &note_text,
                 line: &line,
             })
-            .await?;
-        *state = Some(new_state);
+            .await
+            .map_err(store_err)?;
+        metrics::gauge!("clawledger_catchup_size", "origin" => origin.to_string()).set(0.0);
         metrics::counter!("clawledger_cosignatures_total", "origin" => origin.to_string())
             .increment(1);
         metrics::gauge!("clawledger_verified_size", "origin" => origin.to_string())
             .set(cp.size as f64);
         tracing::info!(%origin, size = cp.size, "checkpoint verified and cosigned");
         self.deliver(&line).await;
-        Ok(())
+        Ok(Outcome::Cosigned(cp.size))
+    }
+
+    /// Append entries [base.size(), cp.size) to `base`, in chunks, each stored with the progress
+    /// before the next is fetched; resume from stored progress that started at the same verified
+    /// size and does not go beyond `cp` (any other is discarded). The frontier at `cp.size`.
+    async fn catch_up(&self, base: Frontier, cp: &Checkpoint) -> Result<Frontier, Stop> {
+        let origin = self.watch.origin();
+        let base_size = base.size();
+        let mut frontier = match self.store.catchup(origin).await.map_err(store_err)? {
+            Some(c) if c.base_size == base_size && c.frontier.size() <= cp.size => {
+                if c.frontier.size() > base_size {
+                    tracing::info!(%origin, from = base_size, at = c.frontier.size(), to = cp.size, "resuming the catch-up after its last stored chunk");
+                }
+                c.frontier
+            }
+            Some(c) => {
+                tracing::warn!(%origin, from = c.base_size, at = c.frontier.size(), verified = base_size, checkpoint = cp.size, "stored catch-up progress does not fit this checkpoint; discarding it");
+                self.store
+                    .discard_catchup(origin)
+                    .await
+                    .map_err(store_err)?;
+                base
+            }
+            None => base,
+        };
+        while frontier.size() < cp.size {
+            let start = frontier.size();
+            let end = cp.size.min(start.saturating_add(self.chunk));
+            let entries = self.fetch_entries(start, end, cp).await?;
+            let mut nodes: Vec<(NodeId, Hash)> = Vec::with_capacity(entries.len() * 2);
+            for data in &entries {
+                let created = frontier
+                    .append(leaf_hash(data))
+                    .map_err(|e| Stop::Transient(e.into()))?;
+                nodes.extend(created);
+            }
+            self.store
+                .store_chunk(Chunk {
+                    origin,
+                    base_size,
+                    first_index: start,
+                    entries: &entries,
+                    nodes: &nodes,
+                    frontier: &frontier,
+                    target_size: cp.size,
+                    target_root: &cp.root,
+                })
+                .await
+                .map_err(store_err)?;
+            metrics::gauge!("clawledger_catchup_size", "origin" => origin.to_string())
+                .set(end as f64);
+            tracing::debug!(%origin, start, end, target = cp.size, "catch-up chunk stored (not verified yet)");
+        }
+        Ok(frontier)
+    }
+
+    /// Forget pending progress after an alert. A failure is logged: the progress can never be
+    /// cosigned anyway (the next catch-up's root check covers it) and the next alert retries.
+    async fn discard(&self, origin: &str) {
+        match self.store.discard_catchup(origin).await {
+            Ok(n) => {
+                metrics::gauge!("clawledger_catchup_size", "origin" => origin.to_string()).set(0.0);
+                tracing::warn!(%origin, entries = n, "discarded the unverified catch-up");
+            }
+            Err(e) => {
+                tracing::error!(%origin, error = %format!("{e:#}"), "cannot discard the unverified catch-up; the next round retries")
+            }
+        }
     }
 
     /// Entries [start, end), in pages as the log serves them.
@@ -350,7 +474,7 @@ impl Witness {
         end: u64,
         cp: &Checkpoint,
     ) -> Result<Vec<Vec<u8>>, Stop> {
-        let mut out = Vec::with_capacity((end - start) as usize);
+        let mut out = Vec::with_capacity((end - start).min(1000) as usize);
         let mut next = start;
         while next < end {
             let text = self
@@ -421,7 +545,7 @@ impl Witness {
             .store
             .nodes(self.watch.origin(), &ids)
             .await
-            .map_err(Stop::Transient)?;
+            .map_err(store_err)?;
         for (i, item) in items.iter().enumerate() {
             let index = start + i as u64;
             let Some(want) = mirrored.get(&NodeId::leaf(index)) else {

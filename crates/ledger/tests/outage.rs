@@ -1,0 +1,193 @@
+//! PostgreSQL going away and coming back, with a whole ClawLedger (`Ledger::start` + `run`)
+//! in-process: its connection to the server goes through a TCP proxy the test cuts and restores.
+//! It starts while the database is down, answers 503 (with /health saying why) while it is down,
+//! keeps running, and verifies and cosigns once the database is back.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openexec_ledger::{Config, Flags, Ledger};
+use serde_json::Value;
+use support::*;
+use tokio::task::JoinHandle;
+
+/// A TCP proxy to `target` that can be cut (open connections closed, new ones dropped at once)
+/// and restored.
+struct Proxy {
+    addr: SocketAddr,
+    up: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    async fn start(target: String) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(AtomicBool::new(true));
+        let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let (up2, conns2) = (up.clone(), conns.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if !up2.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let target = target.clone();
+                let h = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                conns2.lock().unwrap().push(h);
+            }
+        });
+        Proxy { addr, up, conns }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for h in self.conns.lock().unwrap().drain(..) {
+            h.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+/// `postgres://user@host:port/db?q` → ("host:port", the same URL through `via`).
+fn through(url: &str, via: SocketAddr) -> (String, String) {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (user, host) = match authority.rsplit_once('@') {
+        Some((u, h)) => (format!("{u}@"), h),
+        None => (String::new(), authority),
+    };
+    let host = if host.contains(':') {
+        host.to_string()
+    } else {
+        format!("{host}:5432")
+    };
+    (host, format!("{scheme}://{user}{via}{tail}"))
+}
+
+/// Poll `path` until `ok` holds for its answer (within 30 s).
+async fn wait_for(base: &str, path: &str, ok: impl Fn(u16, &Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (st, v) = get(base, path).await;
+        if ok(st, &v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "GET {path}: still {st} {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Wait until the witness delivered its cosignature of `size` to the log.
+async fn wait_delivered(log: &FakeLog, size: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !log.cosigned(size) {
+        assert!(
+            Instant::now() < deadline,
+            "no cosignature of {size} delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn assert_unavailable(base: &str) {
+    let (st, h) = get(base, "/health").await;
+    assert_eq!(st, 503, "{h}");
+    assert_eq!(h["database"], "unavailable", "{h}");
+    assert!(!h["error"].as_str().unwrap_or("").is_empty(), "{h}");
+    for path in [
+        "/alerts".to_string(),
+        format!("/checkpoint/{ORIGIN}"),
+        format!("/evidence/{ORIGIN}/3"),
+    ] {
+        let (st, v) = get(base, &path).await;
+        assert_eq!(st, 503, "GET {path}: {v}");
+        assert_eq!(v["error"]["code"], "store_unavailable", "GET {path}: {v}");
+    }
+    // What needs no database still answers.
+    let (st, _) = get(base, "/keys").await;
+    assert_eq!(st, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_outage_answers_503_and_the_witness_resumes() {
+    let Some(db) = postgres("outage").await else {
+        return;
+    };
+    let (target, _) = through(&db.url, "127.0.0.1:1".parse().unwrap());
+    let proxy = Proxy::start(target).await;
+    let (_, url) = through(&db.url, proxy.addr);
+    proxy.cut();
+
+    let log = FakeLog::start().await;
+    log.grow_to(20);
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("witness.pem");
+    let sk = openexec_core::keys::signing_key_from_seed([7; 32]); // support::cosigner()'s
+    std::fs::write(&key, openexec_core::keys::signing_key_to_pem(&sk)).unwrap();
+    let cfg = Config::from_flags(Flags {
+        bind: Some("127.0.0.1:0".into()),
+        data_dir: Some(tmp.path().to_path_buf()),
+        db_url: Some(url),
+        db_pool_size: Some(2),
+        db_timeout_ms: Some(300),
+        key: Some(key),
+        name: Some(WITNESS.into()),
+        watch: vec![format!("{}={}", log.url, log.verifier_key)],
+        poll_ms: Some(50),
+        catchup_chunk: Some(8),
+    })
+    .unwrap();
+    let ledger = Ledger::start(cfg)
+        .await
+        .expect("starts while the database is down");
+    let base = format!("http://{}", ledger.local_addr().unwrap());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(ledger.run(async {
+        let _ = stop_rx.await;
+    }));
+
+    // Down from the start: 503s, nothing verified or cosigned.
+    assert_unavailable(&base).await;
+    assert!(!log.cosigned(20));
+
+    // Up: migrations run on first use, the witness catches up and cosigns.
+    proxy.restore();
+    wait_for(&base, "/health", |st, _| st == 200).await;
+    wait_for(&base, &format!("/evidence/{ORIGIN}/19"), |st, _| st == 200).await;
+    wait_delivered(&log, 20).await;
+
+    // Down again while running; the log grows meanwhile.
+    proxy.cut();
+    assert_unavailable(&base).await;
+    log.grow_to(45);
+    assert!(!running.is_finished(), "ClawLedger stopped");
+
+    // Back: it resumes and verifies the growth.
+    proxy.restore();
+    let ev = wait_for(&base, &format!("/evidence/{ORIGIN}/44"), |st, _| st == 200).await;
+    check_evidence(&ev, &log.verifier(), 44, 45);
+    wait_delivered(&log, 45).await;
+    let (st, h) = get(&base, "/health").await;
+    assert_eq!((st, &h["database"]), (200, &Value::from("ok")), "{h}");
+    let (st, a) = get(&base, "/alerts").await;
+    assert_eq!((st, a), (200, Value::Array(vec![])));
+
+    let _ = stop_tx.send(());
+    running.await.unwrap().unwrap();
+}
