@@ -522,3 +522,62 @@ async fn the_database_going_away_answers_503_and_recovers_without_loss() {
         "only never-claimed nonces ran now"
     );
 }
+
+/// Serialization failures (SQLSTATE 40001) injected into the claim's insert and the receipt's
+/// insert: each batch transaction is retried, the request succeeds, and the handler ran once.
+#[tokio::test(flavor = "multi_thread")]
+async fn serialization_failures_retry_the_transaction_never_the_handler() {
+    use sqlx::Connection;
+    let Some(db) = TestDb::create("e2e_serialization").await else {
+        return;
+    };
+    let s = replica(&db.url, None, &[]);
+    let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    for table in ["executions", "receipts"] {
+        // A sequence is not rolled back with the failed transaction: each trigger fails once.
+        for stmt in [
+            format!("CREATE SEQUENCE fault_{table}"),
+            format!(
+                "CREATE FUNCTION fault_{table}() RETURNS trigger AS $$ BEGIN \
+                 IF nextval('fault_{table}') = 1 THEN \
+                 RAISE EXCEPTION 'injected' USING ERRCODE = 'serialization_failure'; \
+                 END IF; RETURN NEW; END $$ LANGUAGE plpgsql"
+            ),
+            format!(
+                "CREATE TRIGGER fault_{table} BEFORE INSERT ON {table} \
+                 FOR EACH ROW EXECUTE FUNCTION fault_{table}()"
+            ),
+        ] {
+            sqlx::query(&stmt).execute(&mut c).await.unwrap();
+        }
+    }
+    let (st, r) = s
+        .execute(&json!({"action": "echo", "payload": {"x": 1}, "nonce": "ser-1"}))
+        .await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(s.handler_runs("echo").await, 1, "the handler ran once");
+    let (_, metrics) = s.get_text("/metrics").await;
+    assert_eq!(
+        metric(&metrics, "openexec_store_retries_total"),
+        2,
+        "one retry for the claim, one for the receipt"
+    );
+    // Both faults fired (the sequences moved past 1), and the outcome is stored once.
+    for table in ["executions", "receipts"] {
+        let n: i64 = sqlx::query_scalar(&format!("SELECT last_value FROM fault_{table}"))
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        assert!(
+            n >= 2,
+            "{table}: the fault fired and the retry went through ({n})"
+        );
+    }
+    let (st, again) = s
+        .execute(&json!({"action": "echo", "payload": {"x": 1}, "nonce": "ser-1"}))
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(again["replayed"], true);
+    assert_eq!(again["receipt"], r["receipt"]);
+    assert_eq!(s.handler_runs("echo").await, 1);
+}

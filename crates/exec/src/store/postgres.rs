@@ -784,10 +784,12 @@ async fn apply_batch(
             taken.push((*i, c));
         }
     }
-    let with_approval: Vec<(&Claim, &str)> = claimed
+    // In key order too, for the same reason.
+    let mut with_approval: Vec<(&Claim, &str)> = claimed
         .iter()
         .filter_map(|(_, c)| c.approval_key.as_deref().map(|k| (*c, k)))
         .collect();
+    with_approval.sort_by(|a, b| a.1.cmp(b.1));
     if !with_approval.is_empty() {
         let keys: Vec<String> = with_approval.iter().map(|(_, k)| k.to_string()).collect();
         let execs: Vec<String> = with_approval
@@ -860,6 +862,7 @@ async fn apply_batch(
 
     // Outcomes of running claims.
     let mut updated: HashSet<(String, String)> = HashSet::new();
+    completions.sort_by(|a, b| (a.1, a.2).cmp(&(b.1, b.2)));
     if !completions.is_empty() {
         let col = |k: usize| -> Vec<String> {
             completions
@@ -1006,4 +1009,22 @@ async fn apply_batch(
             a.ok_or_else(|| sqlx::Error::Protocol("a write of the batch got no result".into()))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_hidden_in_messages() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db.internal:5432/openexec"),
+            "postgres://app:***@db.internal:5432/openexec"
+        );
+        assert_eq!(
+            redact("postgres://app@db/openexec"),
+            "postgres://app@db/openexec"
+        );
+        assert_eq!(redact("postgres://db/openexec"), "postgres://db/openexec");
+    }
 }
