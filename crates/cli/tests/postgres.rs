@@ -581,3 +581,30 @@ async fn serialization_failures_retry_the_transaction_never_the_handler() {
     assert_eq!(again["receipt"], r["receipt"]);
     assert_eq!(s.handler_runs("echo").await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_with_another_log_key_refuses_to_start() {
+    let Some(db) = TestDb::create("e2e_log_identity").await else {
+        return;
+    };
+    let a = replica(&db.url, None, &[]);
+    let env = [("OPENEXEC_DB_URL", db.url.as_str())];
+    let failure = match Server::try_start(&env) {
+        Ok(_) => panic!("a replica with its own generated log key was accepted"),
+        Err(f) => f,
+    };
+    assert_eq!(
+        failure.status.and_then(|s| s.code()),
+        Some(3),
+        "{}",
+        failure.log
+    );
+    assert!(
+        failure.log.contains("must use the same OPENEXEC_LOG_KEY"),
+        "{}",
+        failure.log
+    );
+    // With the shared keys it starts.
+    let b = replica(&db.url, Some(&a), &[]);
+    assert_eq!(b.get("/ready").await.0, 200);
+}

@@ -11,9 +11,41 @@ use std::time::Duration;
 use common::*;
 use serde_json::{json, Value};
 
+/// A second process on `a`'s database, with `a`'s keys (replicas of one OpenExec share them).
 fn replica_of(a: &Server) -> Server {
     let url = format!("sqlite:///{}", a.db_path().display());
-    Server::start(&[("OPENEXEC_DB_URL", url.as_str())])
+    let receipt_key = a.dir().join("receipt-key.pem").display().to_string();
+    let log_key = a.dir().join("log-key.pem").display().to_string();
+    Server::start(&[
+        ("OPENEXEC_DB_URL", url.as_str()),
+        ("OPENEXEC_RECEIPT_KEY", receipt_key.as_str()),
+        ("OPENEXEC_LOG_KEY", log_key.as_str()),
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_process_with_another_log_key_refuses_to_open_the_log() {
+    let a = Server::start(&[]);
+    // B generates its own log key: two keys must never sign one log.
+    let url = format!("sqlite:///{}", a.db_path().display());
+    let failure = match Server::try_start(&[("OPENEXEC_DB_URL", url.as_str())]) {
+        Ok(_) => panic!("a second log key was accepted on the same database"),
+        Err(f) => f,
+    };
+    assert_eq!(
+        failure.status.and_then(|s| s.code()),
+        Some(3),
+        "{}",
+        failure.log
+    );
+    assert!(
+        failure.log.contains("must use the same OPENEXEC_LOG_KEY"),
+        "{}",
+        failure.log
+    );
+    // A still serves.
+    let (st, _) = a.get("/ready").await;
+    assert_eq!(st, 200);
 }
 
 #[tokio::test(flavor = "multi_thread")]

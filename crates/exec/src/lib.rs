@@ -78,6 +78,10 @@ impl Service {
             cfg.log_interval,
             cfg.log_batch,
         )?;
+        store
+            .bind_log_identity(log.origin(), &log.verifier_key())
+            .await
+            .context("the receipt log's key or origin")?;
         log.load(&store)
             .await
             .context("cannot read the receipt log's checkpoints")?;

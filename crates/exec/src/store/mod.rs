@@ -153,6 +153,11 @@ pub(crate) enum WriteOp {
 }
 
 pub(crate) enum LogWrite {
+    /// Record the log's origin and verifier key, or check them against the recorded ones.
+    Identity {
+        origin: String,
+        verifier_key: String,
+    },
     Checkpoint(StoredCheckpoint),
     Cosignature {
         size: u64,
@@ -225,6 +230,26 @@ impl Store {
                 Backend::Postgres(Box::new(postgres::PgStore::open(url, limits).await?))
             }
         }))
+    }
+
+    /// Record which log this database holds (its origin and checkpoint verifier key) on first
+    /// use; afterwards refuse (`Conflict`) a process that presents another one, so that two
+    /// keys or two origins never sign one log (e.g. a replica that generated its own log key).
+    pub async fn bind_log_identity(
+        &self,
+        origin: &str,
+        verifier_key: &str,
+    ) -> Result<(), StoreError> {
+        let op = |tx| {
+            WriteOp::Log(
+                LogWrite::Identity {
+                    origin: origin.to_string(),
+                    verifier_key: verifier_key.to_string(),
+                },
+                tx,
+            )
+        };
+        on!(self, s => s.write(op).await)
     }
 
     /// Which backend this is, for `/health` and logs ("sqlite" or "postgres").
@@ -468,6 +493,21 @@ where
         message: r.try_get("message").map_err(corrupt)?,
         logged_at: r.try_get("created_at").map_err(corrupt)?,
     })
+}
+
+/// The refusal of a process whose log identity differs from the recorded one.
+pub(crate) fn identity_conflict(
+    recorded: (&str, &str),
+    presented: (&str, &str),
+) -> Option<StoreError> {
+    if recorded == presented {
+        return None;
+    }
+    Some(StoreError::Conflict(format!(
+        "this database holds the receipt log '{}' signed by {}, but this process has origin '{}' and log key {}: \
+         every replica (and every restart) must use the same OPENEXEC_LOG_KEY and OPENEXEC_LOG_ORIGIN",
+        recorded.0, recorded.1, presented.0, presented.1
+    )))
 }
 
 pub(crate) fn now_text() -> String {

@@ -616,6 +616,10 @@ async fn writer_loop(
         for op in log_ops {
             if let WriteOp::Log(w, reply) = op {
                 let r = match &w {
+                    LogWrite::Identity {
+                        origin,
+                        verifier_key,
+                    } => bind_identity(&pool, origin, verifier_key).await,
                     LogWrite::Checkpoint(cp) => add_checkpoint(&pool, cp).await,
                     LogWrite::Cosignature {
                         size,
@@ -657,6 +661,27 @@ fn acknowledge(ops: Vec<WriteOp>, applied: Vec<Applied>) {
             Done::Claim(tx, r) => drop(tx.send(Ok(r))),
             Done::Index(tx, i) => drop(tx.send(Ok(i))),
         }
+    }
+}
+
+/// Record the log's identity, or check it against the recorded one.
+async fn bind_identity(pool: &PgPool, origin: &str, verifier_key: &str) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO log_identity (id, origin, verifier_key) VALUES (1, $1, $2) ON CONFLICT DO NOTHING",
+    )
+    .bind(origin)
+    .bind(verifier_key)
+    .execute(pool)
+    .await
+    .map_err(db_err)?;
+    let (o, k): (String, String) =
+        sqlx::query_as("SELECT origin, verifier_key FROM log_identity WHERE id = 1")
+            .fetch_one(pool)
+            .await
+            .map_err(db_err)?;
+    match super::identity_conflict((&o, &k), (origin, verifier_key)) {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
 }
 

@@ -457,6 +457,10 @@ async fn writer_loop(
             if let WriteOp::Log(w, reply) = op {
                 let now = now_text();
                 let r = match &w {
+                    LogWrite::Identity {
+                        origin,
+                        verifier_key,
+                    } => logstore::bind_identity(&mut conn, origin, verifier_key).await,
                     LogWrite::Checkpoint(cp) => logstore::add_checkpoint(&mut conn, cp, &now).await,
                     LogWrite::Cosignature {
                         size,

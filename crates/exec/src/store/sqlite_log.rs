@@ -237,3 +237,28 @@ pub async fn add_cosignature(
     .map_err(unavailable)?;
     Ok(())
 }
+
+/// Record the log's identity, or check it against the recorded one.
+pub async fn bind_identity(
+    conn: &mut SqliteConnection,
+    origin: &str,
+    verifier_key: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO log_identity (id, origin, verifier_key) VALUES (1, ?, ?) ON CONFLICT DO NOTHING",
+    )
+    .bind(origin)
+    .bind(verifier_key)
+    .execute(&mut *conn)
+    .await
+    .map_err(unavailable)?;
+    let (o, k): (String, String) =
+        sqlx::query_as("SELECT origin, verifier_key FROM log_identity WHERE id = 1")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(unavailable)?;
+    match super::identity_conflict((&o, &k), (origin, verifier_key)) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
