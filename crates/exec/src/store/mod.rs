@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use openexec_log::{Hash, LogStore, NodeId, StoredCheckpoint};
 
@@ -249,7 +249,7 @@ impl Store {
                 tx,
             )
         };
-        on!(self, s => s.write(op).await)
+        on!(self, s => s.writer().write(op).await)
     }
 
     /// Which backend this is, for `/health` and logs ("sqlite" or "postgres").
@@ -283,7 +283,7 @@ impl Store {
 
     /// Claim (tenant, nonce) durably, and the approval with it.
     pub async fn claim(&self, claim: Claim) -> Result<ClaimResult, StoreError> {
-        on!(self, s => s.write(|tx| WriteOp::Claim(claim, tx)).await)
+        on!(self, s => s.writer().write(|tx| WriteOp::Claim(claim, tx)).await)
     }
 
     /// Record the outcome of a claimed execution with its receipt; returns its log index.
@@ -301,13 +301,13 @@ impl Store {
             receipt,
             reply,
         };
-        on!(self, s => s.write(op).await)
+        on!(self, s => s.writer().write(op).await)
     }
 
     /// Store a receipt that belongs to no claim (a rejection). A receipt with the same hash is
     /// stored once: the earlier one's log index is returned.
     pub async fn add_receipt(&self, receipt: NewReceipt) -> Result<u64, StoreError> {
-        on!(self, s => s.write(|tx| WriteOp::Receipt(receipt, tx)).await)
+        on!(self, s => s.writer().write(|tx| WriteOp::Receipt(receipt, tx)).await)
     }
 
     /// The claim of (tenant, nonce), with its outcome receipt if it has one.
@@ -403,7 +403,7 @@ impl LogStore for Store {
     }
 
     async fn add_checkpoint(&self, cp: &StoredCheckpoint) -> Result<(), StoreError> {
-        on!(self, s => s.write(|tx| WriteOp::Log(LogWrite::Checkpoint(cp.clone()), tx)).await)
+        on!(self, s => s.writer().write(|tx| WriteOp::Log(LogWrite::Checkpoint(cp.clone()), tx)).await)
     }
 
     async fn add_cosignature(
@@ -422,7 +422,7 @@ impl LogStore for Store {
                 tx,
             )
         };
-        on!(self, s => s.write(op).await)
+        on!(self, s => s.writer().write(op).await)
     }
 }
 
@@ -508,6 +508,163 @@ pub(crate) fn identity_conflict(
          every replica (and every restart) must use the same OPENEXEC_LOG_KEY and OPENEXEC_LOG_ORIGIN",
         recorded.0, recorded.1, presented.0, presented.1
     )))
+}
+
+/// The writes of one batch, by kind, each with its position in the batch.
+pub(crate) struct Batch<'a> {
+    pub claims: Vec<(usize, &'a Claim)>,
+    pub completions: Vec<(usize, &'a str, &'a str, ClaimStatus, &'a NewReceipt)>,
+    pub rejections: Vec<(usize, &'a NewReceipt)>,
+}
+
+impl<'a> Batch<'a> {
+    pub(crate) fn of(ops: &'a [WriteOp]) -> Batch<'a> {
+        let mut b = Batch {
+            claims: Vec::new(),
+            completions: Vec::new(),
+            rejections: Vec::new(),
+        };
+        for (i, op) in ops.iter().enumerate() {
+            match op {
+                WriteOp::Claim(c, _) => b.claims.push((i, c)),
+                WriteOp::Complete {
+                    tenant_id,
+                    nonce,
+                    status,
+                    receipt,
+                    ..
+                } => b.completions.push((i, tenant_id, nonce, *status, receipt)),
+                WriteOp::Receipt(r, _) => b.rejections.push((i, r)),
+                WriteOp::Log(..) => {}
+            }
+        }
+        b
+    }
+}
+
+/// The receipts a batch logs, in batch order: the outcomes of claims that were still running
+/// (`updated`), then rejections. An outcome for a claim that is not running fails alone.
+pub(crate) fn receipts_to_log<'a>(
+    completions: Vec<(usize, &'a str, &'a str, ClaimStatus, &'a NewReceipt)>,
+    updated: &std::collections::HashSet<(String, String)>,
+    rejections: Vec<(usize, &'a NewReceipt)>,
+    out: &mut [Option<Applied>],
+) -> Vec<(usize, &'a NewReceipt)> {
+    let mut receipts: Vec<(usize, &NewReceipt)> = Vec::new();
+    for (i, t, n, _, r) in completions {
+        if updated.contains(&(t.to_string(), n.to_string())) {
+            receipts.push((i, r));
+        } else {
+            out[i] = Some(Applied::Failed(StoreError::Corrupt(format!(
+                "no running claim for tenant '{t}' nonce '{n}'"
+            ))));
+        }
+    }
+    receipts.extend(rejections);
+    receipts.sort_by_key(|(i, _)| *i);
+    receipts
+}
+
+/// Give each receipt its log index: the stored one for a receipt already logged (`index`), else
+/// the next. Returns the rows to insert, in index order.
+pub(crate) fn assign_indices<'a>(
+    receipts: &[(usize, &'a NewReceipt)],
+    index: &mut HashMap<String, i64>,
+    mut next: i64,
+    out: &mut [Option<Applied>],
+) -> Vec<(i64, &'a NewReceipt)> {
+    let mut rows = Vec::new();
+    for (i, r) in receipts {
+        let idx = match index.get(&r.receipt_hash) {
+            Some(idx) => *idx,
+            None => {
+                let idx = next;
+                next += 1;
+                index.insert(r.receipt_hash.clone(), idx);
+                rows.push((idx, *r));
+                idx
+            }
+        };
+        out[*i] = Some(Applied::Index(idx as u64));
+    }
+    rows
+}
+
+/// Pair a committed batch's writes with what each produced: the replies to send once the head is
+/// published (writes refused alone are told at once).
+pub(crate) fn settle(ops: Vec<WriteOp>, applied: Vec<Applied>) -> Vec<Done> {
+    let mut done = Vec::with_capacity(ops.len());
+    for (op, r) in ops.into_iter().zip(applied) {
+        match (op, r) {
+            (WriteOp::Claim(_, tx), Applied::Claim(c)) => done.push(Done::Claim(tx, c)),
+            (WriteOp::Complete { reply, .. }, Applied::Index(i)) => {
+                done.push(Done::Index(reply, i))
+            }
+            (WriteOp::Receipt(_, tx), Applied::Index(i)) => done.push(Done::Index(tx, i)),
+            (op, Applied::Failed(e)) => op.fail(e),
+            (op, _) => op.fail(StoreError::Corrupt("writer reply mismatch".into())),
+        }
+    }
+    done
+}
+
+/// Send the replies of a committed batch.
+pub(crate) fn reply(done: Vec<Done>) {
+    for d in done {
+        match d {
+            Done::Claim(tx, r) => drop(tx.send(Ok(r))),
+            Done::Index(tx, i) => drop(tx.send(Ok(i))),
+        }
+    }
+}
+
+/// The sending side of a process's writer: closed by `close`, after which writes are refused.
+pub(crate) struct WriterHandle(std::sync::Mutex<Option<mpsc::Sender<WriteOp>>>);
+
+impl WriterHandle {
+    pub(crate) fn new(tx: mpsc::Sender<WriteOp>) -> WriterHandle {
+        WriterHandle(std::sync::Mutex::new(Some(tx)))
+    }
+
+    fn sender(&self) -> Result<mpsc::Sender<WriteOp>, StoreError> {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|w| w.clone())
+            .filter(|w| !w.is_closed())
+            .ok_or_else(|| unavailable("the store is closed"))
+    }
+
+    /// Is the writer taking writes?
+    pub(crate) fn is_up(&self) -> bool {
+        self.sender().is_ok()
+    }
+
+    /// Stop taking writes (the writer ends once it committed what it has).
+    pub(crate) fn close(&self) {
+        if let Ok(mut w) = self.0.lock() {
+            w.take();
+        }
+    }
+
+    /// Hand a write to the writer and wait for its commit.
+    pub(crate) async fn write<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> WriteOp,
+    ) -> Result<T, StoreError> {
+        let started = std::time::Instant::now();
+        let (tx, rx) = oneshot::channel();
+        self.sender()?
+            .send(make(tx))
+            .await
+            .map_err(|_| unavailable("the writer has stopped"))?;
+        let r = rx
+            .await
+            .map_err(|_| unavailable("the writer has stopped"))?;
+        metrics::histogram!("openexec_store_seconds", "op" => "write")
+            .record(started.elapsed().as_secs_f64());
+        r
+    }
 }
 
 pub(crate) fn now_text() -> String {

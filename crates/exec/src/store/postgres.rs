@@ -28,11 +28,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use openexec_log::{leaf_hash, Frontier, Hash, NodeId, StoredCheckpoint};
 
-use super::tree_check::{corrupt, hash_from_hex, hash_hex, leaf_data, LogHead, TreeCheck};
+use super::tree_check::{
+    checkpoint_rule, frontier_from, hash_from_hex, hash_hex, leaf_data, LogHead, TreeCheck,
+};
 use super::{
-    claim_row, now_text, stored_receipt, unavailable, Applied, Claim, ClaimResult, ClaimRow,
-    ClaimStatus, Done, LogWrite, NewReceipt, StoreError, StoreLimits, StoredReceipt, WriteOp,
-    CLAIM_ROW_COLUMNS, MAX_BATCH,
+    assign_indices, claim_row, now_text, receipts_to_log, reply, settle, stored_receipt,
+    unavailable, Applied, Batch, Claim, ClaimResult, ClaimRow, LogWrite, NewReceipt, StoreError,
+    StoreLimits, StoredReceipt, WriteOp, WriterHandle, CLAIM_ROW_COLUMNS, MAX_BATCH,
 };
 
 /// A replica whose heartbeat is older than this is gone.
@@ -50,7 +52,7 @@ pub(crate) struct PgStore {
     pool: PgPool,
     connect: PgConnectOptions,
     timeout: Duration,
-    writer: Mutex<Option<mpsc::Sender<WriteOp>>>,
+    writer: WriterHandle,
     writer_done: tokio::sync::Mutex<Option<oneshot::Receiver<()>>>,
     head: watch::Receiver<LogHead>,
     log_problem: Option<String>,
@@ -132,7 +134,7 @@ impl PgStore {
             pool,
             connect,
             timeout: limits.timeout,
-            writer: Mutex::new(Some(tx)),
+            writer: WriterHandle::new(tx),
             writer_done: tokio::sync::Mutex::new(Some(done_rx)),
             head: head_rx,
             log_problem: opened.1,
@@ -205,29 +207,8 @@ impl PgStore {
         Ok(got)
     }
 
-    pub(crate) async fn write<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> WriteOp,
-    ) -> Result<T, StoreError> {
-        let started = Instant::now();
-        let (tx, rx) = oneshot::channel();
-        let writer = self
-            .writer
-            .lock()
-            .ok()
-            .and_then(|w| w.clone())
-            .filter(|w| !w.is_closed())
-            .ok_or_else(|| unavailable("the store is closed"))?;
-        writer
-            .send(make(tx))
-            .await
-            .map_err(|_| unavailable("the writer has stopped"))?;
-        let r = rx
-            .await
-            .map_err(|_| unavailable("the writer has stopped"))?;
-        metrics::histogram!("openexec_store_seconds", "op" => "write")
-            .record(started.elapsed().as_secs_f64());
-        r
+    pub(crate) fn writer(&self) -> &WriterHandle {
+        &self.writer
     }
 
     pub async fn lookup(
@@ -342,21 +323,14 @@ impl PgStore {
     }
 
     pub async fn ping(&self) -> bool {
-        let writer_up = self
-            .writer
-            .lock()
-            .ok()
-            .is_some_and(|w| w.as_ref().is_some_and(|w| !w.is_closed()));
-        writer_up
+        self.writer.is_up()
             && tokio::time::timeout(self.timeout, sqlx::query("SELECT 1").execute(&self.pool))
                 .await
                 .is_ok_and(|r| r.is_ok())
     }
 
     pub async fn close(&self) {
-        if let Ok(mut w) = self.writer.lock() {
-            w.take();
-        }
+        self.writer.close();
         if let Some(done) = self.writer_done.lock().await.take() {
             let _ = done.await;
         }
@@ -444,7 +418,6 @@ async fn heartbeat_loop(
 /// against the last signed checkpoint.
 async fn open_tree(pool: &PgPool) -> Result<(Frontier, Option<String>), StoreError> {
     use futures_util::TryStreamExt;
-    use sqlx::Row;
     let mut tx = pool.begin().await.map_err(db_err)?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .execute(&mut *tx)
@@ -459,14 +432,7 @@ async fn open_tree(pool: &PgPool) -> Result<(Frontier, Option<String>), StoreErr
         )
         .fetch(&mut *tx);
         while let Some(r) = rows.try_next().await.map_err(db_err)? {
-            let text = |c: &str| r.try_get::<String, _>(c).map_err(corrupt);
-            let go_on = check.push(
-                r.try_get("log_index").map_err(corrupt)?,
-                &text("receipt")?,
-                &text("signature")?,
-                &text("key_id")?,
-                &text("created_at")?,
-            )?;
+            let go_on = check.push_row(&r)?;
             if !go_on {
                 break;
             }
@@ -548,17 +514,8 @@ where
 }
 
 async fn load_frontier(conn: &mut PgConnection, size: u64) -> Result<Frontier, StoreError> {
-    let ids = Frontier::node_ids(size);
-    let got = nodes_on(&mut *conn, &ids).await?;
-    let hashes = ids
-        .iter()
-        .map(|id| {
-            got.get(id)
-                .copied()
-                .ok_or_else(|| corrupt(format!("log node {id:?} is missing")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Frontier::from_parts(size, hashes).map_err(corrupt)
+    let got = nodes_on(&mut *conn, &Frontier::node_ids(size)).await?;
+    frontier_from(size, &got)
 }
 
 async fn writer_loop(
@@ -601,7 +558,7 @@ async fn writer_loop(
                         *h = new;
                         changed
                     });
-                    acknowledge(ops, applied);
+                    reply(settle(ops, applied));
                 }
                 Err(e) => {
                     tracing::error!(error = %e, writes = ops.len(), "store commit failed; nothing in this batch is acknowledged");
@@ -643,27 +600,6 @@ async fn writer_loop(
     }
 }
 
-fn acknowledge(ops: Vec<WriteOp>, applied: Vec<Applied>) {
-    let mut done = Vec::with_capacity(ops.len());
-    for (op, r) in ops.into_iter().zip(applied) {
-        match (op, r) {
-            (WriteOp::Claim(_, tx), Applied::Claim(c)) => done.push(Done::Claim(tx, c)),
-            (WriteOp::Complete { reply, .. }, Applied::Index(i)) => {
-                done.push(Done::Index(reply, i))
-            }
-            (WriteOp::Receipt(_, tx), Applied::Index(i)) => done.push(Done::Index(tx, i)),
-            (op, Applied::Failed(e)) => op.fail(e),
-            (op, _) => op.fail(StoreError::Corrupt("writer reply mismatch".into())),
-        }
-    }
-    for d in done {
-        match d {
-            Done::Claim(tx, r) => drop(tx.send(Ok(r))),
-            Done::Index(tx, i) => drop(tx.send(Ok(i))),
-        }
-    }
-}
-
 /// Record the log's identity, or check it against the recorded one.
 async fn bind_identity(pool: &PgPool, origin: &str, verifier_key: &str) -> Result<(), StoreError> {
     sqlx::query(
@@ -694,22 +630,9 @@ async fn add_checkpoint(pool: &PgPool, cp: &StoredCheckpoint) -> Result<(), Stor
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
-    if let Some(last) = latest_checkpoint_on(&mut *tx).await? {
-        if cp.size < last.size {
-            return Err(StoreError::Conflict(format!(
-                "refusing to store a checkpoint of size {} after one of size {}",
-                cp.size, last.size
-            )));
-        }
-        if cp.size == last.size {
-            if cp.root != last.root {
-                return Err(StoreError::Conflict(format!(
-                    "refusing to store a second checkpoint of size {} with another root",
-                    cp.size
-                )));
-            }
-            return Ok(());
-        }
+    let last = latest_checkpoint_on(&mut *tx).await?;
+    if !checkpoint_rule(last.as_ref(), cp)? {
+        return Ok(());
     }
     sqlx::query(
         "INSERT INTO log_checkpoints (size, root, note, created_at) VALUES ($1, $2, $3, $4)",
@@ -753,23 +676,11 @@ async fn apply_batch(
 ) -> Applied2 {
     let mut out: Vec<Option<Applied>> = ops.iter().map(|_| None).collect();
     let now = now_text();
-    let mut claims: Vec<(usize, &Claim)> = Vec::new();
-    let mut completions: Vec<(usize, &str, &str, ClaimStatus, &NewReceipt)> = Vec::new();
-    let mut rejections: Vec<(usize, &NewReceipt)> = Vec::new();
-    for (i, op) in ops.iter().enumerate() {
-        match op {
-            WriteOp::Claim(c, _) => claims.push((i, c)),
-            WriteOp::Complete {
-                tenant_id,
-                nonce,
-                status,
-                receipt,
-                ..
-            } => completions.push((i, tenant_id, nonce, *status, receipt)),
-            WriteOp::Receipt(r, _) => rejections.push((i, r)),
-            WriteOp::Log(..) => {}
-        }
-    }
+    let Batch {
+        claims,
+        mut completions,
+        rejections,
+    } = Batch::of(ops);
 
     // Claims, in key order so that replicas inserting the same keys lock them in one order.
     let mut inserted: HashSet<(String, String)> = HashSet::new();
@@ -914,18 +825,7 @@ async fn apply_batch(
         .await?;
         updated.extend(rows);
     }
-    let mut receipts: Vec<(usize, &NewReceipt)> = Vec::new();
-    for (i, t, n, _, r) in completions {
-        if updated.contains(&(t.to_string(), n.to_string())) {
-            receipts.push((i, r));
-        } else {
-            out[i] = Some(Applied::Failed(StoreError::Corrupt(format!(
-                "no running claim for tenant '{t}' nonce '{n}'"
-            ))));
-        }
-    }
-    receipts.extend(rejections);
-    receipts.sort_by_key(|(i, _)| *i);
+    let receipts = receipts_to_log(completions, &updated, rejections, &mut out);
 
     if !receipts.is_empty() {
         // The log: one order across replicas, taken under the log_state row lock.
@@ -950,21 +850,7 @@ async fn apply_batch(
                 .await
                 .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
         }
-        let mut next = size;
-        let mut rows: Vec<(i64, &NewReceipt)> = Vec::new();
-        for (i, r) in &receipts {
-            let idx = match index.get(&r.receipt_hash) {
-                Some(idx) => *idx,
-                None => {
-                    let idx = next;
-                    next += 1;
-                    index.insert(r.receipt_hash.clone(), idx);
-                    rows.push((idx, r));
-                    idx
-                }
-            };
-            out[*i] = Some(Applied::Index(idx as u64));
-        }
+        let rows = assign_indices(&receipts, &mut index, size, &mut out);
         if !rows.is_empty() {
             let mut new_nodes: Vec<(NodeId, Hash)> = Vec::new();
             for (_, r) in &rows {

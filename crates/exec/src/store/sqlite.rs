@@ -19,9 +19,9 @@ use openexec_log::{leaf_hash, Frontier, Hash, NodeId, StoredCheckpoint};
 use super::sqlite_log as logstore;
 use super::tree_check::{hash_from_hex, leaf_data, LogHead};
 use super::{
-    claim_row, now_text, stored_receipt, unavailable, Applied, Claim, ClaimResult, ClaimRow,
-    ClaimStatus, Done, LogWrite, NewReceipt, StoreError, StoredReceipt, WriteOp, CLAIM_ROW_COLUMNS,
-    MAX_BATCH,
+    assign_indices, claim_row, now_text, receipts_to_log, reply, settle, stored_receipt,
+    unavailable, Applied, Batch, Claim, ClaimResult, ClaimRow, Done, LogWrite, StoreError,
+    StoredReceipt, WriteOp, WriterHandle, CLAIM_ROW_COLUMNS, MAX_BATCH,
 };
 
 /// The store on SQLite.
@@ -34,7 +34,7 @@ pub(crate) struct SqliteStore {
     _owner_lock: std::fs::File,
     read: SqlitePool,
     /// Taken (and so dropped) by [`SqliteStore::close`]; the writer ends once no sender is left.
-    writer: std::sync::Mutex<Option<mpsc::Sender<WriteOp>>>,
+    writer: WriterHandle,
     /// Fires when the writer thread has committed everything and closed its connection.
     writer_done: tokio::sync::Mutex<Option<oneshot::Receiver<()>>>,
     /// The receipt log's committed head, updated after every commit.
@@ -148,7 +148,7 @@ impl SqliteStore {
             owners_dir,
             _owner_lock: owner_lock,
             read,
-            writer: std::sync::Mutex::new(Some(tx)),
+            writer: WriterHandle::new(tx),
             writer_done: tokio::sync::Mutex::new(Some(done_rx)),
             head: head_rx,
             log_problem,
@@ -206,25 +206,6 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(busy_timeout)
             .foreign_keys(true))
-    }
-
-    pub(crate) async fn write<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> WriteOp,
-    ) -> Result<T, StoreError> {
-        let started = Instant::now();
-        let (tx, rx) = oneshot::channel();
-        let writer = self.sender()?;
-        writer
-            .send(make(tx))
-            .await
-            .map_err(|_| unavailable("the writer has stopped"))?;
-        let r = rx
-            .await
-            .map_err(|_| unavailable("the writer has stopped"))?;
-        metrics::histogram!("openexec_store_seconds", "op" => "write")
-            .record(started.elapsed().as_secs_f64());
-        r
     }
 
     async fn read<T>(
@@ -302,13 +283,8 @@ impl SqliteStore {
         row.map(|r| stored_receipt(&r, "")).transpose()
     }
 
-    fn sender(&self) -> Result<mpsc::Sender<WriteOp>, StoreError> {
-        self.writer
-            .lock()
-            .ok()
-            .and_then(|w| w.clone())
-            .filter(|w| !w.is_closed())
-            .ok_or_else(|| unavailable("the store is closed"))
+    pub(crate) fn writer(&self) -> &WriterHandle {
+        &self.writer
     }
 
     /// This process's owner id.
@@ -348,15 +324,13 @@ impl SqliteStore {
 
     /// Is the database answering?
     pub async fn ping(&self) -> bool {
-        self.sender().is_ok() && sqlx::query("SELECT 1").execute(&self.read).await.is_ok()
+        self.writer.is_up() && sqlx::query("SELECT 1").execute(&self.read).await.is_ok()
     }
 
     /// Stop taking writes, wait until the writer committed everything already sent to it, and
     /// close the database.
     pub async fn close(&self) {
-        if let Ok(mut w) = self.writer.lock() {
-            w.take();
-        }
+        self.writer.close();
         if let Some(done) = self.writer_done.lock().await.take() {
             let _ = done.await;
         }
@@ -434,12 +408,7 @@ async fn writer_loop(
                         *h = new;
                         changed
                     });
-                    for d in done {
-                        match d {
-                            Done::Claim(tx, r) => drop(tx.send(Ok(r))),
-                            Done::Index(tx, i) => drop(tx.send(Ok(i))),
-                        }
-                    }
+                    reply(done);
                 }
                 Err((ops, e)) => {
                     tracing::error!(error = %e, writes = ops.len(), "store commit failed; nothing in this batch is acknowledged");
@@ -549,19 +518,7 @@ async fn commit_batch(
     };
     metrics::histogram!("openexec_store_seconds", "op" => "transaction")
         .record(started.elapsed().as_secs_f64());
-    let mut done = Vec::with_capacity(ops.len());
-    for (op, r) in ops.into_iter().zip(applied) {
-        match (op, r) {
-            (WriteOp::Claim(_, tx), Applied::Claim(c)) => done.push(Done::Claim(tx, c)),
-            (WriteOp::Complete { reply, .. }, Applied::Index(i)) => {
-                done.push(Done::Index(reply, i))
-            }
-            (WriteOp::Receipt(_, tx), Applied::Index(i)) => done.push(Done::Index(tx, i)),
-            (op, Applied::Failed(e)) => op.fail(e),
-            (op, _) => op.fail(StoreError::Corrupt("writer reply mismatch".into())),
-        }
-    }
-    Ok(done)
+    Ok(settle(ops, applied))
 }
 
 async fn apply_batch(
@@ -572,23 +529,11 @@ async fn apply_batch(
 ) -> Result<Vec<Applied>, StoreError> {
     let mut out: Vec<Option<Applied>> = ops.iter().map(|_| None).collect();
     let now = now_text();
-    let mut claims: Vec<(usize, &Claim)> = Vec::new();
-    let mut completions: Vec<(usize, &str, &str, ClaimStatus, &NewReceipt)> = Vec::new();
-    let mut rejections: Vec<(usize, &NewReceipt)> = Vec::new();
-    for (i, op) in ops.iter().enumerate() {
-        match op {
-            WriteOp::Claim(c, _) => claims.push((i, c)),
-            WriteOp::Complete {
-                tenant_id,
-                nonce,
-                status,
-                receipt,
-                ..
-            } => completions.push((i, tenant_id, nonce, *status, receipt)),
-            WriteOp::Receipt(r, _) => rejections.push((i, r)),
-            WriteOp::Log(..) => {}
-        }
-    }
+    let Batch {
+        claims,
+        completions,
+        rejections,
+    } = Batch::of(ops);
     let with_approval: Vec<(usize, &Claim, &str)> = claims
         .iter()
         .filter_map(|(i, c)| c.approval_key.as_deref().map(|k| (*i, *c, k)))
@@ -694,7 +639,7 @@ async fn apply_batch(
             other => return Err(StoreError::Corrupt(format!("unexpected row tag '{other}'"))),
         }
     }
-    let mut next = next.ok_or_else(|| StoreError::Corrupt("no next log index".into()))?;
+    let next = next.ok_or_else(|| StoreError::Corrupt("no next log index".into()))?;
     if next as u64 != tree.size() {
         // Another process on this database appended since our last commit.
         *tree = logstore::load_frontier(conn, next as u64).await?;
@@ -755,32 +700,8 @@ async fn apply_batch(
 
     // Receipts in batch order: outcomes of the claims that were running, then rejections (a
     // receipt already stored keeps its index).
-    let mut receipts: Vec<(usize, &NewReceipt)> = Vec::new();
-    for (i, t, n, _, r) in completions {
-        if updated.contains(&(t.to_string(), n.to_string())) {
-            receipts.push((i, r));
-        } else {
-            out[i] = Some(Applied::Failed(StoreError::Corrupt(format!(
-                "no running claim for tenant '{t}' nonce '{n}'"
-            ))));
-        }
-    }
-    receipts.extend(rejections);
-    receipts.sort_by_key(|(i, _)| *i);
-    let mut rows: Vec<(i64, &NewReceipt)> = Vec::new();
-    for (i, r) in &receipts {
-        let idx = match index.get(&r.receipt_hash) {
-            Some(idx) => *idx,
-            None => {
-                let idx = next;
-                next += 1;
-                index.insert(r.receipt_hash.clone(), idx);
-                rows.push((idx, r));
-                idx
-            }
-        };
-        out[*i] = Some(Applied::Index(idx as u64));
-    }
+    let receipts = receipts_to_log(completions, &updated, rejections, &mut out);
+    let rows = assign_indices(&receipts, &mut index, next, &mut out);
 
     // Round trip 2.
     let receipts_json = (!rows.is_empty()).then(|| {

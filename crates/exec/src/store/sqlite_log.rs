@@ -10,9 +10,9 @@ use std::collections::HashMap;
 use futures_util::TryStreamExt;
 use openexec_log::{Frontier, Hash, NodeId, StoredCheckpoint};
 use serde_json::Value;
-use sqlx::{Row, SqliteConnection};
+use sqlx::SqliteConnection;
 
-use super::tree_check::{corrupt, hash_from_hex, hash_hex, TreeCheck};
+use super::tree_check::{checkpoint_rule, frontier_from, hash_from_hex, hash_hex, TreeCheck};
 use super::{unavailable, StoreError};
 
 /// What start-up found.
@@ -37,14 +37,7 @@ pub async fn open_tree(conn: &mut SqliteConnection) -> Result<Opened, StoreError
     )
     .fetch(&mut *conn);
     while let Some(r) = rows.try_next().await.map_err(unavailable)? {
-        let text = |c: &str| r.try_get::<String, _>(c).map_err(corrupt);
-        let go_on = check.push(
-            r.try_get("log_index").map_err(corrupt)?,
-            &text("receipt")?,
-            &text("signature")?,
-            &text("key_id")?,
-            &text("created_at")?,
-        )?;
+        let go_on = check.push_row(&r)?;
         if !go_on {
             break;
         }
@@ -71,17 +64,8 @@ pub async fn open_tree(conn: &mut SqliteConnection) -> Result<Opened, StoreError
 
 /// The stored nodes of a frontier at `size` (another process appended since we last looked).
 pub async fn load_frontier(conn: &mut SqliteConnection, size: u64) -> Result<Frontier, StoreError> {
-    let ids = Frontier::node_ids(size);
-    let got = nodes_on(conn, &ids).await?;
-    let hashes = ids
-        .iter()
-        .map(|id| {
-            got.get(id)
-                .copied()
-                .ok_or_else(|| corrupt(format!("log node {id:?} is missing")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Frontier::from_parts(size, hashes).map_err(corrupt)
+    let got = nodes_on(conn, &Frontier::node_ids(size)).await?;
+    frontier_from(size, &got)
 }
 
 fn ids_json(ids: &[NodeId]) -> String {
@@ -180,22 +164,9 @@ pub async fn add_checkpoint(
         .await
         .map_err(unavailable)?;
     let r = async {
-        if let Some(last) = latest_checkpoint_on(conn).await? {
-            if cp.size < last.size {
-                return Err(StoreError::Conflict(format!(
-                    "refusing to store a checkpoint of size {} after one of size {}",
-                    cp.size, last.size
-                )));
-            }
-            if cp.size == last.size {
-                if cp.root != last.root {
-                    return Err(StoreError::Conflict(format!(
-                        "refusing to store a second checkpoint of size {} with another root",
-                        cp.size
-                    )));
-                }
-                return Ok(());
-            }
+        let last = latest_checkpoint_on(conn).await?;
+        if !checkpoint_rule(last.as_ref(), cp)? {
+            return Ok(());
         }
         sqlx::query(
             "INSERT INTO log_checkpoints (size, root, note, created_at) VALUES (?, ?, ?, ?)",

@@ -79,7 +79,7 @@ impl TreeCheck {
     }
 
     /// The next stored receipt; `false` once the check has seen enough (a gap).
-    pub(crate) fn push(
+    fn push(
         &mut self,
         idx: i64,
         receipt: &str,
@@ -109,6 +109,23 @@ impl TreeCheck {
             }
         }
         Ok(true)
+    }
+
+    /// The next stored receipt, as a row of `receipts` (either backend).
+    pub(crate) fn push_row<R: sqlx::Row>(&mut self, r: &R) -> Result<bool, StoreError>
+    where
+        for<'a> &'a str: sqlx::ColumnIndex<R>,
+        String: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+        i64: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    {
+        let text = |c: &str| r.try_get::<String, _>(c).map_err(corrupt);
+        self.push(
+            r.try_get("log_index").map_err(corrupt)?,
+            &text("receipt")?,
+            &text("signature")?,
+            &text("key_id")?,
+            &text("created_at")?,
+        )
     }
 
     /// After the last receipt: the size of the checkpoint whose root must be explained, if the
@@ -143,4 +160,48 @@ impl TreeCheck {
             ),
         });
     }
+}
+
+/// Single-writer safety for storing a checkpoint after `last`: `Ok(true)` to store it,
+/// `Ok(false)` when it is already stored, `Conflict` for a smaller size or the same size with
+/// another root.
+pub(crate) fn checkpoint_rule(
+    last: Option<&StoredCheckpoint>,
+    cp: &StoredCheckpoint,
+) -> Result<bool, StoreError> {
+    let Some(last) = last else {
+        return Ok(true);
+    };
+    if cp.size < last.size {
+        return Err(StoreError::Conflict(format!(
+            "refusing to store a checkpoint of size {} after one of size {}",
+            cp.size, last.size
+        )));
+    }
+    if cp.size == last.size {
+        if cp.root != last.root {
+            return Err(StoreError::Conflict(format!(
+                "refusing to store a second checkpoint of size {} with another root",
+                cp.size
+            )));
+        }
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// The frontier at `size` from the stored nodes `got` (which must hold all of its nodes).
+pub(crate) fn frontier_from(
+    size: u64,
+    got: &std::collections::HashMap<NodeId, Hash>,
+) -> Result<Frontier, StoreError> {
+    let hashes = Frontier::node_ids(size)
+        .iter()
+        .map(|id| {
+            got.get(id)
+                .copied()
+                .ok_or_else(|| corrupt(format!("log node {id:?} is missing")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Frontier::from_parts(size, hashes).map_err(corrupt)
 }
