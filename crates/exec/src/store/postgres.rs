@@ -394,8 +394,13 @@ async fn heartbeat_loop(
     owner: String,
     healthy_since: std::sync::Arc<Mutex<Option<Instant>>>,
 ) {
+    let mut beats: u64 = 0;
     loop {
         tokio::time::sleep(HEARTBEAT).await;
+        beats += 1;
+        if beats.is_multiple_of(60) {
+            let _ = prune_gone_replicas(&pool).await;
+        }
         let ok = sqlx::query(
             "INSERT INTO replicas (owner, started_at, heartbeat_at) VALUES ($1, now(), now()) \
              ON CONFLICT (owner) DO UPDATE SET heartbeat_at = now()",
@@ -412,6 +417,18 @@ async fn heartbeat_loop(
             }
         }
     }
+}
+
+/// Remove the rows of replicas gone for an hour that left no running claim behind (those are
+/// removed by whoever recovers the claims). Returns how many went.
+async fn prune_gone_replicas(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "DELETE FROM replicas r WHERE heartbeat_at < now() - interval '1 hour' \
+         AND NOT EXISTS (SELECT 1 FROM executions e WHERE e.owner = r.owner AND e.status = 'running')",
+    )
+    .execute(pool)
+    .await?
+    .rows_affected())
 }
 
 /// Recompute the tree from the stored receipts, in one consistent snapshot, and check it
@@ -937,5 +954,55 @@ mod tests {
             "postgres://app@db/openexec"
         );
         assert_eq!(redact("postgres://db/openexec"), "postgres://db/openexec");
+    }
+
+    #[tokio::test]
+    async fn only_long_gone_replicas_without_running_claims_are_pruned() {
+        let Some(db) = openexec_testpg::TestDb::create("prune_replicas").await else {
+            return;
+        };
+        let store = PgStore::open(
+            &db.url,
+            StoreLimits {
+                timeout: Duration::from_secs(2),
+                pool_size: 4,
+            },
+        )
+        .await
+        .unwrap();
+        let pool = store.pool.clone();
+        for (owner, age) in [
+            ("gone", "2 hours"),
+            ("gone-busy", "2 hours"),
+            ("recent", "5 minutes"),
+        ] {
+            sqlx::query(&format!(
+                "INSERT INTO replicas VALUES ($1, now() - interval '{age}', now() - interval '{age}')"
+            ))
+            .bind(owner)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        sqlx::query(
+            "INSERT INTO executions VALUES ('t', 'n', 'e', 'echo', 'running', '{}', NULL, 'gone-busy', 'x')",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        assert_eq!(prune_gone_replicas(&pool).await.unwrap(), 1);
+        let mut left: Vec<String> = sqlx::query_scalar("SELECT owner FROM replicas")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        left.sort();
+        let mut want = vec![
+            "gone-busy".to_string(),
+            "recent".to_string(),
+            store.owner.clone(),
+        ];
+        want.sort();
+        assert_eq!(left, want);
+        store.close().await;
     }
 }
