@@ -67,6 +67,46 @@ pub struct Outcome {
     pub samples: Vec<Bytes>,
     /// The pool of bodies ran out (the phase ended early for that worker).
     pub exhausted_at: Option<Instant>,
+    /// Every answer of the whole phase (warmup and answers after the window included), for
+    /// checks against the server's own counters.
+    pub total: Totals,
+}
+
+/// Counts over a whole phase, inside the window or not.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    /// Answers with status 200.
+    pub ok: u64,
+    /// Of those, answers of /execute that say `"replayed": true`.
+    pub replayed: u64,
+    /// Answers with another status.
+    pub non_ok: u64,
+    /// Requests whose connection failed before the answer was read.
+    pub transport: u64,
+}
+
+impl Totals {
+    fn add(&mut self, o: Totals) {
+        self.ok += o.ok;
+        self.replayed += o.replayed;
+        self.non_ok += o.non_ok;
+        self.transport += o.transport;
+    }
+}
+
+/// Whether an `/execute` answer says `"replayed": true` (a byte search, no JSON parse: the
+/// client shares the CPU with the server).
+pub fn says_replayed(body: &[u8]) -> bool {
+    const KEY: &[u8] = b"\"replayed\"";
+    let Some(at) = body.windows(KEY.len()).position(|w| w == KEY) else {
+        return false;
+    };
+    let rest = &body[at + KEY.len()..];
+    let rest = rest.trim_ascii_start();
+    let Some(rest) = rest.strip_prefix(b":") else {
+        return false;
+    };
+    rest.trim_ascii_start().starts_with(b"true")
 }
 
 /// A latency histogram from 1 µs to one hour with 3 significant digits.
@@ -85,6 +125,7 @@ impl Outcome {
             transport_errors: 0,
             samples: Vec::new(),
             exhausted_at: None,
+            total: Totals::default(),
         }
     }
 
@@ -104,6 +145,7 @@ impl Outcome {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        self.total.add(o.total);
     }
 }
 
@@ -217,6 +259,16 @@ async fn worker(
         };
         let t1 = Instant::now();
         let counted = t0 >= window.measure_from && t1 <= window.end;
+        match &answer {
+            Ok((200, body)) => {
+                out.total.ok += 1;
+                if matches!(endpoint, Endpoint::Execute(_)) && says_replayed(body) {
+                    out.total.replayed += 1;
+                }
+            }
+            Ok(_) => out.total.non_ok += 1,
+            Err(_) => out.total.transport += 1,
+        }
         match answer {
             Ok((200, body)) => {
                 if counted {
@@ -254,12 +306,36 @@ pub async fn run_phase(
     connections: usize,
     window: Window,
 ) -> anyhow::Result<Outcome> {
-    let host = HeaderValue::from_str(&addr.to_string())?;
+    run_phase_spread(&[addr], endpoint, connections, window).await
+}
+
+/// The server (index into the list of `servers`) that connection `i` talks to: round-robin by
+/// connection, so `connections` split as evenly as they can.
+pub fn server_of(i: usize, servers: usize) -> usize {
+    i % servers.max(1)
+}
+
+/// [`run_phase`] over several servers: connection `i` goes to `addrs[server_of(i, n)]` (a
+/// connection-level round-robin, as a TCP load balancer would spread keep-alive clients).
+pub async fn run_phase_spread(
+    addrs: &[SocketAddr],
+    endpoint: Endpoint,
+    connections: usize,
+    window: Window,
+) -> anyhow::Result<Outcome> {
+    if addrs.is_empty() {
+        bail!("no server address to drive");
+    }
+    let hosts = addrs
+        .iter()
+        .map(|a| HeaderValue::from_str(&a.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut tasks = Vec::with_capacity(connections);
     for i in 0..connections {
+        let k = server_of(i, addrs.len());
         tasks.push(tokio::spawn(worker(
-            addr,
-            host.clone(),
+            addrs[k],
+            hosts[k].clone(),
             endpoint.clone(),
             window,
             0x5EED_0000_0000_0000 ^ i as u64,

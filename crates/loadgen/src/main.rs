@@ -13,6 +13,12 @@
 //! `--log-entries` /execute, time `--log-probes` appends until their receipt carries
 //! `inclusion`, then `GET /log/proof/inclusion` at that tree size next to `GET /health`.
 //!
+//! `--replicas-bench` measures horizontal scaling on PostgreSQL instead (see `replicas.rs`):
+//! demo `/execute` on one replica on a fresh database, then on two replicas sharing another
+//! fresh database (connections spread round-robin), and on one SQLite replica as a reference,
+//! next to `GET /health`, with the handler-run count of every replica checked against the
+//! answers.
+//!
 //! Exit codes: 0 success; 1 the benchmark failed (a non-200 answer without `--allow-errors`,
 //! the artifact pool ran out, or the sanity check of the answers failed); 2 it could not run.
 #![forbid(unsafe_code)]
@@ -20,6 +26,7 @@
 mod bodies;
 mod client;
 mod logbench;
+mod replicas;
 mod report;
 mod server;
 
@@ -92,6 +99,24 @@ struct Args {
     /// With --log-bench: sequential append → integrated probes.
     #[arg(long, default_value_t = 200)]
     log_probes: usize,
+    /// Run the replicas benchmark instead of the modes (demo mode, servers started here): GET
+    /// /health, then POST /execute on one replica on a fresh PostgreSQL database, on two
+    /// replicas sharing another fresh database (connections spread round-robin over them), and
+    /// on one SQLite replica as a reference; reports 2 replicas ÷ 1 replica.
+    #[arg(long, conflicts_with_all = ["modes", "premint", "log_bench", "url"])]
+    replicas_bench: bool,
+    /// With --replicas-bench: the PostgreSQL server, as the URL of a database on it to connect
+    /// to for CREATE DATABASE (default postgres://postgres@127.0.0.1:5432/test); each setup
+    /// gets a fresh database there, dropped at the end.
+    #[arg(long, requires = "replicas_bench")]
+    pg_url: Option<String>,
+    /// With --replicas-bench: OPENEXEC_DB_POOL_SIZE of each PostgreSQL replica (default: the
+    /// server's own, 16).
+    #[arg(long, requires = "replicas_bench")]
+    pg_pool_size: Option<u32>,
+    /// With --replicas-bench: leave out the SQLite reference row.
+    #[arg(long, requires = "replicas_bench")]
+    no_sqlite: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -165,28 +190,55 @@ struct CpuUse {
     machine_cores: Option<f64>,
     /// Kernel softirq time (loopback networking is mostly here), in cores.
     softirq_cores: Option<f64>,
+    /// CPU of the database server's processes (by command name), when asked for, in cores.
+    db_cores: Option<f64>,
     /// Server CPU per thread name (with --verbose): name, threads, seconds, busiest's seconds.
     threads: Vec<(String, usize, f64, f64)>,
 }
 
-async fn sample_cpu(window: Window, pid: Option<u32>, verbose: bool, tck: f64) -> CpuUse {
+/// CPU ticks of all `pids` together (None when there are none or one cannot be read).
+fn pids_ticks(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter()
+        .map(|p| server::process_ticks(&p.to_string()))
+        .sum()
+}
+
+/// Every thread of every one of `pids`.
+fn pids_thread_ticks(pids: &[u32]) -> Vec<(String, String, u64)> {
+    pids.iter().flat_map(|p| server::thread_ticks(*p)).collect()
+}
+
+async fn sample_cpu(
+    window: Window,
+    pids: Vec<u32>,
+    db_comm: Option<&'static str>,
+    verbose: bool,
+    tck: f64,
+) -> CpuUse {
     tokio::time::sleep_until(window.measure_from.into()).await;
     let t0 = Instant::now();
-    let s0 = pid.and_then(|p| server::process_ticks(&p.to_string()));
+    let s0 = pids_ticks(&pids);
     let c0 = server::process_ticks("self");
     let m0 = server::machine_ticks();
-    let th0 = match (pid, verbose) {
-        (Some(p), true) => server::thread_ticks(p),
-        _ => Vec::new(),
+    let d0 = db_comm.map(server::comm_ticks);
+    let th0 = if verbose {
+        pids_thread_ticks(&pids)
+    } else {
+        Vec::new()
     };
     tokio::time::sleep_until(window.end.into()).await;
     let secs = t0.elapsed().as_secs_f64().max(1e-9);
-    let s1 = pid.and_then(|p| server::process_ticks(&p.to_string()));
+    let s1 = pids_ticks(&pids);
     let c1 = server::process_ticks("self");
     let m1 = server::machine_ticks();
-    let threads = match (pid, verbose) {
-        (Some(p), true) => server::thread_cpu_delta(&th0, &server::thread_ticks(p), tck),
-        _ => Vec::new(),
+    let d1 = db_comm.map(server::comm_ticks);
+    let threads = if verbose {
+        server::thread_cpu_delta(&th0, &pids_thread_ticks(&pids), tck)
+    } else {
+        Vec::new()
     };
     let cores = |a: Option<u64>, b: Option<u64>| match (a, b) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / tck / secs),
@@ -197,6 +249,13 @@ async fn sample_cpu(window: Window, pid: Option<u32>, verbose: bool, tck: f64) -
         client_cores: cores(c0, c1).unwrap_or(0.0),
         machine_cores: cores(m0.map(|m| m.0), m1.map(|m| m.0)),
         softirq_cores: cores(m0.map(|m| m.1), m1.map(|m| m.1)),
+        // No such process at all (a remote database): unknown, not 0.
+        db_cores: match (d0, d1) {
+            (Some(a), Some(b)) if !(a.is_empty() && b.is_empty()) => {
+                Some(server::ticks_delta(&a, &b) as f64 / tck / secs)
+            }
+            _ => None,
+        },
         threads,
     }
 }
@@ -208,6 +267,15 @@ struct Phase {
     window: Window,
 }
 
+/// A window of warmup then measurement starting now.
+fn window_from_now(args: &Args) -> Window {
+    let start = Instant::now();
+    Window {
+        measure_from: start + args.warmup,
+        end: start + args.warmup + args.duration,
+    }
+}
+
 fn run_phase(
     rt: &tokio::runtime::Runtime,
     args: &Args,
@@ -216,14 +284,42 @@ fn run_phase(
     pid: Option<u32>,
     tck: f64,
 ) -> anyhow::Result<Phase> {
-    let start = Instant::now();
-    let window = Window {
-        measure_from: start + args.warmup,
-        end: start + args.warmup + args.duration,
-    };
+    let window = window_from_now(args);
+    run_phase_in(
+        rt,
+        args,
+        window,
+        &[addr],
+        endpoint,
+        pid.as_slice(),
+        None,
+        tck,
+    )
+}
+
+/// One phase in `window` over the servers at `addrs` (connections spread round-robin), with
+/// `pids` as the server's CPU and, when `db_comm` is given, the CPU of the processes of that
+/// command name as the database's.
+#[allow(clippy::too_many_arguments)]
+fn run_phase_in(
+    rt: &tokio::runtime::Runtime,
+    args: &Args,
+    window: Window,
+    addrs: &[SocketAddr],
+    endpoint: Endpoint,
+    pids: &[u32],
+    db_comm: Option<&'static str>,
+    tck: f64,
+) -> anyhow::Result<Phase> {
     rt.block_on(async {
-        let cpu = tokio::spawn(sample_cpu(window, pid, args.verbose, tck));
-        let outcome = client::run_phase(addr, endpoint, args.connections, window).await?;
+        let cpu = tokio::spawn(sample_cpu(
+            window,
+            pids.to_vec(),
+            db_comm,
+            args.verbose,
+            tck,
+        ));
+        let outcome = client::run_phase_spread(addrs, endpoint, args.connections, window).await?;
         let cpu = cpu.await.unwrap_or_default();
         Ok(Phase {
             outcome,
@@ -269,6 +365,25 @@ fn premint_count(demo_rps: Option<f64>, secs: f64, connections: usize) -> u64 {
         .map(|r| (r * 3.0).max(1000.0))
         .unwrap_or(FALLBACK_PREMINT_RATE);
     (rate * secs).ceil() as u64 + 2 * connections as u64 + 100
+}
+
+/// Server CPU by thread name over a window of `secs`, as `name ×n 45% (busiest 20%), …`.
+fn threads_text(threads: &[(String, usize, f64, f64)], secs: f64) -> String {
+    threads
+        .iter()
+        .map(|(name, n, s, max)| {
+            if *n > 1 {
+                format!(
+                    "{name} ×{n} {:.0}% (busiest {:.0}%)",
+                    s / secs * 100.0,
+                    max / secs * 100.0
+                )
+            } else {
+                format!("{name} {:.0}%", s / secs * 100.0)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn nproc() -> usize {
@@ -375,6 +490,9 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     let run_id = format!("ld{unix_ms}p{}", std::process::id());
     if args.log_bench {
         return logbench::run(args, &rt, tck, &run_id, &command_line());
+    }
+    if args.replicas_bench {
+        return replicas::run(args, &rt, tck, &run_id, &command_line());
     }
     let sk = signing_key_from_seed(SIGNING_SEED);
     let clawshield_pem = verifying_key_to_pem(&sk.verifying_key());
@@ -573,27 +691,10 @@ fn run(args: &Args) -> anyhow::Result<bool> {
                 }
             }
             if args.verbose && !phase.cpu.threads.is_empty() {
-                let secs = args.duration.as_secs_f64();
-                let list: Vec<String> = phase
-                    .cpu
-                    .threads
-                    .iter()
-                    .map(|(name, n, s, max)| {
-                        if *n > 1 {
-                            format!(
-                                "{name} ×{n} {:.0}% (busiest {:.0}%)",
-                                s / secs * 100.0,
-                                max / secs * 100.0
-                            )
-                        } else {
-                            format!("{name} {:.0}%", s / secs * 100.0)
-                        }
-                    })
-                    .collect();
                 thread_notes.push(format!(
                     "{m} {}: server CPU by thread: {}",
                     row.endpoint,
-                    list.join(", ")
+                    threads_text(&phase.cpu.threads, args.duration.as_secs_f64())
                 ));
             }
             eprintln!(

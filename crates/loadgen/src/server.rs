@@ -27,6 +27,17 @@ impl Server {
     /// inside it), with `CLAWSHIELD_PUBLIC_KEY=clawshield_key` when given, and wait for it to
     /// print its listening line.
     pub fn start(bin: &Path, mode: &str, clawshield_key: Option<&str>) -> anyhow::Result<Server> {
+        Server::start_with(bin, mode, clawshield_key, &[])
+    }
+
+    /// [`Server::start`] with `env` set last (so it can replace `OPENEXEC_DB_URL`, name key
+    /// files, size the pool).
+    pub fn start_with(
+        bin: &Path,
+        mode: &str,
+        clawshield_key: Option<&str>,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Server> {
         let dir = tempfile::Builder::new()
             .prefix("openexec-load-")
             .tempdir()
@@ -57,6 +68,9 @@ impl Server {
             .stderr(Stdio::from(stderr));
         if let Some(k) = clawshield_key {
             cmd.env("CLAWSHIELD_PUBLIC_KEY", k);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
         }
         let mut child = cmd
             .spawn()
@@ -100,7 +114,25 @@ impl Server {
                         );
                     }
                 }
-                Err(_) => bail!(
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    // Its stdout closed without the line: it is exiting (give it 5 s to).
+                    let until = Instant::now() + Duration::from_secs(5);
+                    let mut status = None;
+                    while status.is_none() && Instant::now() < until {
+                        status = server
+                            .child
+                            .as_mut()
+                            .and_then(|c| c.try_wait().ok().flatten());
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    bail!(
+                        "the server closed its stdout without printing its listening line ({}); \
+                         its stderr:\n{}",
+                        status.map_or("still running".to_string(), |s| format!("exit: {s}")),
+                        server.stderr_tail(40)
+                    )
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => bail!(
                     "the server printed no listening line within 60 s; its stderr:\n{}",
                     server.stderr_tail(40)
                 ),
@@ -111,6 +143,11 @@ impl Server {
     /// The temporary directory holding the server's state.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Its `OPENEXEC_DATA_DIR` (where it generates its keys when none are given).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
     }
 
     /// The last `n` lines the server wrote to stderr.
@@ -204,6 +241,43 @@ pub fn machine_ticks_of(line: &str) -> Option<(u64, u64)> {
 /// CPU ticks used so far by process `pid` (all its threads); "self" for this process.
 pub fn process_ticks(pid: &str) -> Option<u64> {
     stat_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// CPU ticks used so far by every process whose command name (`/proc/<pid>/comm`) is `comm`,
+/// by pid (e.g. "postgres": the postmaster, its background workers and every backend).
+pub fn comm_ticks(comm: &str) -> std::collections::HashMap<u32, u64> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let name = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        if name.trim_end() != comm {
+            continue;
+        }
+        if let Some(t) = std::fs::read_to_string(e.path().join("stat"))
+            .ok()
+            .and_then(|s| stat_ticks(&s))
+        {
+            out.insert(pid, t);
+        }
+    }
+    out
+}
+
+/// Ticks used between two [`comm_ticks`] snapshots: a process new in `after` counts from zero
+/// (it started in between); one gone from `after` is not counted (its last ticks are lost).
+pub fn ticks_delta(
+    before: &std::collections::HashMap<u32, u64>,
+    after: &std::collections::HashMap<u32, u64>,
+) -> u64 {
+    after
+        .iter()
+        .map(|(pid, t)| t.saturating_sub(before.get(pid).copied().unwrap_or(0)))
+        .sum()
 }
 
 /// CPU ticks used so far by each thread of `pid`: (tid, thread name, ticks).
