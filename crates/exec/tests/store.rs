@@ -258,6 +258,54 @@ async fn concurrent_claims_in_shared_batches_keep_every_rule(dir: Db) {
     store.close().await;
 }
 
+on_both!(an_entry_changed_behind_the_stores_back_is_named_at_open);
+async fn an_entry_changed_behind_the_stores_back_is_named_at_open(dir: Db) {
+    let store = open(&dir, 1000).await;
+    for i in 0..5 {
+        store
+            .add_receipt(receipt(&format!("h{i}"), "e"))
+            .await
+            .unwrap();
+    }
+    let (size, root) = store.head().await.unwrap();
+    assert_eq!(size, 5);
+    store
+        .add_checkpoint(&openexec_log::StoredCheckpoint {
+            size,
+            root,
+            note: "signed note".into(),
+        })
+        .await
+        .unwrap();
+    store.close().await;
+    let store = open(&dir, 1000).await;
+    assert_eq!(store.log_problem(), None, "an untouched log opens clean");
+    store.close().await;
+
+    let edit = "UPDATE receipts SET receipt = '{\"h\":\"forged\"}' WHERE log_index = 3";
+    match &dir {
+        Db::Sqlite(d) => {
+            let mut c = sqlx::SqliteConnection::connect(&format!(
+                "sqlite://{}",
+                d.path().join("s.db").display()
+            ))
+            .await
+            .unwrap();
+            sqlx::query(edit).execute(&mut c).await.unwrap();
+            c.close().await.unwrap();
+        }
+        Db::Postgres(pg) => {
+            let mut c = sqlx::PgConnection::connect(&pg.url).await.unwrap();
+            sqlx::query(edit).execute(&mut c).await.unwrap();
+            c.close().await.unwrap();
+        }
+    }
+    let store = open(&dir, 1000).await;
+    let problem = store.log_problem().expect("the edit is found");
+    assert!(problem.contains("entry 3"), "{problem}");
+    store.close().await;
+}
+
 /// Lock the database from another connection; the returned future commits and closes it.
 async fn lock_everything(db: &Db) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
     match db {

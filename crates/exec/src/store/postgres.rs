@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use openexec_log::{leaf_hash, Frontier, Hash, NodeId, StoredCheckpoint};
 
 use super::tree_check::{
-    checkpoint_rule, frontier_from, hash_from_hex, hash_hex, leaf_data, LogHead, TreeCheck,
+    checkpoint_rule, corrupt, hash_from_hex, hash_hex, leaf_data, LogHead, TreeCheck,
 };
 use super::{
     assign_indices, claim_row, now_text, receipts_to_log, reply, settle, stored_receipt,
@@ -465,18 +465,38 @@ async fn open_tree(pool: &PgPool) -> Result<(Frontier, Option<String>), StoreErr
         .map_err(db_err)?;
         check.explain(&stored);
     }
-    let (size, _root): (i64, String) =
-        sqlx::query_as("SELECT size, root FROM log_state WHERE id = 1")
+    let (size, root, frontier): (i64, String, String) =
+        sqlx::query_as("SELECT size, root, frontier FROM log_state WHERE id = 1")
             .fetch_one(&mut *tx)
             .await
             .map_err(db_err)?;
-    if check.problem.is_none() && size as u64 != check.tree.size() {
+    let recomputed = (
+        check.tree.size(),
+        hash_hex(&check.tree.root()),
+        frontier_text(&check.tree),
+    );
+    // A head row from before the frontier column has none yet: filled in below.
+    let backfill = frontier.is_empty() && size > 0;
+    let stored_frontier = if backfill { &recomputed.2 } else { &frontier };
+    if check.problem.is_none()
+        && (size as u64, &root, stored_frontier) != (recomputed.0, &recomputed.1, &recomputed.2)
+    {
         check.problem = Some(format!(
-            "the log's recorded size is {size} but it holds {} entries",
-            check.tree.size()
+            "the log's head row says size {size} root {root}, but its {} entries give root {}",
+            recomputed.0, recomputed.1
         ));
     }
     tx.rollback().await.map_err(db_err)?;
+    if backfill && check.problem.is_none() {
+        sqlx::query(
+            "UPDATE log_state SET frontier = $1 WHERE id = 1 AND size = $2 AND frontier = ''",
+        )
+        .bind(&recomputed.2)
+        .bind(size)
+        .execute(pool)
+        .await
+        .map_err(db_err)?;
+    }
     Ok((check.tree, check.problem))
 }
 
@@ -530,9 +550,29 @@ where
         .collect()
 }
 
-async fn load_frontier(conn: &mut PgConnection, size: u64) -> Result<Frontier, StoreError> {
-    let got = nodes_on(&mut *conn, &Frontier::node_ids(size)).await?;
-    frontier_from(size, &got)
+/// The frontier as `log_state.frontier` keeps it: the hex of its hashes, concatenated.
+fn frontier_text(tree: &Frontier) -> String {
+    tree.hashes().iter().map(hash_hex).collect()
+}
+
+/// The frontier of the head row, checked against the head's root.
+fn frontier_of_head(size: u64, root: &str, text: &str) -> Result<Frontier, StoreError> {
+    if !text.is_ascii() || !text.len().is_multiple_of(64) {
+        return Err(corrupt(format!(
+            "log_state.frontier has {} characters",
+            text.len()
+        )));
+    }
+    let hashes = (0..text.len() / 64)
+        .map(|i| hash_from_hex(&text[i * 64..(i + 1) * 64]))
+        .collect::<Result<Vec<_>, _>>()?;
+    let tree = Frontier::from_parts(size, hashes).map_err(corrupt)?;
+    if hash_hex(&tree.root()) != root {
+        return Err(corrupt(format!(
+            "log_state at size {size}: its frontier does not give its root"
+        )));
+    }
+    Ok(tree)
 }
 
 async fn writer_loop(
@@ -845,26 +885,34 @@ async fn apply_batch(
     let receipts = receipts_to_log(completions, &updated, rejections, &mut out);
 
     if !receipts.is_empty() {
-        // The log: one order across replicas, taken under the log_state row lock.
-        let (size, _root): (i64, String) =
-            sqlx::query_as("SELECT size, root FROM log_state WHERE id = 1 FOR UPDATE")
+        // The log: one order across replicas, under the log_state row lock, held from here to
+        // the commit: this read, (when the batch has rejections) one lookup, one write.
+        let (size, root, frontier): (i64, String, String) =
+            sqlx::query_as("SELECT size, root, frontier FROM log_state WHERE id = 1 FOR UPDATE")
                 .fetch_one(&mut *conn)
                 .await?;
-        let hashes: Vec<String> = receipts
+        // Only a rejection can already be logged (an identical earlier one is reused); an
+        // outcome's receipt is new by construction (its claim was running).
+        let rejected: Vec<String> = receipts
             .iter()
+            .filter(|(i, _)| matches!(ops[*i], WriteOp::Receipt(..)))
             .map(|(_, r)| r.receipt_hash.clone())
             .collect();
-        let existing: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT receipt_hash, log_index FROM receipts WHERE receipt_hash = ANY($1)",
-        )
-        .bind(&hashes)
-        .fetch_all(&mut *conn)
-        .await?;
-        let mut index: HashMap<String, i64> = existing.into_iter().collect();
+        let mut index: HashMap<String, i64> = if rejected.is_empty() {
+            HashMap::new()
+        } else {
+            sqlx::query_as::<_, (String, i64)>(
+                "SELECT receipt_hash, log_index FROM receipts WHERE receipt_hash = ANY($1)",
+            )
+            .bind(&rejected)
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .collect()
+        };
         if size as u64 != tree.size() {
             // Another replica appended since our last commit.
-            *tree = load_frontier(conn, size as u64)
-                .await
+            *tree = frontier_of_head(size as u64, &root, &frontier)
                 .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
         }
         let rows = assign_indices(&receipts, &mut index, size, &mut out);
@@ -884,10 +932,14 @@ async fn apply_batch(
             let opt = |f: fn(&NewReceipt) -> Option<&str>| -> Vec<Option<String>> {
                 rows.iter().map(|(_, r)| f(r).map(str::to_string)).collect()
             };
+            // One statement: the receipts, their tree nodes and the new head.
             sqlx::query(
-                "INSERT INTO receipts (log_index, receipt_hash, exec_id, receipt, signature, key_id, result, message, created_at) \
+                "WITH r AS (INSERT INTO receipts (log_index, receipt_hash, exec_id, receipt, signature, key_id, result, message, created_at) \
                  SELECT i, h, e, r, s, k, res, m, $9 FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], \
-                 $5::text[], $6::text[], $7::text[], $8::text[]) AS u(i, h, e, r, s, k, res, m)",
+                 $5::text[], $6::text[], $7::text[], $8::text[]) AS u(i, h, e, r, s, k, res, m)), \
+                 n AS (INSERT INTO log_nodes (level, idx, hash) \
+                 SELECT * FROM UNNEST($10::int[], $11::bigint[], $12::text[])) \
+                 UPDATE log_state SET size = $13, root = $14, frontier = $15 WHERE id = 1",
             )
             .bind(rows.iter().map(|(i, _)| *i).collect::<Vec<i64>>())
             .bind(text(|r| &r.receipt_hash))
@@ -898,12 +950,6 @@ async fn apply_batch(
             .bind(opt(|r| r.result.as_deref()))
             .bind(opt(|r| r.message.as_deref()))
             .bind(&now)
-            .execute(&mut *conn)
-            .await?;
-            sqlx::query(
-                "INSERT INTO log_nodes (level, idx, hash) \
-                 SELECT * FROM UNNEST($1::int[], $2::bigint[], $3::text[])",
-            )
             .bind(
                 new_nodes
                     .iter()
@@ -922,13 +968,11 @@ async fn apply_batch(
                     .map(|(_, h)| hash_hex(h))
                     .collect::<Vec<_>>(),
             )
+            .bind(tree.size() as i64)
+            .bind(hash_hex(&tree.root()))
+            .bind(frontier_text(tree))
             .execute(&mut *conn)
             .await?;
-            sqlx::query("UPDATE log_state SET size = $1, root = $2 WHERE id = 1")
-                .bind(tree.size() as i64)
-                .bind(hash_hex(&tree.root()))
-                .execute(&mut *conn)
-                .await?;
         }
     }
 
@@ -954,6 +998,30 @@ mod tests {
             "postgres://app@db/openexec"
         );
         assert_eq!(redact("postgres://db/openexec"), "postgres://db/openexec");
+    }
+
+    #[test]
+    fn the_head_rows_frontier_round_trips_and_must_give_its_root() {
+        let mut tree = Frontier::empty();
+        for i in 0..1234u32 {
+            tree.append(leaf_hash(&i.to_be_bytes())).unwrap();
+        }
+        let text = frontier_text(&tree);
+        let root = hash_hex(&tree.root());
+        let back = frontier_of_head(tree.size(), &root, &text).unwrap();
+        assert_eq!(back.root(), tree.root());
+        assert_eq!(back.size(), 1234);
+        // Another root, a flipped hash, a cut text, a wrong size: refused.
+        assert!(frontier_of_head(1234, &hash_hex(&[0; 32]), &text).is_err());
+        let flipped = format!(
+            "{}{}",
+            if text.starts_with('0') { "1" } else { "0" },
+            &text[1..]
+        );
+        assert!(frontier_of_head(1234, &root, &flipped).is_err());
+        assert!(frontier_of_head(1234, &root, &text[..text.len() - 64]).is_err());
+        assert!(frontier_of_head(1235, &root, &text).is_err());
+        assert!(frontier_of_head(0, &hash_hex(&openexec_log::EMPTY_ROOT), "").is_ok());
     }
 
     #[tokio::test]
