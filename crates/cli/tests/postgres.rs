@@ -608,3 +608,61 @@ async fn a_replica_with_another_log_key_refuses_to_start() {
     let b = replica(&db.url, Some(&a), &[]);
     assert_eq!(b.get("/ready").await.0, 200);
 }
+
+/// A replica killed while its handler runs: another replica turns the claim into an
+/// `interrupted` receipt once the dead one's heartbeat is past its lease, and the request is
+/// never run again (SPEC §5).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_killed_mid_handler_leaves_an_interrupted_receipt_on_the_other() {
+    let Some(db) = TestDb::create("e2e_replica_killed").await else {
+        return;
+    };
+    let mut a = replica(&db.url, None, &[]);
+    let b = replica(&db.url, Some(&a), &[]);
+    let body = json!({"action": "sleep", "payload": {"ms": 8000}, "nonce": "killed-1"});
+    let a_base = a.base.clone();
+    let client = reqwest::Client::new();
+    let pending = {
+        let body = body.clone();
+        tokio::spawn(async move {
+            client
+                .post(format!("{a_base}/execute"))
+                .json(&body)
+                .send()
+                .await
+        })
+    };
+    a.wait_handler_runs("sleep", 1, Duration::from_secs(10))
+        .await;
+    // While A lives, B waits for A's outcome rather than running it or calling it lost.
+    let (st, r) = tokio::time::timeout(Duration::from_millis(500), b.execute(&body))
+        .await
+        .map(|x| (x.0, x.1))
+        .unwrap_or((0, Value::Null));
+    assert_eq!(st, 0, "B answered while A's handler still ran: {r}");
+    a.kill9();
+    let _ = pending.await;
+    // B declares it interrupted after the lease (10 s) and its repair round (every 5 s).
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let answer = loop {
+        let (st, r) = b.execute(&body).await;
+        if st == 409 && code(&r) == "outcome_unknown" {
+            break r;
+        }
+        assert!(
+            st == 409 || st == 200 && r["replayed"] == true,
+            "unexpected {st}: {r}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "still {st} {r}; log:\n{}",
+            b.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(
+        answer["evidence"]["receipt"]["status"], "interrupted",
+        "{answer}"
+    );
+    assert_eq!(b.handler_runs("sleep").await, 0, "B never ran it");
+}
