@@ -1,7 +1,8 @@
 //! OpenExec on PostgreSQL, as real processes (issue 4): two replicas on one database keep
 //! at-most-once and one log; SQLite and PostgreSQL give identical receipt hashes; killing the
 //! sequencer replica under load hands the log to the other without losing or contradicting
-//! anything; the database going away answers 503 and the service recovers by itself.
+//! anything; the database stopped and started under load answers 503 meanwhile and the
+//! service recovers by itself.
 //!
 //! Each test gets a database of its own (`openexec_testpg`). Without a PostgreSQL server they
 //! are skipped with a printed reason, except in CI (`OPENEXEC_TEST_PG_REQUIRED=1`), where that
@@ -17,9 +18,8 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use common::*;
 use openexec_log::note;
-use openexec_testpg::TestDb;
+use openexec_testpg::{PrivatePg, TestDb};
 use serde_json::{json, Value};
-use tokio::net::{TcpListener, TcpStream};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -336,85 +336,17 @@ async fn killing_the_sequencer_under_load_hands_the_log_over_without_loss() {
     assert!(checked >= 3, "checked {checked} checkpoints");
 }
 
-/// A TCP proxy in front of PostgreSQL that the test can cut (drop every connection and refuse
-/// new ones) and restore: to the service, the database is gone and then back.
-struct Cut {
-    port: u16,
-    up: Arc<AtomicBool>,
-    generation: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl Cut {
-    async fn start(target: &str) -> Cut {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let up = Arc::new(AtomicBool::new(true));
-        let generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (t, u, g) = (target.to_string(), up.clone(), generation.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    return;
-                };
-                if !u.load(Ordering::SeqCst) {
-                    drop(inbound);
-                    continue;
-                }
-                let (t, u, g) = (t.clone(), u.clone(), g.clone());
-                let born = g.load(Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(&t).await else {
-                        return;
-                    };
-                    let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
-                    tokio::pin!(copy);
-                    loop {
-                        tokio::select! {
-                            _ = &mut copy => return,
-                            _ = tokio::time::sleep(Duration::from_millis(20)) => {
-                                if !u.load(Ordering::SeqCst) || g.load(Ordering::SeqCst) != born {
-                                    return; // cut: both sockets close
-                                }
-                            }
-                        }
-                    }
-                });
-            }
-        });
-        Cut {
-            port,
-            up,
-            generation,
-        }
-    }
-
-    fn down(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        self.generation.fetch_add(1, Ordering::SeqCst);
-    }
-
-    fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
-async fn the_database_going_away_answers_503_and_recovers_without_loss() {
-    let Some(db) = TestDb::create("e2e_db_outage").await else {
+async fn postgres_stopped_and_started_under_load_answers_503_and_recovers_without_loss() {
+    // A PostgreSQL server of this test's own, really stopped and started (the other tests'
+    // server is not touched).
+    let Some(pg) = PrivatePg::start("e2e_db_outage") else {
         return;
     };
-    let pg_addr = {
-        let rest = db
-            .url
-            .split_once('@')
-            .map(|(_, r)| r)
-            .unwrap_or("127.0.0.1:5432/x");
-        rest.split('/').next().unwrap().to_string()
-    };
-    let cut = Cut::start(&pg_addr).await;
-    let via_proxy = db.url.replace(&pg_addr, &format!("127.0.0.1:{}", cut.port));
+    let pg = Arc::new(pg);
+    let url = pg.url();
     let s = Arc::new(replica(
-        &via_proxy,
+        &url,
         None,
         &[("OPENEXEC_DB_BUSY_TIMEOUT_MS", "1000")],
     ));
@@ -438,7 +370,12 @@ async fn the_database_going_away_answers_503_and_recovers_without_loss() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
-    cut.down();
+    {
+        let pg = pg.clone();
+        tokio::task::spawn_blocking(move || pg.stop())
+            .await
+            .unwrap();
+    }
     // While it is down: 503s, and /ready says so.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -458,7 +395,12 @@ async fn the_database_going_away_answers_503_and_recovers_without_loss() {
     let (st, _) = s.get("/ready").await;
     assert_eq!(st, 503, "/ready with the database gone");
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    cut.restore();
+    {
+        let pg = pg.clone();
+        tokio::task::spawn_blocking(move || pg.start_again())
+            .await
+            .unwrap();
+    }
     // It comes back by itself.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
