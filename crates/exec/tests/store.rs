@@ -422,19 +422,28 @@ async fn two_replicas_on_postgres_share_claims_approvals_and_one_log() {
     b.close().await;
 }
 
-/// Exactly one replica holds the sequencer role; when it goes, another takes it.
-#[tokio::test(flavor = "multi_thread")]
-async fn one_sequencer_at_a_time_and_takeover_when_it_goes() {
-    let Some(db) = Db::postgres("sequencer_store").await else {
-        return;
-    };
+// Exactly one process or replica holds the sequencer role; when it goes, another takes it;
+// and each sees the head the other appended.
+on_both!(one_sequencer_at_a_time_and_takeover_when_it_goes);
+async fn one_sequencer_at_a_time_and_takeover_when_it_goes(db: Db) {
     let a = open(&db, 2000).await;
     let b = open(&db, 2000).await;
     assert!(a.sequencer().await.unwrap(), "the first to ask takes it");
     assert!(!b.sequencer().await.unwrap(), "only one at a time");
     assert!(a.sequencer().await.unwrap(), "and keeps it");
+    for i in 0..3 {
+        a.add_receipt(receipt(&format!("h{i}"), "e")).await.unwrap();
+    }
+    assert_eq!(
+        b.head().await.unwrap(),
+        a.head().await.unwrap(),
+        "B sees the head A appended"
+    );
+    assert_eq!(b.head().await.unwrap().0, 3);
     a.close().await;
     assert!(b.sequencer().await.unwrap(), "the other takes over");
+    b.add_receipt(receipt("h9", "e")).await.unwrap();
+    assert_eq!(b.head().await.unwrap().0, 4);
     b.close().await;
 }
 

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use openexec_log::{leaf_hash, Frontier, Hash, NodeId, StoredCheckpoint};
 
 use super::sqlite_log as logstore;
-use super::tree_check::{hash_from_hex, leaf_data, LogHead};
+use super::tree_check::{frontier_from, hash_from_hex, leaf_data, LogHead};
 use super::{
     assign_indices, claim_row, now_text, receipts_to_log, reply, settle, stored_receipt,
     unavailable, Applied, Batch, Claim, ClaimResult, ClaimRow, Done, LogWrite, StoreError,
@@ -32,6 +32,8 @@ pub(crate) struct SqliteStore {
     /// another process can tell a crashed owner from a live one on the same database.
     owners_dir: PathBuf,
     _owner_lock: std::fs::File,
+    /// The sequencer lock file, while this process holds it.
+    sequencer: std::sync::Mutex<Option<std::fs::File>>,
     read: SqlitePool,
     /// Taken (and so dropped) by [`SqliteStore::close`]; the writer ends once no sender is left.
     writer: WriterHandle,
@@ -147,6 +149,7 @@ impl SqliteStore {
             owner,
             owners_dir,
             _owner_lock: owner_lock,
+            sequencer: std::sync::Mutex::new(None),
             read,
             writer: WriterHandle::new(tx),
             writer_done: tokio::sync::Mutex::new(Some(done_rx)),
@@ -170,11 +173,36 @@ impl SqliteStore {
         self.log_problem.clone()
     }
 
-    /// Whether this process may sign the receipt log's checkpoints now. On SQLite every process
-    /// on the file may: `BEGIN IMMEDIATE` serialises them and the checkpoint check refuses any
-    /// contradiction.
+    /// Whether this process may sign the receipt log's checkpoints now: the one process on the
+    /// file that holds an exclusive flock on `<db>.owners/sequencer.lock` (released by the
+    /// kernel when it dies, so another takes over at its next try). Storing a checkpoint still
+    /// re-checks, under `BEGIN IMMEDIATE`, that it contradicts none.
     pub async fn sequencer(&self) -> Result<bool, StoreError> {
-        Ok(true)
+        let mut held = self
+            .sequencer
+            .lock()
+            .map_err(|_| unavailable("the sequencer lock is poisoned"))?;
+        if held.is_some() {
+            return Ok(true);
+        }
+        let path = self.owners_dir.join("sequencer.lock");
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| unavailable(format!("cannot open {}: {e}", path.display())))?;
+        match f.try_lock() {
+            Ok(()) => {
+                *held = Some(f);
+                metrics::gauge!("openexec_log_sequencer").set(1.0);
+                Ok(true)
+            }
+            Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(unavailable(format!("cannot lock {}: {e}", path.display())))
+            }
+        }
     }
 
     /// Leaf data of entries [start, end), with each entry's `logged_at`.
@@ -335,6 +363,9 @@ impl SqliteStore {
             let _ = done.await;
         }
         self.read.close().await;
+        if let Ok(mut held) = self.sequencer.lock() {
+            held.take(); // released: another process on the file may sign now
+        }
         let _ = std::fs::remove_file(self.owners_dir.join(format!("{}.lock", self.owner)));
     }
 }
@@ -756,9 +787,22 @@ async fn apply_batch(
 
 /// The receipt log's storage (`Store` implements `openexec_log::LogStore` with these).
 impl SqliteStore {
+    /// The committed head of the file, whichever process appended last.
     pub async fn head(&self) -> Result<(u64, Hash), StoreError> {
-        let h = self.log_head();
-        Ok((h.size, h.root))
+        let next: i64 = self
+            .read(
+                sqlx::query_scalar("SELECT COALESCE(MAX(log_index) + 1, 0) FROM receipts")
+                    .fetch_one(&self.read),
+            )
+            .await?;
+        let local = self.log_head();
+        if next as u64 == local.size {
+            return Ok((local.size, local.root));
+        }
+        // Another process on the file appended: its nodes are committed with its receipts.
+        let size = next as u64;
+        let nodes = logstore::nodes_on(&self.read, &Frontier::node_ids(size)).await?;
+        Ok((size, frontier_from(size, &nodes)?.root()))
     }
 
     pub async fn nodes(&self, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>, StoreError> {
