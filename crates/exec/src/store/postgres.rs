@@ -179,7 +179,11 @@ impl PgStore {
             }
         }
         if guard.is_none() {
-            let conn = tokio::time::timeout(self.timeout, self.connect.connect())
+            // The server must notice a sequencer whose host died or was cut off (no FIN ever
+            // arrives) within seconds, not after the kernel's default two hours of keepalive
+            // silence: only then does it release the lock for another replica.
+            let opts = sequencer_options(&self.connect);
+            let conn = tokio::time::timeout(self.timeout, opts.connect())
                 .await
                 .map_err(|_| unavailable("connecting for the sequencer lock timed out"))?
                 .map_err(db_err)?;
@@ -373,6 +377,16 @@ impl PgStore {
         .map_err(db_err)?;
         Ok(Some((cp, lines)))
     }
+}
+
+/// The sequencer's session: the service's options, plus TCP keepalives the server uses to find
+/// a dead peer within about 11 s (5 s idle, then 3 probes 2 s apart).
+fn sequencer_options(connect: &PgConnectOptions) -> PgConnectOptions {
+    connect.clone().options([
+        ("tcp_keepalives_idle", "5"),
+        ("tcp_keepalives_interval", "2"),
+        ("tcp_keepalives_count", "3"),
+    ])
 }
 
 /// Hide a password in a URL for messages.
@@ -1022,6 +1036,31 @@ mod tests {
         assert!(frontier_of_head(1234, &root, &text[..text.len() - 64]).is_err());
         assert!(frontier_of_head(1235, &root, &text).is_err());
         assert!(frontier_of_head(0, &hash_hex(&openexec_log::EMPTY_ROOT), "").is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_sequencer_session_has_keepalives_and_the_lock_timeout() {
+        let Some(db) = openexec_testpg::TestDb::create("sequencer_session").await else {
+            return;
+        };
+        let base: PgConnectOptions = db
+            .url
+            .parse::<PgConnectOptions>()
+            .unwrap()
+            .options([("lock_timeout", "1234")]);
+        let mut c = sequencer_options(&base).connect().await.unwrap();
+        for (name, want) in [
+            ("tcp_keepalives_idle", "5"),
+            ("tcp_keepalives_interval", "2"),
+            ("tcp_keepalives_count", "3"),
+            ("lock_timeout", "1234ms"),
+        ] {
+            let got: String = sqlx::query_scalar(&format!("SHOW {name}"))
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
+            assert_eq!(got, want, "{name}");
+        }
     }
 
     #[tokio::test]
