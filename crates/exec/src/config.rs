@@ -337,5 +337,24 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.to_string().contains("max_depth"), "{e}");
+        for n in [0, 2, 1001] {
+            let e = Config::from_settings(Settings {
+                db_pool_size: Some(n),
+                ..Default::default()
+            })
+            .unwrap_err();
+            assert!(e.to_string().contains("OPENEXEC_DB_POOL_SIZE"), "{e}");
+        }
+        let ok = Config::from_settings(Settings {
+            db_url: Some("postgresql://app@db.internal/openexec".into()),
+            db_pool_size: Some(3),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(ok.db_pool_size, 3);
+        assert_eq!(
+            ok.db,
+            DbTarget::Postgres("postgresql://app@db.internal/openexec".into())
+        );
     }
 }
