@@ -162,6 +162,10 @@ struct ServeArgs {
     /// PostgreSQL only: most connections this process opens (default 16, at least 3).
     #[arg(long, env = "OPENEXEC_DB_POOL_SIZE")]
     db_pool_size: Option<u32>,
+    /// PostgreSQL only: how long a starting process waits for the database to accept
+    /// connections before giving up (exit 3), in ms (default 30000).
+    #[arg(long, env = "OPENEXEC_DB_CONNECT_WAIT_MS")]
+    db_connect_wait_ms: Option<u64>,
 }
 
 impl ServeArgs {
@@ -191,6 +195,7 @@ impl ServeArgs {
             replay_wait_ms: self.replay_wait_ms,
             db_busy_timeout_ms: self.db_busy_timeout_ms,
             db_pool_size: self.db_pool_size,
+            db_connect_wait_ms: self.db_connect_wait_ms,
         };
         Ok(given.over(file))
     }

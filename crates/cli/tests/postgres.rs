@@ -633,3 +633,78 @@ async fn a_replica_killed_mid_handler_leaves_an_interrupted_receipt_on_the_other
     );
     assert_eq!(b.handler_runs("sleep").await, 0, "B never ran it");
 }
+
+/// A replica started before its database waits for it (`OPENEXEC_DB_CONNECT_WAIT_MS`), and
+/// gives up with a clear message when it does not come.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_started_before_postgres_waits_for_it_or_gives_up() {
+    let Some(pg) = PrivatePg::start("e2e_connect_wait") else {
+        return;
+    };
+    let pg = Arc::new(pg);
+    let url = pg.url();
+    {
+        let pg = pg.clone();
+        tokio::task::spawn_blocking(move || pg.stop())
+            .await
+            .unwrap();
+    }
+    // Nobody comes: it gives up after its wait (not much later), exit 3, naming the setting.
+    let t0 = Instant::now();
+    let gone = url.clone();
+    let failure = match tokio::task::spawn_blocking(move || {
+        Server::try_start(&[
+            ("OPENEXEC_DB_URL", gone.as_str()),
+            ("OPENEXEC_DB_CONNECT_WAIT_MS", "800"),
+        ])
+    })
+    .await
+    .unwrap()
+    {
+        Ok(_) => panic!("started without a database"),
+        Err(f) => f,
+    };
+    assert_eq!(
+        failure.status.and_then(|s| s.code()),
+        Some(3),
+        "{}",
+        failure.log
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "gave up after {:?}",
+        t0.elapsed()
+    );
+    assert!(
+        failure.log.contains("OPENEXEC_DB_CONNECT_WAIT_MS"),
+        "{}",
+        failure.log
+    );
+
+    // The database comes 1.5 s after the replica: the replica waits and serves.
+    let starting = {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            Server::try_start(&[
+                ("OPENEXEC_DB_URL", url.as_str()),
+                ("OPENEXEC_DB_CONNECT_WAIT_MS", "20000"),
+            ])
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    {
+        let pg = pg.clone();
+        tokio::task::spawn_blocking(move || pg.start_again())
+            .await
+            .unwrap();
+    }
+    let s = starting
+        .await
+        .unwrap()
+        .unwrap_or_else(|f| panic!("did not wait for the database: {}", f.log));
+    assert_eq!(s.get("/ready").await.0, 200);
+    let (st, r) = s
+        .execute(&json!({"action": "echo", "payload": {}, "nonce": "late-db"}))
+        .await;
+    assert_eq!(st, 200, "{r}");
+}

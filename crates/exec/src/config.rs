@@ -77,6 +77,8 @@ pub struct Settings {
     pub db_busy_timeout_ms: Option<u64>,
     /// Most connections to PostgreSQL this process opens (reads, the writer, the sequencer).
     pub db_pool_size: Option<u32>,
+    /// How long a starting process waits for PostgreSQL to accept connections (ms).
+    pub db_connect_wait_ms: Option<u64>,
 }
 
 impl Settings {
@@ -103,6 +105,7 @@ impl Settings {
             replay_wait_ms: self.replay_wait_ms.or(lower.replay_wait_ms),
             db_busy_timeout_ms: self.db_busy_timeout_ms.or(lower.db_busy_timeout_ms),
             db_pool_size: self.db_pool_size.or(lower.db_pool_size),
+            db_connect_wait_ms: self.db_connect_wait_ms.or(lower.db_connect_wait_ms),
         }
     }
 
@@ -190,6 +193,7 @@ pub struct Config {
     pub replay_wait: Duration,
     pub db_busy_timeout: Duration,
     pub db_pool_size: u32,
+    pub db_connect_wait: Duration,
 }
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:5000";
@@ -249,6 +253,7 @@ impl Config {
             max_depth,
             replay_wait: Duration::from_millis(s.replay_wait_ms.unwrap_or(30_000)),
             db_busy_timeout: Duration::from_millis(s.db_busy_timeout_ms.unwrap_or(5_000)),
+            db_connect_wait: Duration::from_millis(s.db_connect_wait_ms.unwrap_or(30_000)),
             db_pool_size: match s.db_pool_size.unwrap_or(16) {
                 n @ 3..=1000 => n,
                 n => {

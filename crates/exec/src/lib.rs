@@ -61,6 +61,7 @@ impl Service {
             store::StoreLimits {
                 timeout: cfg.db_busy_timeout,
                 pool_size: cfg.db_pool_size,
+                connect_wait: cfg.db_connect_wait,
             },
         )
         .await?;

@@ -85,6 +85,7 @@ async fn open(db: &Db, busy_ms: u64) -> Store {
         StoreLimits {
             timeout: Duration::from_millis(busy_ms),
             pool_size: 8,
+            connect_wait: Duration::from_secs(5),
         },
     )
     .await

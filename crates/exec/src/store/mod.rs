@@ -216,6 +216,8 @@ macro_rules! on {
 pub struct StoreLimits {
     pub timeout: Duration,
     pub pool_size: u32,
+    /// PostgreSQL: how long opening waits for the database to accept connections.
+    pub connect_wait: Duration,
 }
 
 impl Store {

@@ -86,9 +86,33 @@ impl PgStore {
             .max_connections(limits.pool_size.saturating_sub(1).max(2))
             .min_connections(1)
             .acquire_timeout(limits.timeout)
-            .connect_with(connect.clone())
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot connect to PostgreSQL ({}): {e}", redact(url)))?;
+            .connect_lazy_with(connect.clone());
+        // A database that starts with (or after) the service: wait for it, up to connect_wait.
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let left = limits.connect_wait.saturating_sub(started.elapsed());
+            let attempt = match tokio::time::timeout(left.min(limits.timeout), pool.acquire()).await
+            {
+                Ok(r) => r.map(drop).map_err(|e| e.to_string()),
+                Err(_) => Err("no connection yet".to_string()),
+            };
+            match attempt {
+                Ok(()) => break,
+                Err(e) if started.elapsed() + pause < limits.connect_wait => {
+                    tracing::warn!(error = %e, url = %redact(url), "waiting for PostgreSQL to accept connections");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => {
+                    return Err(anyhow::anyhow!(
+                        "cannot connect to PostgreSQL ({}) within {} ms (OPENEXEC_DB_CONNECT_WAIT_MS): {e}",
+                        redact(url),
+                        limits.connect_wait.as_millis()
+                    ))
+                }
+            }
+        }
         sqlx::migrate!("./migrations/postgres")
             .run(&pool)
             .await
@@ -1073,6 +1097,7 @@ mod tests {
             StoreLimits {
                 timeout: Duration::from_secs(2),
                 pool_size: 4,
+                connect_wait: Duration::from_secs(5),
             },
         )
         .await
