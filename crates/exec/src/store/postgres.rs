@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use openexec_log::{leaf_hash, Frontier, Hash, NodeId, StoredCheckpoint};
 
 use super::tree_check::{
-    checkpoint_rule, corrupt, hash_from_hex, hash_hex, leaf_data, LogHead, TreeCheck,
+    checkpoint_rule, corrupt, hash_from_hex, hash_hex, leaf_data, node_row, LogHead, TreeCheck,
 };
 use super::{
     assign_indices, claim_row, now_text, receipts_to_log, reply, settle, stored_receipt,
@@ -557,6 +557,13 @@ where
     .transpose()
 }
 
+/// Nodes by id: a parameterised index lookup per id (the LIMIT keeps the planner from turning
+/// the lateral join into a scan of the whole table, e.g. while its statistics are stale).
+const NODES_BY_ID: &str =
+    "SELECT n.level, n.idx, n.hash FROM UNNEST($1::int[], $2::bigint[]) AS u(l, i) \
+     CROSS JOIN LATERAL (SELECT level, idx, hash FROM log_nodes \
+     WHERE level = u.l AND idx = u.i LIMIT 1) n";
+
 async fn nodes_on<'c, E>(exec: E, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>, StoreError>
 where
     E: sqlx::Executor<'c, Database = sqlx::Postgres>,
@@ -566,25 +573,14 @@ where
     }
     let levels: Vec<i32> = ids.iter().map(|n| i32::from(n.level)).collect();
     let idxs: Vec<i64> = ids.iter().map(|n| n.index as i64).collect();
-    let rows: Vec<(i32, i64, String)> = sqlx::query_as(
-        "SELECT level, idx, hash FROM log_nodes \
-         WHERE (level, idx) IN (SELECT * FROM UNNEST($1::int[], $2::bigint[]))",
-    )
-    .bind(levels)
-    .bind(idxs)
-    .fetch_all(exec)
-    .await
-    .map_err(db_err)?;
+    let rows: Vec<(i32, i64, String)> = sqlx::query_as(NODES_BY_ID)
+        .bind(levels)
+        .bind(idxs)
+        .fetch_all(exec)
+        .await
+        .map_err(db_err)?;
     rows.into_iter()
-        .map(|(l, i, h)| {
-            Ok((
-                NodeId {
-                    level: l as u8,
-                    index: i as u64,
-                },
-                hash_from_hex(&h)?,
-            ))
-        })
+        .map(|(l, i, h)| node_row(i64::from(l), i, &h))
         .collect()
 }
 
@@ -1085,6 +1081,72 @@ mod tests {
                 .unwrap();
             assert_eq!(got, want, "{name}");
         }
+    }
+
+    #[tokio::test]
+    async fn node_lookups_use_the_index_even_with_a_plan_made_on_an_empty_table() {
+        use sqlx::Connection;
+        let Some(db) = openexec_testpg::TestDb::create("nodes_plan").await else {
+            return;
+        };
+        let store = PgStore::open(
+            &db.url,
+            StoreLimits {
+                timeout: Duration::from_secs(2),
+                pool_size: 4,
+                connect_wait: Duration::from_secs(5),
+            },
+        )
+        .await
+        .unwrap();
+        let pool = store.pool.clone();
+        // A generic plan made while log_nodes is empty (as a cached prepared statement gets
+        // when the log is new) must still look nodes up by index once the table is large: a
+        // `(level, idx) IN (SELECT … UNNEST …)` form was planned as a sequential scan here.
+        let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        for stmt in [
+            "SET plan_cache_mode = force_generic_plan".to_string(),
+            format!("PREPARE nodes_q(int[], bigint[]) AS {NODES_BY_ID}"),
+            // planned now, on the empty table, and kept
+            "EXECUTE nodes_q(ARRAY[0], ARRAY[0])".to_string(),
+        ] {
+            sqlx::raw_sql(&stmt).execute(&mut c).await.unwrap();
+        }
+        sqlx::query(
+            "INSERT INTO log_nodes SELECT 0, g, md5(g::text) || md5(g::text) FROM generate_series(0, 49999) g",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let plan: Vec<String> =
+            sqlx::raw_sql("EXPLAIN EXECUTE nodes_q(ARRAY[0,0,0], ARRAY[5,17,49000])")
+                .fetch_all(&mut c)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| sqlx::Row::get::<String, _>(r, 0))
+                .collect();
+        let plan = plan.join("\n");
+        assert!(plan.contains("Index Scan"), "{plan}");
+        assert!(!plan.contains("Seq Scan on log_nodes"), "{plan}");
+        let got = nodes_on(
+            &pool,
+            &[
+                NodeId {
+                    level: 0,
+                    index: 17,
+                },
+                NodeId {
+                    level: 0,
+                    index: 49_000,
+                },
+                NodeId { level: 3, index: 1 },
+            ],
+        )
+        .await
+        .unwrap();
+        assert_eq!(got.len(), 2, "the two that exist");
+        store.close().await;
     }
 
     #[tokio::test]

@@ -12,7 +12,9 @@ use openexec_log::{Frontier, Hash, NodeId, StoredCheckpoint};
 use serde_json::Value;
 use sqlx::SqliteConnection;
 
-use super::tree_check::{checkpoint_rule, frontier_from, hash_from_hex, hash_hex, TreeCheck};
+use super::tree_check::{
+    checkpoint_rule, frontier_from, hash_from_hex, hash_hex, node_row, TreeCheck,
+};
 use super::{unavailable, StoreError};
 
 /// What start-up found.
@@ -94,15 +96,7 @@ where
     .await
     .map_err(unavailable)?;
     rows.into_iter()
-        .map(|(l, i, h)| {
-            Ok((
-                NodeId {
-                    level: l as u8,
-                    index: i as u64,
-                },
-                hash_from_hex(&h)?,
-            ))
-        })
+        .map(|(l, i, h)| node_row(l, i, &h))
         .collect()
 }
 

@@ -205,3 +205,10 @@ pub(crate) fn frontier_from(
         .collect::<Result<Vec<_>, _>>()?;
     Frontier::from_parts(size, hashes).map_err(corrupt)
 }
+
+/// A stored node row (level, index, hex hash) as the log's types.
+pub(crate) fn node_row(level: i64, index: i64, hash: &str) -> Result<(NodeId, Hash), StoreError> {
+    let level = u8::try_from(level).map_err(|_| corrupt(format!("stored node level {level}")))?;
+    let index = u64::try_from(index).map_err(|_| corrupt(format!("stored node index {index}")))?;
+    Ok((NodeId { level, index }, hash_from_hex(hash)?))
+}
