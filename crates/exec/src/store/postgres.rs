@@ -564,6 +564,12 @@ const NODES_BY_ID: &str =
      CROSS JOIN LATERAL (SELECT level, idx, hash FROM log_nodes \
      WHERE level = u.l AND idx = u.i LIMIT 1) n";
 
+/// Stored receipts' indices by hash: an index lookup per hash, for the same reason.
+const RECEIPTS_BY_HASH: &str =
+    "SELECT r.receipt_hash, r.log_index FROM UNNEST($1::text[]) AS u(h) \
+     CROSS JOIN LATERAL (SELECT receipt_hash, log_index FROM receipts \
+     WHERE receipt_hash = u.h LIMIT 1) r";
+
 async fn nodes_on<'c, E>(exec: E, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>, StoreError>
 where
     E: sqlx::Executor<'c, Database = sqlx::Postgres>,
@@ -935,14 +941,12 @@ async fn apply_batch(
         let mut index: HashMap<String, i64> = if rejected.is_empty() {
             HashMap::new()
         } else {
-            sqlx::query_as::<_, (String, i64)>(
-                "SELECT receipt_hash, log_index FROM receipts WHERE receipt_hash = ANY($1)",
-            )
-            .bind(&rejected)
-            .fetch_all(&mut *conn)
-            .await?
-            .into_iter()
-            .collect()
+            sqlx::query_as::<_, (String, i64)>(RECEIPTS_BY_HASH)
+                .bind(&rejected)
+                .fetch_all(&mut *conn)
+                .await?
+                .into_iter()
+                .collect()
         };
         if size as u64 != tree.size() {
             // Another replica appended since our last commit.
@@ -1084,9 +1088,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn node_lookups_use_the_index_even_with_a_plan_made_on_an_empty_table() {
+    async fn lookups_use_the_index_even_with_a_plan_made_on_an_empty_table() {
         use sqlx::Connection;
-        let Some(db) = openexec_testpg::TestDb::create("nodes_plan").await else {
+        let Some(db) = openexec_testpg::TestDb::create("lookup_plans").await else {
             return;
         };
         let store = PgStore::open(
@@ -1100,35 +1104,48 @@ mod tests {
         .await
         .unwrap();
         let pool = store.pool.clone();
-        // A generic plan made while log_nodes is empty (as a cached prepared statement gets
-        // when the log is new) must still look nodes up by index once the table is large: a
-        // `(level, idx) IN (SELECT … UNNEST …)` form was planned as a sequential scan here.
+        // A generic plan made while the tables are empty (as a cached prepared statement gets
+        // when the log is new) must still look rows up by index once the tables are large:
+        // `(level, idx) IN (SELECT … UNNEST …)` and `receipt_hash = ANY($1)` were planned as
+        // sequential scans here.
         let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
         for stmt in [
             "SET plan_cache_mode = force_generic_plan".to_string(),
             format!("PREPARE nodes_q(int[], bigint[]) AS {NODES_BY_ID}"),
-            // planned now, on the empty table, and kept
+            format!("PREPARE receipts_q(text[]) AS {RECEIPTS_BY_HASH}"),
+            // planned now, on the empty tables, and kept
             "EXECUTE nodes_q(ARRAY[0], ARRAY[0])".to_string(),
+            "EXECUTE receipts_q(ARRAY['x'])".to_string(),
         ] {
             sqlx::raw_sql(&stmt).execute(&mut c).await.unwrap();
         }
-        sqlx::query(
+        for fill in [
             "INSERT INTO log_nodes SELECT 0, g, md5(g::text) || md5(g::text) FROM generate_series(0, 49999) g",
-        )
-        .execute(&pool)
-        .await
-        .unwrap();
-        let plan: Vec<String> =
-            sqlx::raw_sql("EXPLAIN EXECUTE nodes_q(ARRAY[0,0,0], ARRAY[5,17,49000])")
+            "INSERT INTO receipts SELECT g, md5(g::text), 'e', '{}', 's', 'k', NULL, NULL, 'now' FROM generate_series(0, 49999) g",
+        ] {
+            sqlx::query(fill).execute(&pool).await.unwrap();
+        }
+        for (table, explain) in [
+            (
+                "log_nodes",
+                "EXPLAIN EXECUTE nodes_q(ARRAY[0,0,0], ARRAY[5,17,49000])",
+            ),
+            (
+                "receipts",
+                "EXPLAIN EXECUTE receipts_q(ARRAY[md5('17'), 'nope'])",
+            ),
+        ] {
+            let plan: Vec<String> = sqlx::raw_sql(explain)
                 .fetch_all(&mut c)
                 .await
                 .unwrap()
                 .iter()
                 .map(|r| sqlx::Row::get::<String, _>(r, 0))
                 .collect();
-        let plan = plan.join("\n");
-        assert!(plan.contains("Index Scan"), "{plan}");
-        assert!(!plan.contains("Seq Scan on log_nodes"), "{plan}");
+            let plan = plan.join("\n");
+            assert!(plan.contains("Index"), "{table}: {plan}");
+            assert!(!plan.contains(&format!("Seq Scan on {table}")), "{plan}");
+        }
         let got = nodes_on(
             &pool,
             &[
@@ -1145,7 +1162,19 @@ mod tests {
         )
         .await
         .unwrap();
-        assert_eq!(got.len(), 2, "the two that exist");
+        assert_eq!(got.len(), 2, "the two nodes that exist");
+        let found: Vec<(String, i64)> = sqlx::query_as(RECEIPTS_BY_HASH)
+            .bind(vec![
+                "nope".to_string(),
+                "c81e728d9d4c2f636f067f89cc14862c".to_string(),
+            ])
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            found,
+            vec![("c81e728d9d4c2f636f067f89cc14862c".to_string(), 2)]
+        );
         store.close().await;
     }
 
