@@ -798,9 +798,12 @@ impl Store {
                 .await?
             }
             Pool::Pg(p) => {
+                // An index lookup per node (the LIMIT keeps the planner from turning the lateral
+                // join into a scan of the table, e.g. with a plan cached while it was empty).
                 sqlx::query_as(
-                    "SELECT level, idx, hash FROM nodes WHERE origin = $1
-                     AND (level, idx) IN (SELECT * FROM UNNEST($2::BIGINT[], $3::BIGINT[]))",
+                    "SELECT n.level, n.idx, n.hash FROM UNNEST($2::BIGINT[], $3::BIGINT[]) AS u(l, i)
+                     CROSS JOIN LATERAL (SELECT level, idx, hash FROM nodes
+                     WHERE origin = $1 AND level = u.l AND idx = u.i LIMIT 1) n",
                 )
                 .bind(origin)
                 .bind(levels)
