@@ -1,83 +1,24 @@
 //! PostgreSQL going away and coming back, with a whole ClawLedger (`Ledger::start` + `run`)
-//! in-process: its connection to the server goes through a TCP proxy the test cuts and restores.
+//! in-process, on a PostgreSQL server of the test's own that it really stops and starts.
 //! It starts while the database is down, answers 503 (with /health saying why) while it is down,
 //! keeps running, and verifies and cosigns once the database is back.
 
 mod support;
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openexec_ledger::{Config, Flags, Ledger};
+use openexec_testpg::PrivatePg;
 use serde_json::Value;
 use support::*;
-use tokio::task::JoinHandle;
 
-/// A TCP proxy to `target` that can be cut (open connections closed, new ones dropped at once)
-/// and restored.
-struct Proxy {
-    addr: SocketAddr,
-    up: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
-}
-
-impl Proxy {
-    async fn start(target: String) -> Proxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let up = Arc::new(AtomicBool::new(true));
-        let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let (up2, conns2) = (up.clone(), conns.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    return;
-                };
-                if !up2.load(Ordering::SeqCst) {
-                    drop(inbound);
-                    continue;
-                }
-                let target = target.clone();
-                let h = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                conns2.lock().unwrap().push(h);
-            }
-        });
-        Proxy { addr, up, conns }
-    }
-
-    fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        for h in self.conns.lock().unwrap().drain(..) {
-            h.abort();
-        }
-    }
-
-    fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
-
-/// `postgres://user@host:port/db?q` → ("host:port", the same URL through `via`).
-fn through(url: &str, via: SocketAddr) -> (String, String) {
-    let (scheme, rest) = url.split_once("://").unwrap();
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let (user, host) = match authority.rsplit_once('@') {
-        Some((u, h)) => (format!("{u}@"), h),
-        None => (String::new(), authority),
-    };
-    let host = if host.contains(':') {
-        host.to_string()
-    } else {
-        format!("{host}:5432")
-    };
-    (host, format!("{scheme}://{user}{via}{tail}"))
+/// Stop or start the test's own PostgreSQL server (blocking commands, off the runtime).
+async fn set_up(pg: &Arc<PrivatePg>, up: bool) {
+    let pg = pg.clone();
+    tokio::task::spawn_blocking(move || if up { pg.start_again() } else { pg.stop() })
+        .await
+        .unwrap();
 }
 
 /// Poll `path` until `ok` holds for its answer (within 30 s).
@@ -126,13 +67,12 @@ async fn assert_unavailable(base: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_outage_answers_503_and_the_witness_resumes() {
-    let Some(db) = postgres("outage").await else {
+    let Some(pg) = PrivatePg::start("ledger_outage") else {
         return;
     };
-    let (target, _) = through(&db.url, "127.0.0.1:1".parse().unwrap());
-    let proxy = Proxy::start(target).await;
-    let (_, url) = through(&db.url, proxy.addr);
-    proxy.cut();
+    let pg = Arc::new(pg);
+    let url = pg.url();
+    set_up(&pg, false).await;
 
     let log = FakeLog::start().await;
     log.grow_to(20);
@@ -167,19 +107,19 @@ async fn postgres_outage_answers_503_and_the_witness_resumes() {
     assert!(!log.cosigned(20));
 
     // Up: migrations run on first use, the witness catches up and cosigns.
-    proxy.restore();
+    set_up(&pg, true).await;
     wait_for(&base, "/health", |st, _| st == 200).await;
     wait_for(&base, &format!("/evidence/{ORIGIN}/19"), |st, _| st == 200).await;
     wait_delivered(&log, 20).await;
 
     // Down again while running; the log grows meanwhile.
-    proxy.cut();
+    set_up(&pg, false).await;
     assert_unavailable(&base).await;
     log.grow_to(45);
     assert!(!running.is_finished(), "ClawLedger stopped");
 
     // Back: it resumes and verifies the growth.
-    proxy.restore();
+    set_up(&pg, true).await;
     let ev = wait_for(&base, &format!("/evidence/{ORIGIN}/44"), |st, _| st == 200).await;
     check_evidence(&ev, &log.verifier(), 44, 45);
     wait_delivered(&log, 45).await;
