@@ -18,6 +18,7 @@
 //!   verification checks of SPEC §4 in their order, and minting.
 //! - [`receipt`]: the receipt of SPEC §6, its hash, its signature, and offline checking of an
 //!   evidence object.
+//! - [`url`]: URLs in messages, their passwords hidden.
 //!
 //! What it leaves to others: all I/O (HTTP, files, environment variables, databases), clocks
 //! (every function that needs "now" takes it as an argument), randomness (key generation takes a
@@ -34,3 +35,4 @@ pub mod keys;
 pub mod payload;
 pub mod receipt;
 pub mod time;
+pub mod url;

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use openexec_core::url::redact_password;
 use serde::Deserialize;
 
 /// How the service decides whether a request may run.
@@ -140,12 +141,15 @@ impl DbTarget {
         let url = url.trim();
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             url.parse::<sqlx::postgres::PgConnectOptions>()
-                .map_err(|e| ConfigError(format!("OPENEXEC_DB_URL '{url}': {e}")))?;
+                .map_err(|e| {
+                    ConfigError(format!("OPENEXEC_DB_URL '{}': {e}", redact_password(url)))
+                })?;
             return Ok(DbTarget::Postgres(url.to_string()));
         }
         let rest = url.strip_prefix("sqlite:").ok_or_else(|| {
             ConfigError(format!(
-                "OPENEXEC_DB_URL must start with sqlite: (e.g. sqlite:///openexec.db) or postgres://, got '{url}'"
+                "OPENEXEC_DB_URL must start with sqlite: (e.g. sqlite:///openexec.db) or postgres://, got '{}'",
+                redact_password(url)
             ))
         })?;
         let path = if let Some(after) = rest.strip_prefix("//") {
@@ -293,6 +297,11 @@ mod tests {
             DbTarget::Postgres("postgres://postgres@127.0.0.1:5432/test".into())
         );
         assert!(DbTarget::parse("postgres://h:notaport/db").is_err());
+        // A password never appears in the message.
+        for bad in ["postgres://u:pw123@h:notaport/db", "mysql://u:pw123@h/db"] {
+            let e = DbTarget::parse(bad).unwrap_err().to_string();
+            assert!(!e.contains("pw123") && e.contains("u:***@h"), "{e}");
+        }
         assert!(DbTarget::parse("sqlite://host/x.db").is_err());
     }
 

@@ -19,6 +19,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use openexec_core::url::redact_password;
 use openexec_log::{Frontier, Hash, NodeId};
 use serde::Serialize;
 use sqlx::migrate::Migrator;
@@ -64,22 +65,6 @@ impl fmt::Debug for DbUrl {
     }
 }
 
-/// `url` with the password of its user info (if any) replaced by `***`.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_string(),
-        },
-        None => url.to_string(),
-    }
-}
-
 /// Read a database URL: `postgres://…` or `postgresql://…` (anything PostgreSQL's connection
 /// URIs allow), or, as OpenExec does (SQLAlchemy style), `sqlite:///relative.db`,
 /// `sqlite:////absolute.db`, or `sqlite:path`. In-memory SQLite databases are refused: the
@@ -87,7 +72,7 @@ fn redact(url: &str) -> String {
 pub fn parse_db_url(url: &str) -> anyhow::Result<DbUrl> {
     let url = url.trim();
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let shown = redact(url);
+        let shown = redact_password(url);
         let opts = PgConnectOptions::from_str(url)
             .map_err(|e| anyhow::anyhow!("CLAWLEDGER_DB_URL '{shown}': {e}"))?;
         return Ok(DbUrl(Backend::Postgres(Box::new(opts), shown)));
@@ -95,7 +80,7 @@ pub fn parse_db_url(url: &str) -> anyhow::Result<DbUrl> {
     let rest = url.strip_prefix("sqlite:").ok_or_else(|| {
         anyhow::anyhow!(
             "CLAWLEDGER_DB_URL must start with sqlite: (e.g. sqlite:///clawledger.db) or postgres:// (e.g. postgres://user@host/db), got '{}'",
-            redact(url)
+            redact_password(url)
         )
     })?;
     let path = match rest.strip_prefix("//") {

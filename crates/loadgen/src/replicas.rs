@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use openexec_core::url::redact_password;
 use serde_json::{json, Value};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
@@ -1059,7 +1060,7 @@ pub fn run(
             Some(p) => format!(", OPENEXEC_DB_POOL_SIZE={p}"),
             None => String::new(),
         },
-        redact(pg_url),
+        redact_password(pg_url),
         spread.join(" + ")
     ));
     for n in notes.iter().chain(thread_notes.iter()) {
@@ -1075,7 +1076,7 @@ pub fn run(
             "machine": {"nproc": nproc(), "cpu": cpu_model()},
             "command": cmd,
             "benchmark": "replicas",
-            "pg_server": redact(pg_url),
+            "pg_server": redact_password(pg_url),
             "pg_pool_size": args.pg_pool_size,
             "connections": args.connections,
             "client_threads": args.client_threads.max(1),
@@ -1093,22 +1094,6 @@ pub fn run(
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(failures.is_empty())
-}
-
-/// A URL without its password (for the report).
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_string(),
-        },
-        None => url.to_string(),
-    }
 }
 
 /// Non-200 answers of a phase: a failure, or a note with `--allow-errors`.
@@ -1302,10 +1287,10 @@ mod tests {
         assert!(database_url("nope", "n").is_err());
         assert!(database_url("postgres:///db", "n").is_err());
         assert_eq!(
-            redact("postgres://u:secret@h:5432/db?x=1"),
+            redact_password("postgres://u:secret@h:5432/db?x=1"),
             "postgres://u:***@h:5432/db?x=1"
         );
-        assert_eq!(redact(DEFAULT_PG_URL), DEFAULT_PG_URL);
+        assert_eq!(redact_password(DEFAULT_PG_URL), DEFAULT_PG_URL);
     }
 
     #[test]

@@ -26,6 +26,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use openexec_core::url::redact_password;
 use openexec_log::{leaf_hash, Frontier, Hash, NodeId, StoredCheckpoint};
 
 use super::tree_check::{
@@ -100,14 +101,14 @@ impl PgStore {
             match attempt {
                 Ok(()) => break,
                 Err(e) if started.elapsed() + pause < limits.connect_wait => {
-                    tracing::warn!(error = %e, url = %redact(url), "waiting for PostgreSQL to accept connections");
+                    tracing::warn!(error = %e, url = %redact_password(url), "waiting for PostgreSQL to accept connections");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(2));
                 }
                 Err(e) => {
                     return Err(anyhow::anyhow!(
                         "cannot connect to PostgreSQL ({}) within {} ms (OPENEXEC_DB_CONNECT_WAIT_MS): {e}",
-                        redact(url),
+                        redact_password(url),
                         limits.connect_wait.as_millis()
                     ))
                 }
@@ -411,20 +412,6 @@ fn sequencer_options(connect: &PgConnectOptions) -> PgConnectOptions {
         ("tcp_keepalives_interval", "2"),
         ("tcp_keepalives_count", "3"),
     ])
-}
-
-/// Hide a password in a URL for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
 }
 
 async fn heartbeat_loop(
@@ -1024,19 +1011,6 @@ async fn apply_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_hidden_in_messages() {
-        assert_eq!(
-            redact("postgres://app:s3cret@db.internal:5432/openexec"),
-            "postgres://app:***@db.internal:5432/openexec"
-        );
-        assert_eq!(
-            redact("postgres://app@db/openexec"),
-            "postgres://app@db/openexec"
-        );
-        assert_eq!(redact("postgres://db/openexec"), "postgres://db/openexec");
-    }
 
     #[test]
     fn the_head_rows_frontier_round_trips_and_must_give_its_root() {
