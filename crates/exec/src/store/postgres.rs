@@ -30,7 +30,8 @@ use openexec_core::url::redact_password;
 use openexec_log::{leaf_hash, Frontier, Hash, NodeId, StoredCheckpoint};
 
 use super::tree_check::{
-    checkpoint_rule, corrupt, hash_from_hex, hash_hex, leaf_data, node_row, LogHead, TreeCheck,
+    checkpoint_row, checkpoint_rule, corrupt, hash_from_hex, hash_hex, leaf_data, node_row,
+    LogHead, TreeCheck, LATEST_CHECKPOINT,
 };
 use super::{
     assign_indices, claim_row, now_text, receipts_to_log, reply, settle, stored_receipt,
@@ -529,19 +530,11 @@ async fn latest_checkpoint_on<'c, E>(exec: E) -> Result<Option<StoredCheckpoint>
 where
     E: sqlx::Executor<'c, Database = sqlx::Postgres>,
 {
-    let row: Option<(i64, String, String)> =
-        sqlx::query_as("SELECT size, root, note FROM log_checkpoints ORDER BY size DESC LIMIT 1")
-            .fetch_optional(exec)
-            .await
-            .map_err(db_err)?;
-    row.map(|(size, root, note)| {
-        Ok(StoredCheckpoint {
-            size: size as u64,
-            root: hash_from_hex(&root)?,
-            note,
-        })
-    })
-    .transpose()
+    let row = sqlx::query_as(LATEST_CHECKPOINT)
+        .fetch_optional(exec)
+        .await
+        .map_err(db_err)?;
+    checkpoint_row(row)
 }
 
 /// Nodes by id: a parameterised index lookup per id (the LIMIT keeps the planner from turning
@@ -636,12 +629,7 @@ async fn writer_loop(
             };
             match result {
                 Ok(applied) => {
-                    head.send_if_modified(|h| {
-                        let new = LogHead::of(&tree);
-                        let changed = *h != new;
-                        *h = new;
-                        changed
-                    });
+                    LogHead::publish(&head, &tree);
                     reply(settle(ops, applied));
                 }
                 Err(e) => {
@@ -1012,6 +1000,23 @@ async fn apply_batch(
 mod tests {
     use super::*;
 
+    /// A store on a fresh database of its own, or `None` (with a printed reason) without
+    /// PostgreSQL.
+    async fn test_store(name: &str) -> Option<(openexec_testpg::TestDb, PgStore)> {
+        let db = openexec_testpg::TestDb::create(name).await?;
+        let store = PgStore::open(
+            &db.url,
+            StoreLimits {
+                timeout: Duration::from_secs(2),
+                pool_size: 4,
+                connect_wait: Duration::from_secs(5),
+            },
+        )
+        .await
+        .unwrap();
+        Some((db, store))
+    }
+
     #[test]
     fn the_head_rows_frontier_round_trips_and_must_give_its_root() {
         let mut tree = Frontier::empty();
@@ -1064,19 +1069,9 @@ mod tests {
     #[tokio::test]
     async fn lookups_use_the_index_even_with_a_plan_made_on_an_empty_table() {
         use sqlx::Connection;
-        let Some(db) = openexec_testpg::TestDb::create("lookup_plans").await else {
+        let Some((db, store)) = test_store("lookup_plans").await else {
             return;
         };
-        let store = PgStore::open(
-            &db.url,
-            StoreLimits {
-                timeout: Duration::from_secs(2),
-                pool_size: 4,
-                connect_wait: Duration::from_secs(5),
-            },
-        )
-        .await
-        .unwrap();
         let pool = store.pool.clone();
         // A generic plan made while the tables are empty (as a cached prepared statement gets
         // when the log is new) must still look rows up by index once the tables are large:
@@ -1154,19 +1149,9 @@ mod tests {
 
     #[tokio::test]
     async fn only_long_gone_replicas_without_running_claims_are_pruned() {
-        let Some(db) = openexec_testpg::TestDb::create("prune_replicas").await else {
+        let Some((_db, store)) = test_store("prune_replicas").await else {
             return;
         };
-        let store = PgStore::open(
-            &db.url,
-            StoreLimits {
-                timeout: Duration::from_secs(2),
-                pool_size: 4,
-                connect_wait: Duration::from_secs(5),
-            },
-        )
-        .await
-        .unwrap();
         let pool = store.pool.clone();
         for (owner, age) in [
             ("gone", "2 hours"),

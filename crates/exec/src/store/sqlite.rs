@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use openexec_log::{leaf_hash, Frontier, Hash, NodeId, StoredCheckpoint};
 
 use super::sqlite_log as logstore;
-use super::tree_check::{frontier_from, hash_from_hex, leaf_data, LogHead};
+use super::tree_check::{checkpoint_row, frontier_from, leaf_data, LogHead, LATEST_CHECKPOINT};
 use super::{
     assign_indices, claim_row, now_text, receipts_to_log, reply, settle, stored_receipt,
     unavailable, Applied, Batch, Claim, ClaimResult, ClaimRow, Done, LogWrite, StoreError,
@@ -430,15 +430,7 @@ async fn writer_loop(
             let before = tree.clone();
             match commit_batch(&mut conn, ops, &owner, &mut tree).await {
                 Ok(done) => {
-                    head.send_if_modified(|h| {
-                        let new = LogHead {
-                            size: tree.size(),
-                            root: tree.root(),
-                        };
-                        let changed = *h != new;
-                        *h = new;
-                        changed
-                    });
+                    LogHead::publish(&head, &tree);
                     reply(done);
                 }
                 Err((ops, e)) => {
@@ -812,31 +804,19 @@ impl SqliteStore {
     pub async fn latest_checkpoint(
         &self,
     ) -> Result<Option<(StoredCheckpoint, Vec<String>)>, StoreError> {
-        let row: Option<(i64, String, String)> = self
-            .read(
-                sqlx::query_as(
-                    "SELECT size, root, note FROM log_checkpoints ORDER BY size DESC LIMIT 1",
-                )
-                .fetch_optional(&self.read),
-            )
+        let row = self
+            .read(sqlx::query_as(LATEST_CHECKPOINT).fetch_optional(&self.read))
             .await?;
-        let Some((size, root, note)) = row else {
+        let Some(cp) = checkpoint_row(row)? else {
             return Ok(None);
         };
         let lines: Vec<(String,)> = self
             .read(
                 sqlx::query_as("SELECT line FROM log_cosignatures WHERE size = ? ORDER BY witness")
-                    .bind(size)
+                    .bind(cp.size as i64)
                     .fetch_all(&self.read),
             )
             .await?;
-        Ok(Some((
-            StoredCheckpoint {
-                size: size as u64,
-                root: hash_from_hex(&root)?,
-                note,
-            },
-            lines.into_iter().map(|(l,)| l).collect(),
-        )))
+        Ok(Some((cp, lines.into_iter().map(|(l,)| l).collect())))
     }
 }

@@ -13,7 +13,8 @@ use serde_json::Value;
 use sqlx::SqliteConnection;
 
 use super::tree_check::{
-    checkpoint_rule, frontier_from, hash_from_hex, hash_hex, node_row, TreeCheck,
+    checkpoint_row, checkpoint_rule, frontier_from, hash_hex, node_row, TreeCheck,
+    LATEST_CHECKPOINT,
 };
 use super::{unavailable, StoreError};
 
@@ -131,19 +132,11 @@ async fn insert_nodes(
 async fn latest_checkpoint_on(
     conn: &mut SqliteConnection,
 ) -> Result<Option<StoredCheckpoint>, StoreError> {
-    let row: Option<(i64, String, String)> =
-        sqlx::query_as("SELECT size, root, note FROM log_checkpoints ORDER BY size DESC LIMIT 1")
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(unavailable)?;
-    row.map(|(size, root, note)| {
-        Ok(StoredCheckpoint {
-            size: size as u64,
-            root: hash_from_hex(&root)?,
-            note,
-        })
-    })
-    .transpose()
+    let row = sqlx::query_as(LATEST_CHECKPOINT)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(unavailable)?;
+    checkpoint_row(row)
 }
 
 /// Store a signed checkpoint, refusing anything that would contradict an earlier one: a smaller

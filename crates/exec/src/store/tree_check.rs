@@ -28,6 +28,34 @@ impl LogHead {
             root: tree.root(),
         }
     }
+
+    /// Publish `tree`'s head after a commit (watchers wake only when it moved).
+    pub(crate) fn publish(head: &tokio::sync::watch::Sender<LogHead>, tree: &Frontier) {
+        head.send_if_modified(|h| {
+            let new = LogHead::of(tree);
+            let changed = *h != new;
+            *h = new;
+            changed
+        });
+    }
+}
+
+/// The latest stored checkpoint, as [`checkpoint_row`] reads it (the same text on both backends).
+pub(crate) const LATEST_CHECKPOINT: &str =
+    "SELECT size, root, note FROM log_checkpoints ORDER BY size DESC LIMIT 1";
+
+/// A row of [`LATEST_CHECKPOINT`] as the log's type.
+pub(crate) fn checkpoint_row(
+    row: Option<(i64, String, String)>,
+) -> Result<Option<StoredCheckpoint>, StoreError> {
+    row.map(|(size, root, note)| {
+        Ok(StoredCheckpoint {
+            size: u64::try_from(size).map_err(|_| corrupt(format!("checkpoint size {size}")))?,
+            root: hash_from_hex(&root)?,
+            note,
+        })
+    })
+    .transpose()
 }
 
 pub(crate) fn hash_hex(h: &Hash) -> String {
