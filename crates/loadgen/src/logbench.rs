@@ -522,20 +522,12 @@ pub fn run(
         POLL.as_millis(),
         probes.polls
     ));
-    for n in &notes {
-        out.push_str(&format!("- {n}\n"));
-    }
-    for f in &failures {
-        out.push_str(&format!("- FAILED: {f}\n"));
-    }
-    print!("{out}");
-
-    if let Some(path) = &args.json {
-        let pj = |p: &Percentiles| {
-            json!({"p50_ms": p.p50_us as f64 / 1000.0, "p99_ms": p.p99_us as f64 / 1000.0,
-                   "max_ms": p.max_us as f64 / 1000.0, "mean_ms": p.mean_us / 1000.0})
-        };
-        let doc = json!({
+    let pj = |p: &Percentiles| {
+        json!({"p50_ms": p.p50_us as f64 / 1000.0, "p99_ms": p.p99_us as f64 / 1000.0,
+               "max_ms": p.max_us as f64 / 1000.0, "mean_ms": p.mean_us / 1000.0})
+    };
+    let doc = || {
+        json!({
             "machine": {"nproc": nproc(), "cpu": cpu_model()},
             "command": cmd,
             "connections": args.connections,
@@ -548,11 +540,9 @@ pub fn run(
             "notes": notes,
             "failures": failures,
             "ok": failures.is_empty(),
-        });
-        std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    Ok(failures.is_empty())
+        })
+    };
+    crate::report::finish(out, &notes, &failures, args.json.as_deref(), doc)
 }
 
 #[cfg(test)]

@@ -754,16 +754,8 @@ fn run(args: &Args) -> anyhow::Result<bool> {
          columns are % of one core during the window (softirq: the kernel's, mostly loopback \
          networking; other: every other busy process, which distorts the run when not ~0).\n",
     );
-    for n in notes.iter().chain(thread_notes.iter()) {
-        out.push_str(&format!("- {n}\n"));
-    }
-    for f in &failures {
-        out.push_str(&format!("- FAILED: {f}\n"));
-    }
-    print!("{out}");
-
-    if let Some(path) = &args.json {
-        let doc = json!({
+    let doc = || {
+        json!({
             "machine": {"nproc": nproc(), "cpu": cpu_model()},
             "command": cmd,
             "connections": args.connections,
@@ -776,11 +768,15 @@ fn run(args: &Args) -> anyhow::Result<bool> {
             "failures": failures,
             "ok": failures.is_empty(),
             "extra": extra_json,
-        });
-        std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    Ok(failures.is_empty())
+        })
+    };
+    report::finish(
+        out,
+        notes.iter().chain(thread_notes.iter()),
+        &failures,
+        args.json.as_deref(),
+        doc,
+    )
 }
 
 #[cfg(test)]

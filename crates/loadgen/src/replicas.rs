@@ -1063,16 +1063,8 @@ pub fn run(
         redact_password(pg_url),
         spread.join(" + ")
     ));
-    for n in notes.iter().chain(thread_notes.iter()) {
-        out.push_str(&format!("- {n}\n"));
-    }
-    for f in &failures {
-        out.push_str(&format!("- FAILED: {f}\n"));
-    }
-    print!("{out}");
-
-    if let Some(path) = &args.json {
-        let doc = json!({
+    let doc = || {
+        json!({
             "machine": {"nproc": nproc(), "cpu": cpu_model()},
             "command": cmd,
             "benchmark": "replicas",
@@ -1089,11 +1081,15 @@ pub fn run(
             "server_threads": thread_notes,
             "failures": failures,
             "ok": failures.is_empty(),
-        });
-        std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    Ok(failures.is_empty())
+        })
+    };
+    crate::report::finish(
+        out,
+        notes.iter().chain(thread_notes.iter()),
+        &failures,
+        args.json.as_deref(),
+        doc,
+    )
 }
 
 /// Non-200 answers of a phase: a failure, or a note with `--allow-errors`.

@@ -240,3 +240,28 @@ impl StoreMetrics {
         )
     }
 }
+
+/// The end of every benchmark: print the report with its notes and failures, write the JSON
+/// document (`doc`, built only then) to `json` when asked, and say whether the run passed (no
+/// failures).
+pub fn finish<'a>(
+    mut out: String,
+    notes: impl IntoIterator<Item = &'a String>,
+    failures: &[String],
+    json: Option<&std::path::Path>,
+    doc: impl FnOnce() -> Value,
+) -> anyhow::Result<bool> {
+    use anyhow::Context as _;
+    for n in notes {
+        out.push_str(&format!("- {n}\n"));
+    }
+    for f in failures {
+        out.push_str(&format!("- FAILED: {f}\n"));
+    }
+    print!("{out}");
+    if let Some(path) = json {
+        std::fs::write(path, serde_json::to_string_pretty(&doc())? + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(failures.is_empty())
+}
