@@ -41,6 +41,11 @@ pub trait LogStore: Send + Sync {
     /// The committed head: how many entries the log holds and the root over them.
     fn head(&self) -> impl Future<Output = Result<(u64, Hash), Self::Error>> + Send;
 
+    /// A size the log is known to hold without asking the database (e.g. the head as of this
+    /// process's last commit): never more than `head`'s. Range checks of requests use it first,
+    /// and ask `head` only for a request beyond it.
+    fn known_size(&self) -> u64;
+
     /// Why the stored log cannot be trusted (its start-up check failed), if it cannot. A log
     /// with a problem signs nothing.
     fn problem(&self) -> Option<String>;
@@ -264,6 +269,20 @@ impl LogService {
         Ok(Some(size))
     }
 
+    /// The log's size for a request that needs `wanted` entries: the store's free lower bound
+    /// when it suffices, else its committed head.
+    async fn size_for<S: LogStore>(
+        &self,
+        store: &S,
+        wanted: u64,
+    ) -> Result<u64, ServiceError<S::Error>> {
+        let known = store.known_size();
+        if wanted <= known {
+            return Ok(known);
+        }
+        Ok(store.head().await.map_err(ServiceError::Store)?.0)
+    }
+
     /// Fetch the nodes a plan needs, the upper levels from the cache.
     async fn assemble<S: LogStore>(
         &self,
@@ -331,7 +350,7 @@ impl LogService {
         index: u64,
         size: u64,
     ) -> Result<Vec<Hash>, ServiceError<S::Error>> {
-        let (head, _) = store.head().await.map_err(ServiceError::Store)?;
+        let head = self.size_for(store, size).await?;
         if size == 0 || size > head || index >= size {
             return Err(ServiceError::BadRequest(format!(
                 "need index < tree_size <= {head} (the log's size), got index {index}, tree_size {size}"
@@ -351,7 +370,7 @@ impl LogService {
         first: u64,
         second: u64,
     ) -> Result<Vec<Hash>, ServiceError<S::Error>> {
-        let (head, _) = store.head().await.map_err(ServiceError::Store)?;
+        let head = self.size_for(store, second).await?;
         if first > second || second > head {
             return Err(ServiceError::BadRequest(format!(
                 "need first <= second <= {head} (the log's size), got first {first}, second {second}"
@@ -374,7 +393,9 @@ impl LogService {
         start: u64,
         end: u64,
     ) -> Result<Vec<Vec<u8>>, ServiceError<S::Error>> {
-        let (head, _) = store.head().await.map_err(ServiceError::Store)?;
+        let head = self
+            .size_for(store, end.min(start.saturating_add(MAX_ENTRIES)))
+            .await?;
         if start >= end || start >= head {
             return Err(ServiceError::BadRequest(format!(
                 "need start < end and start < {head} (the log's size), got start {start}, end {end}"

@@ -26,6 +26,9 @@ struct MemInner {
     node_reads: usize,
     /// When set, `head` reports this instead of the truth (a store gone wrong).
     fake_head: Option<(u64, Hash)>,
+    /// When set, `known_size` reports this (a process that has not seen others' appends).
+    known: Option<u64>,
+    head_reads: usize,
 }
 
 impl Mem {
@@ -42,12 +45,19 @@ impl LogStore for Mem {
     type Error = String;
 
     async fn head(&self) -> Result<(u64, Hash), String> {
-        let m = self.inner.lock().unwrap();
+        let mut m = self.inner.lock().unwrap();
+        m.head_reads += 1;
         if let Some(h) = m.fake_head {
             return Ok(h);
         }
         let t = m.tree.clone().unwrap_or_else(Frontier::empty);
         Ok((t.size(), t.root()))
+    }
+
+    fn known_size(&self) -> u64 {
+        let m = self.inner.lock().unwrap();
+        m.known
+            .unwrap_or_else(|| m.tree.as_ref().map(Frontier::size).unwrap_or(0))
     }
 
     fn problem(&self) -> Option<String> {
@@ -272,4 +282,29 @@ fn only_configured_witnesses_cosign_the_latest_checkpoint() {
     let replica = service(vec![w1.verifier()]);
     block_on(replica.load(&store)).unwrap();
     assert_eq!(replica.checkpoint_text().unwrap(), text);
+}
+
+#[test]
+fn requests_within_the_known_size_ask_no_head_and_beyond_it_ask_the_store() {
+    let store = filled(100);
+    let log = service(vec![]);
+    let reads = |s: &Mem| s.inner.lock().unwrap().head_reads;
+    block_on(log.proof_inclusion(&store, 3, 100)).unwrap();
+    block_on(log.proof_consistency(&store, 10, 100)).unwrap();
+    block_on(log.entries(&store, 0, 50)).unwrap();
+    assert_eq!(reads(&store), 0, "within the known size: no head read");
+
+    // Another writer appended: this process only knows 40 entries, the store holds 100.
+    store.inner.lock().unwrap().known = Some(40);
+    let (_, root) = block_on(store.head()).unwrap();
+    let p = block_on(log.proof_inclusion(&store, 70, 100)).unwrap();
+    verify_inclusion(&leaf_hash(b"entry 70"), 70, 100, &p, &root).unwrap();
+    assert_eq!(block_on(log.entries(&store, 30, 60)).unwrap().len(), 30);
+    assert!(block_on(log.proof_consistency(&store, 20, 100)).is_ok());
+    // Beyond what the store holds: still refused, naming the store's size.
+    let e = block_on(log.proof_inclusion(&store, 0, 101)).unwrap_err();
+    assert!(
+        matches!(e, ServiceError::BadRequest(ref m) if m.contains("<= 100")),
+        "{e}"
+    );
 }

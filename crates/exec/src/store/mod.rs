@@ -381,6 +381,10 @@ impl LogStore for Store {
         on!(self, s => s.head().await)
     }
 
+    fn known_size(&self) -> u64 {
+        self.log_head().size
+    }
+
     fn problem(&self) -> Option<String> {
         self.log_problem()
     }
