@@ -143,6 +143,17 @@ struct ServeArgs {
     /// Tenant of requests that name none (default "default").
     #[arg(long, env = "CLAWSHIELD_TENANT_ID")]
     clawshield_tenant_id: Option<String>,
+    /// Tenants served, comma-separated (default: the configured tenant alone); others get 403
+    /// tenant_not_served.
+    #[arg(long, env = "OPENEXEC_TENANTS")]
+    tenants: Option<String>,
+    /// Rejections without a verified artifact that enter the receipt log, per second per tenant
+    /// (token bucket; default 50). Past it the answer still carries a signed receipt, unlogged.
+    #[arg(long, env = "OPENEXEC_REJECTION_LOG_RATE")]
+    rejection_log_rate: Option<u32>,
+    /// Longest validity (expires_at - issued_at) of an approval artifact, in seconds.
+    #[arg(long, env = "OPENEXEC_MAX_APPROVAL_TTL_SECONDS")]
+    max_approval_ttl_seconds: Option<i64>,
     /// Clock skew allowed on approval time windows, in seconds (default 30).
     #[arg(long, env = "OPENEXEC_CLOCK_SKEW_SECONDS")]
     clock_skew_seconds: Option<i64>,
@@ -189,6 +200,9 @@ impl ServeArgs {
             allowed_actions: self.allowed_actions.map(|a| vec![a]),
             clawshield_public_key: self.clawshield_public_key,
             clawshield_tenant_id: self.clawshield_tenant_id,
+            tenants: self.tenants.map(|t| vec![t]),
+            rejection_log_rate: self.rejection_log_rate,
+            max_approval_ttl_seconds: self.max_approval_ttl_seconds,
             clock_skew_seconds: self.clock_skew_seconds,
             max_body_bytes: self.max_body_bytes,
             max_depth: self.max_depth,
@@ -338,6 +352,8 @@ fn init_logging(var: &str) {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in files or log collectors.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
@@ -505,7 +521,7 @@ fn hash_cmd(a: HashArgs) -> anyhow::Result<()> {
         Some(p) => {
             let v = json::parse_ijson(&read_input(p)?, json::DEFAULT_MAX_DEPTH)
                 .map_err(|e| anyhow::anyhow!("{} is not valid JSON: {e}", p.display()))?;
-            let req = openexec_exec::http::exec_request(v).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let req = openexec_core::request::ExecRequest::from_value(v)?;
             let payload = payload::normalize(req.payload.as_ref(), json::DEFAULT_MAX_DEPTH)
                 .map_err(|e| anyhow::anyhow!("payload: {e}"))?;
             (

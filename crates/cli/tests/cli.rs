@@ -83,6 +83,8 @@ async fn approve_mints_an_artifact_for_exactly_one_request() {
         ("OPENEXEC_MODE", "clawshield"),
         ("CLAWSHIELD_PUBLIC_KEY", &pub_path),
         ("CLAWSHIELD_TENANT_ID", "t"),
+        // "u" is served too, so that its request reaches the artifact's tenant check.
+        ("OPENEXEC_TENANTS", "u"),
     ]);
     let (_, keys) = s.get("/keys").await;
     assert_eq!(keys["approval_keys"][0]["key_id"], kid.as_str(), "{keys}");

@@ -130,8 +130,9 @@ async fn compare(a: &Server, b: &Server, requests: &[(Value, u16)]) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn demo_receipts_are_identical_across_servers() {
-    let a = Server::start(&[]);
-    let b = Server::start(&[]);
+    // "t-9" is served too (OPENEXEC_TENANTS), so its request runs.
+    let a = Server::start(&[("OPENEXEC_TENANTS", "t-9")]);
+    let b = Server::start(&[("OPENEXEC_TENANTS", "t-9")]);
     let requests = [
         (
             json!({"action": "echo", "payload": {"msg": "hi", "n": [1, 2.5, null]}, "nonce": "det-1"}),

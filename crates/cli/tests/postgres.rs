@@ -161,8 +161,9 @@ async fn sqlite_and_postgres_give_identical_receipt_hashes() {
     let Some(db) = TestDb::create("e2e_same_hashes").await else {
         return;
     };
-    let lite = Server::start(&[]);
-    let pg = replica(&db.url, None, &[]);
+    // "t2" is served too (OPENEXEC_TENANTS), so its request runs on both.
+    let lite = Server::start(&[("OPENEXEC_TENANTS", "t2")]);
+    let pg = replica(&db.url, None, &[("OPENEXEC_TENANTS", "t2")]);
     let a = receipts_of(&lite).await;
     let b = receipts_of(&pg).await;
     assert_eq!(a.len(), b.len());

@@ -170,7 +170,7 @@ async fn duplicate_past_the_wait_bound_is_in_progress() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nonces_are_unique_per_tenant_not_globally() {
-    let s = Server::start(&[]);
+    let s = Server::start(&[("OPENEXEC_TENANTS", "t-a,t-b")]);
     let a = json!({"action": "echo", "payload": {"m": 1}, "nonce": "shared", "tenant_id": "t-a"});
     let b = json!({"action": "echo", "payload": {"m": 2}, "nonce": "shared", "tenant_id": "t-b"});
     let (sa, ra) = s.execute(&a).await;

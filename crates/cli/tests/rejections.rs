@@ -199,7 +199,10 @@ async fn allow_list_comes_first() {
 async fn clawshield_refusals_in_order() {
     let vec = load_vector("legacy_v0.json");
     let env = clawshield_env(vec["public_key_pem"].as_str().unwrap());
-    let s = Server::start(&env_ref(&env));
+    let mut env = env_ref(&env);
+    // tenant-777 is served too, so that its request reaches the artifact's tenant check.
+    env.push(("OPENEXEC_TENANTS", "tenant-777"));
+    let s = Server::start(&env);
     let keys = s.keys().await;
     let sk = vector_signing_key();
     let other = signing_key_from_seed([7u8; 32]);

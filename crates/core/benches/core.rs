@@ -72,7 +72,8 @@ fn benches(c: &mut Criterion) {
         receipt_hash: h.clone(),
         signature: receipt::sign(&h, &sk),
         key_id: openexec_core::keys::key_id(&sk.verifying_key()),
-        log_index: 0,
+        log_index: Some(0),
+        logged: None,
         inclusion: None,
     };
     let ev = serde_json::to_value(&ev).unwrap();

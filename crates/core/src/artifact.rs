@@ -156,6 +156,18 @@ impl Artifact {
         &self.approvers
     }
 
+    /// What makes this artifact single use at OpenExec (SPEC §4), given the id of the key that
+    /// verified it. v0: `v0:` ‖ SHA-256 hex of [`Artifact::signed_message`] — the v0 message has
+    /// no separators, so `approval_id` and `tenant_id` can be re-split into "other" artifacts
+    /// under the same signature, and only the signed bytes name one approval. v1:
+    /// `<key_id>:<approval_id>` (a v1 artifact is bound to its nonce as well).
+    pub fn single_use_key(&self, verified_by: &str) -> String {
+        match self.format {
+            Format::V0 => format!("v0:{}", crate::json::sha256_hex(&self.signed_message())),
+            Format::V1 => format!("{verified_by}:{}", self.approval_id),
+        }
+    }
+
     /// The exact bytes the artifact's signature covers.
     pub fn signed_message(&self) -> Vec<u8> {
         match self.format {
@@ -428,8 +440,8 @@ pub struct ApprovalRef {
 /// 3. tenant — the artifact's tenant must be `binding.tenant_id`;
 /// 4. bound to this request — v0: `action_hash == legacy_action_hash(action, payload)`; v1:
 ///    `request_hash`, `intent_hash`, `action` and `nonce` all equal the binding's;
-/// 5. when `check_time`: `expires_at < now - skew` → [`Rejection::Expired`];
-///    `issued_at > now + skew` → [`Rejection::NotYetValid`] (both formats).
+/// 5. when `check_time`: the time window of [`check_window`] with `skew_secs` and the default
+///    longest validity [`DEFAULT_MAX_TTL_SECONDS`].
 ///
 /// Returns the [`ApprovalRef`] to record, with the key id of the key that verified.
 pub fn verify(
@@ -481,15 +493,7 @@ pub fn verify(
     }
 
     if check_time {
-        let skew = Duration::try_seconds(skew_secs).unwrap_or(Duration::zero());
-        let early = now.checked_sub_signed(skew).unwrap_or(now);
-        let late = now.checked_add_signed(skew).unwrap_or(now);
-        if art.expires_at < early {
-            return Err(Rejection::Expired);
-        }
-        if art.issued_at > late {
-            return Err(Rejection::NotYetValid);
-        }
+        check_window(art, now, &Window::with_skew(skew_secs))?;
     }
 
     Ok(ApprovalRef {
@@ -498,6 +502,67 @@ pub fn verify(
         key_id: key_id(verifier),
         decision_id: art.decision_id.clone(),
     })
+}
+
+/// The default longest validity of an artifact (`expires_at − issued_at`), in seconds.
+///
+/// SPEC §4 names 86400 (one day); the shared conformance vectors sign artifacts valid from
+/// 2026-01-01 to 2099-01-01 and expect them accepted with default settings, so the built-in
+/// default is 100 years, which still refuses the endless approvals (year 9999) the review found.
+/// Operators set `OPENEXEC_MAX_APPROVAL_TTL_SECONDS` (86400 recommended; `docs/SECURITY.md`).
+pub const DEFAULT_MAX_TTL_SECONDS: i64 = 100 * 365 * 86_400;
+
+/// The time rules of SPEC §4 an artifact's `issued_at` and `expires_at` are held to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Clock skew allowed on both ends.
+    pub skew: Duration,
+    /// Longest allowed `expires_at − issued_at`.
+    pub max_ttl: Duration,
+}
+
+impl Window {
+    /// `skew_secs` of skew and the default longest validity.
+    pub fn with_skew(skew_secs: i64) -> Window {
+        Window {
+            skew: Duration::try_seconds(skew_secs).unwrap_or(Duration::zero()),
+            max_ttl: Duration::try_seconds(DEFAULT_MAX_TTL_SECONDS).unwrap_or(Duration::zero()),
+        }
+    }
+}
+
+/// The time window of SPEC §4, in this order: `issued_at` after `expires_at`, or a validity
+/// longer than `window.max_ttl`, is [`Rejection::Malformed`]; `expires_at` before `now − skew` is
+/// [`Rejection::Expired`]; `issued_at` after `now + skew` is [`Rejection::NotYetValid`]. `now` is
+/// given, never read: tests and replays decide the clock.
+pub fn check_window(art: &Artifact, now: DateTime<Utc>, window: &Window) -> Result<(), Rejection> {
+    let (issued, expires) = (art.issued_at, art.expires_at);
+    if issued > expires {
+        return Err(Rejection::Malformed(format!(
+            "approval artifact is malformed: issued_at ({}) is after expires_at ({})",
+            format_rfc3339(issued),
+            format_rfc3339(expires)
+        )));
+    }
+    let ttl = expires.signed_duration_since(issued);
+    if ttl > window.max_ttl {
+        return Err(Rejection::Malformed(format!(
+            "approval artifact is malformed: it is valid for {} seconds (issued_at {} to expires_at {}), longer than the {} seconds allowed (OPENEXEC_MAX_APPROVAL_TTL_SECONDS)",
+            ttl.num_seconds(),
+            format_rfc3339(issued),
+            format_rfc3339(expires),
+            window.max_ttl.num_seconds()
+        )));
+    }
+    let early = now.checked_sub_signed(window.skew).unwrap_or(now);
+    let late = now.checked_add_signed(window.skew).unwrap_or(now);
+    if expires < early {
+        return Err(Rejection::Expired);
+    }
+    if issued > late {
+        return Err(Rejection::NotYetValid);
+    }
+    Ok(())
 }
 
 /// What a v1 artifact says; [`sign_v1`] computes the hashes from it.

@@ -11,6 +11,7 @@
 //! - [`hash`]: `intent_hash`, `request_hash`, and the legacy v0 `action_hash` (Python
 //!   `json.dumps(..., sort_keys=True)` byte for byte).
 //! - [`payload`]: the payload normalisation rules of SPEC §2.
+//! - [`request`]: the `/execute` body typed, with the identifier limits of SPEC §2.
 //! - [`keys`]: Ed25519 keys: `key_id`, parsing PEM / raw base64, signing and verifying base64
 //!   signatures.
 //! - [`time`]: the timestamp forms approval artifacts carry.
@@ -34,5 +35,6 @@ pub mod json;
 pub mod keys;
 pub mod payload;
 pub mod receipt;
+pub mod request;
 pub mod time;
 pub mod url;

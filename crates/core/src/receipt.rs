@@ -128,8 +128,12 @@ pub struct Evidence {
     pub signature: String,
     /// Key id of the receipt key.
     pub key_id: String,
-    /// Position in the receipt log.
-    pub log_index: u64,
+    /// Position in the receipt log; `None` (written as null) for a rejection that was signed
+    /// but not logged (SPEC §6, `OPENEXEC_REJECTION_LOG_RATE`).
+    pub log_index: Option<u64>,
+    /// `Some(false)` for a rejection that was signed but not logged; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub logged: Option<bool>,
     /// Inclusion proof and checkpoint, once the log has integrated the entry.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub inclusion: Option<Value>,
@@ -165,8 +169,20 @@ fn well_formed(evidence: &Value) -> Result<(&Value, &str, &str, &str), String> {
     let receipt_hash = s("receipt_hash")?;
     let signature = s("signature")?;
     let kid = s("key_id")?;
+    let unlogged = match o.get("logged") {
+        None | Some(Value::Bool(true)) => false,
+        Some(Value::Bool(false)) => true,
+        Some(_) => return Err("evidence field 'logged' must be a boolean".into()),
+    };
     match o.get("log_index") {
-        Some(v) if v.as_u64().is_some() => {}
+        Some(v) if v.as_u64().is_some() && !unlogged => {}
+        Some(Value::Null) if unlogged => {}
+        Some(Value::Null) => {
+            return Err("evidence field 'log_index' is null but 'logged' is not false".into())
+        }
+        Some(_) if unlogged => {
+            return Err("evidence says 'logged': false but has a log_index".into())
+        }
         Some(_) => return Err("evidence field 'log_index' must be a non-negative integer".into()),
         None => return Err("evidence is missing field 'log_index'".into()),
     }

@@ -359,6 +359,7 @@ fn check_order() {
     let mut m = mint(&sk).as_object().unwrap().clone();
     m.insert("tenant_id".into(), json!("t-x"));
     m.insert("nonce".into(), json!("other"));
+    m.insert("issued_at".into(), json!("1999-12-31T23:55:00Z"));
     m.insert("expires_at".into(), json!("2000-01-01T00:00:00Z"));
     let signed = sign_v1_object(m.clone(), &sk);
     let mut unsigned_change = signed.clone();
@@ -622,5 +623,148 @@ fn approval_ref_json_shape() {
     assert_eq!(
         serde_json::to_value(&r).unwrap(),
         json!({"approval_id": "a", "format": "v0", "key_id": "k", "decision_id": null})
+    );
+}
+
+#[test]
+fn time_window_rules() {
+    use chrono::TimeZone;
+    use openexec_core::artifact::{check_window, Window};
+    let sk = shield();
+    let at = |issued: &str, expires: &str| {
+        let mut m = mint(&sk).as_object().unwrap().clone();
+        m.insert("issued_at".into(), json!(issued));
+        m.insert("expires_at".into(), json!(expires));
+        artifact::parse(&sign_v1_object(m, &sk)).unwrap()
+    };
+    let now = chrono::Utc.with_ymd_and_hms(2026, 6, 1, 12, 0, 0).unwrap();
+    let day = Window {
+        skew: chrono::Duration::seconds(30),
+        max_ttl: chrono::Duration::seconds(86_400),
+    };
+    let malformed = |r: Result<(), Rejection>| match r {
+        Err(Rejection::Malformed(m)) => m,
+        other => panic!("not malformed: {other:?}"),
+    };
+    // inside the window
+    assert_eq!(
+        check_window(
+            &at("2026-06-01T11:59:00Z", "2026-06-01T12:04:00Z"),
+            now,
+            &day
+        ),
+        Ok(())
+    );
+    // exactly the longest validity passes; a second more does not
+    assert_eq!(
+        check_window(
+            &at("2026-06-01T00:00:00Z", "2026-06-02T00:00:00Z"),
+            now,
+            &day
+        ),
+        Ok(())
+    );
+    let m = malformed(check_window(
+        &at("2026-06-01T00:00:00Z", "2026-06-02T00:00:01Z"),
+        now,
+        &day,
+    ));
+    assert!(m.contains("86401") && m.contains("86400"), "{m}");
+    // issued after it expires
+    let m = malformed(check_window(
+        &at("2026-06-01T12:01:00Z", "2026-06-01T12:00:30Z"),
+        now,
+        &day,
+    ));
+    assert!(m.contains("after expires_at"), "{m}");
+    // an approval that never ends, even under the built-in default
+    let m = malformed(check_window(
+        &at("2026-06-01T12:00:00Z", "9999-12-31T23:59:59Z"),
+        now,
+        &Window::with_skew(30),
+    ));
+    assert!(m.contains("longer than"), "{m}");
+    // expired and not yet valid, each beyond the skew only
+    assert_eq!(
+        check_window(
+            &at("2026-06-01T11:50:00Z", "2026-06-01T11:59:31Z"),
+            now,
+            &day
+        ),
+        Ok(())
+    );
+    assert_eq!(
+        check_window(
+            &at("2026-06-01T11:50:00Z", "2026-06-01T11:59:29Z"),
+            now,
+            &day
+        ),
+        Err(Rejection::Expired)
+    );
+    assert_eq!(
+        check_window(
+            &at("2026-06-01T12:00:30Z", "2026-06-01T12:05:00Z"),
+            now,
+            &day
+        ),
+        Ok(())
+    );
+    assert_eq!(
+        check_window(
+            &at("2026-06-01T12:00:31Z", "2026-06-01T12:05:00Z"),
+            now,
+            &day
+        ),
+        Err(Rejection::NotYetValid)
+    );
+}
+
+#[test]
+fn v0_single_use_is_keyed_on_the_signed_bytes() {
+    // ("appr-42", "acme") and ("appr-42a", "cme") sign the same bytes: one approval, one key.
+    let sk = shield();
+    let payload = json!({"m": 1});
+    let a = artifact::sign_v0(
+        "appr-42",
+        "acme",
+        "echo",
+        &payload,
+        "2026-01-01T00:00:00",
+        "2026-01-01T00:05:00",
+        &sk,
+    );
+    let mut b = a.clone();
+    b["approval_id"] = json!("appr-42a");
+    b["tenant_id"] = json!("cme");
+    let mut c = a.clone();
+    c["approval_id"] = json!("");
+    c["tenant_id"] = json!("appr-42acme");
+    let (a, b, c) = (
+        artifact::parse(&a).unwrap(),
+        artifact::parse(&b).unwrap(),
+        artifact::parse(&c).unwrap(),
+    );
+    assert_eq!(a.signed_message(), b.signed_message());
+    let k = a.single_use_key("kid");
+    assert!(k.starts_with("v0:"), "{k}");
+    assert_eq!(k, b.single_use_key("kid"));
+    assert_eq!(k, c.single_use_key("kid"));
+    // another approval is another key
+    let d = artifact::parse(&artifact::sign_v0(
+        "appr-43",
+        "acme",
+        "echo",
+        &payload,
+        "2026-01-01T00:00:00",
+        "2026-01-01T00:05:00",
+        &sk,
+    ))
+    .unwrap();
+    assert_ne!(k, d.single_use_key("kid"));
+    // v1 keeps key id and approval id
+    let v1 = artifact::parse(&mint(&sk)).unwrap();
+    assert_eq!(
+        v1.single_use_key("kid"),
+        format!("kid:{}", v1.approval_id())
     );
 }

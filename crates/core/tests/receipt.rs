@@ -41,7 +41,8 @@ fn evidence(r: &Receipt, sk: &SigningKey) -> Value {
         receipt_hash: h.clone(),
         signature: sign(&h, sk),
         key_id: key_id(&sk.verifying_key()),
-        log_index: 41,
+        log_index: Some(41),
+        logged: None,
         inclusion: None,
     })
     .unwrap()

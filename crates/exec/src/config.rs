@@ -68,7 +68,14 @@ pub struct Settings {
     /// ClawShield public key(s): PEM or raw base64, several allowed.
     pub clawshield_public_key: Option<String>,
     pub clawshield_tenant_id: Option<String>,
+    /// The tenants served (comma-separated in the environment; a list in TOML). Default: the
+    /// configured tenant alone (`CLAWSHIELD_TENANT_ID`, else `default`).
+    pub tenants: Option<Vec<String>>,
+    /// How many rejections without a verified artifact enter the log per second per tenant.
+    pub rejection_log_rate: Option<u32>,
     pub clock_skew_seconds: Option<i64>,
+    /// Longest validity (`expires_at − issued_at`) an approval artifact may have.
+    pub max_approval_ttl_seconds: Option<i64>,
     pub max_body_bytes: Option<usize>,
     pub max_depth: Option<usize>,
     /// How long a duplicate of a running request waits for its outcome.
@@ -100,7 +107,12 @@ impl Settings {
             allowed_actions: self.allowed_actions.or(lower.allowed_actions),
             clawshield_public_key: self.clawshield_public_key.or(lower.clawshield_public_key),
             clawshield_tenant_id: self.clawshield_tenant_id.or(lower.clawshield_tenant_id),
+            tenants: self.tenants.or(lower.tenants),
+            rejection_log_rate: self.rejection_log_rate.or(lower.rejection_log_rate),
             clock_skew_seconds: self.clock_skew_seconds.or(lower.clock_skew_seconds),
+            max_approval_ttl_seconds: self
+                .max_approval_ttl_seconds
+                .or(lower.max_approval_ttl_seconds),
             max_body_bytes: self.max_body_bytes.or(lower.max_body_bytes),
             max_depth: self.max_depth.or(lower.max_depth),
             replay_wait_ms: self.replay_wait_ms.or(lower.replay_wait_ms),
@@ -191,7 +203,12 @@ pub struct Config {
     pub allowed_actions: Option<Vec<String>>,
     pub approval_keys: Option<String>,
     pub tenant_id: Option<String>,
+    /// The tenants served; the default tenant is always one of them.
+    pub tenants: Vec<String>,
+    /// Rejections without a verified artifact logged per second per tenant (token bucket).
+    pub rejection_log_rate: u32,
     pub clock_skew_seconds: i64,
+    pub max_approval_ttl_seconds: i64,
     pub max_body_bytes: usize,
     pub max_depth: usize,
     pub replay_wait: Duration,
@@ -236,7 +253,45 @@ impl Config {
                 "OPENEXEC_CLOCK_SKEW_SECONDS must be between 0 and 86400, got {clock_skew_seconds}"
             )));
         }
+        let max_approval_ttl_seconds = s
+            .max_approval_ttl_seconds
+            .unwrap_or(openexec_core::artifact::DEFAULT_MAX_TTL_SECONDS);
+        if !(1..=openexec_core::artifact::DEFAULT_MAX_TTL_SECONDS)
+            .contains(&max_approval_ttl_seconds)
+        {
+            return Err(ConfigError(format!(
+                "OPENEXEC_MAX_APPROVAL_TTL_SECONDS must be between 1 and {}, got {max_approval_ttl_seconds}",
+                openexec_core::artifact::DEFAULT_MAX_TTL_SECONDS
+            )));
+        }
+        let rejection_log_rate = s.rejection_log_rate.unwrap_or(50);
+        if !(1..=1_000_000).contains(&rejection_log_rate) {
+            return Err(ConfigError(format!(
+                "OPENEXEC_REJECTION_LOG_RATE must be between 1 and 1000000 per second, got {rejection_log_rate}"
+            )));
+        }
         let nonempty = |v: Option<String>| v.filter(|x| !x.trim().is_empty());
+        let tenant_id = nonempty(s.clawshield_tenant_id);
+        if let Some(t) = &tenant_id {
+            openexec_core::request::check_tenant(t)
+                .map_err(|e| ConfigError(format!("CLAWSHIELD_TENANT_ID: {e}")))?;
+        }
+        let default_tenant = tenant_id.clone().unwrap_or_else(|| "default".to_string());
+        let mut tenants = vec![default_tenant];
+        for t in s
+            .tenants
+            .iter()
+            .flatten()
+            .flat_map(|item| item.split(','))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
+            openexec_core::request::check_tenant(t)
+                .map_err(|e| ConfigError(format!("OPENEXEC_TENANTS: {e}")))?;
+            if !tenants.iter().any(|x| x == t) {
+                tenants.push(t.to_string());
+            }
+        }
         Ok(Config {
             mode,
             bind: s.bind.unwrap_or_else(|| DEFAULT_BIND.to_string()),
@@ -251,8 +306,11 @@ impl Config {
             log_batch: s.log_batch.unwrap_or(256).max(1),
             allowed_actions,
             approval_keys: nonempty(s.clawshield_public_key),
-            tenant_id: nonempty(s.clawshield_tenant_id),
+            tenant_id,
+            tenants,
+            rejection_log_rate,
             clock_skew_seconds,
+            max_approval_ttl_seconds,
             max_body_bytes,
             max_depth,
             replay_wait: Duration::from_millis(s.replay_wait_ms.unwrap_or(30_000)),
@@ -272,6 +330,19 @@ impl Config {
     /// The tenant a request belongs to when it names none.
     pub fn default_tenant(&self) -> &str {
         self.tenant_id.as_deref().unwrap_or("default")
+    }
+
+    /// Whether requests of `tenant` are served here (`OPENEXEC_TENANTS`).
+    pub fn serves(&self, tenant: &str) -> bool {
+        self.tenants.iter().any(|t| t == tenant)
+    }
+
+    /// The time rules approval artifacts are held to.
+    pub fn approval_window(&self) -> openexec_core::artifact::Window {
+        openexec_core::artifact::Window {
+            skew: chrono::Duration::seconds(self.clock_skew_seconds),
+            max_ttl: chrono::Duration::seconds(self.max_approval_ttl_seconds),
+        }
     }
 }
 

@@ -8,11 +8,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
-use openexec_core::artifact::{self, ApprovalRef, RequestBinding};
+use chrono::Utc;
+use openexec_core::artifact::{self, ApprovalRef, Format, RequestBinding};
 use openexec_core::keys::{key_id, SigningKey, VerifyingKey};
 use openexec_core::receipt::{Evidence, HandlerRef, Receipt, Status};
 use openexec_core::{hash, json, payload};
+
+pub use openexec_core::request::ExecRequest;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
@@ -77,17 +79,6 @@ fn receipt_field(ev: &Evidence, field: &str) -> Value {
     ev.receipt.get(field).cloned().unwrap_or(Value::Null)
 }
 
-/// The body of `POST /execute`, after the JSON was parsed and its fields typed.
-#[derive(Debug, Clone)]
-pub struct ExecRequest {
-    pub action: String,
-    /// As sent; normalised by the engine (SPEC §2).
-    pub payload: Option<Value>,
-    pub nonce: String,
-    pub tenant_id: Option<String>,
-    pub artifact: Option<Value>,
-}
-
 /// One well-formed attempt and its hashes.
 struct Attempt {
     tenant_id: String,
@@ -118,6 +109,49 @@ impl Refusal {
         }
     }
 }
+
+/// An artifact that passed every check: what the receipt records, and the key that makes it
+/// single use ([`artifact::Artifact::single_use_key`]).
+#[derive(Debug, Clone)]
+struct Approved {
+    approval: ApprovalRef,
+    single_use: String,
+}
+
+/// Token buckets, one per tenant, for rejections that enter the log (SPEC §6,
+/// `OPENEXEC_REJECTION_LOG_RATE`): a burst of one second's worth, refilled at `rate` per second.
+struct RejectionBudget {
+    rate: f64,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl RejectionBudget {
+    fn new(rate: u32) -> RejectionBudget {
+        RejectionBudget {
+            rate: f64::from(rate),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Take one token of `tenant`'s bucket at `now`; `false` when it is empty.
+    fn take(&self, tenant: &str, now: Instant) -> bool {
+        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let (tokens, last) = b.entry(tenant.to_string()).or_insert((self.rate, now));
+        let refill = now.saturating_duration_since(*last).as_secs_f64() * self.rate;
+        *tokens = (*tokens + refill).min(self.rate);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The bucket that rejections of tenants not served here share: their names are the requester's
+/// choice, so they never get a bucket each.
+const UNSERVED_TENANTS: &str = "";
 
 type Answered = Arc<Answer>;
 
@@ -174,6 +208,7 @@ pub struct Engine {
     /// Claims this process made whose outcome is not stored yet: their handler is running (or
     /// their receipt is being written). Recovery never touches these.
     claimed: Mutex<std::collections::HashSet<(String, String)>>,
+    rejections: RejectionBudget,
 }
 
 const POLL: Duration = Duration::from_millis(20);
@@ -187,7 +222,6 @@ impl Engine {
         keys: Keys,
     ) -> Arc<Engine> {
         Arc::new(Engine {
-            cfg,
             store: Arc::new(store),
             log: Arc::new(log),
             handlers,
@@ -196,6 +230,8 @@ impl Engine {
             tasks: TaskTracker::new(),
             orphaned: Mutex::new(Vec::new()),
             claimed: Mutex::new(std::collections::HashSet::new()),
+            rejections: RejectionBudget::new(cfg.rejection_log_rate),
+            cfg,
         })
     }
 
@@ -274,16 +310,23 @@ impl Engine {
     /// database that died. Runs until the process ends.
     pub async fn repair_loop(self: Arc<Self>) {
         let mut tick: u64 = 0;
+        let mut failing = false;
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
             tick += 1;
             let pending = self.orphaned.lock().map(|o| !o.is_empty()).unwrap_or(false);
-            if pending || tick.is_multiple_of(5) {
+            if pending || failing || tick.is_multiple_of(5) {
                 match self.recover_interrupted().await {
-                    Ok(n) => {
+                    // Said only when something happened: a quiet loop logs nothing.
+                    Ok(n) if failing || n > 0 => {
+                        failing = false;
                         tracing::info!(recovered = n, "store is back; interrupted receipts written")
                     }
-                    Err(e) => tracing::warn!(error = %e, "store still unavailable; will retry"),
+                    Ok(_) => {}
+                    Err(e) => {
+                        failing = true;
+                        tracing::warn!(error = %e, "store still unavailable; will retry")
+                    }
                 }
             }
         }
@@ -338,6 +381,15 @@ impl Engine {
             },
         };
 
+        if !self.cfg.serves(&att.tenant_id) {
+            let msg = format!(
+                "Tenant '{}' is not served here (OPENEXEC_TENANTS)",
+                att.tenant_id
+            );
+            return self
+                .refuse(&att, None, Refusal::new(403, "tenant_not_served", msg))
+                .await;
+        }
         if let Some(list) = &self.cfg.allowed_actions {
             if !list.iter().any(|a| a == &att.action) {
                 let msg = format!("Action '{}' is not in the execution allow-list", att.action);
@@ -390,7 +442,7 @@ impl Engine {
         &self,
         att: &Attempt,
         handler: &Arc<dyn Handler>,
-    ) -> Result<Option<ApprovalRef>, Refusal> {
+    ) -> Result<Option<Approved>, Refusal> {
         if let Some(m) = &att.payload_error {
             let msg = format!(
                 "payload is a string that starts like a JSON object but does not parse: {m}"
@@ -417,6 +469,15 @@ impl Engine {
             Existing::Here(f) => &f.exec_id,
             Existing::Stored(r) => &r.exec_id,
         };
+        if self.cfg.mode == Mode::Clawshield {
+            // Only a request whose artifact is authentic and bound to it learns anything about
+            // the nonce (SPEC §4): anyone else gets the artifact's own refusal, so the answer
+            // never tells a stranger which nonces exist. An honest retry of an approved request
+            // gets its stored answer: its time window and single use are not checked again.
+            if let Err(r) = self.check_approval(att, false) {
+                return self.refuse(att, Some(handler), r).await;
+            }
+        }
         if *exec_id != att.request_hash {
             let msg = format!(
                 "Nonce '{}' was already used for a different request (tenant '{}'); use a new nonce",
@@ -425,14 +486,6 @@ impl Engine {
             return self
                 .refuse(att, Some(handler), Refusal::new(422, "nonce_conflict", msg))
                 .await;
-        }
-        if self.cfg.mode == Mode::Clawshield {
-            // An honest retry of an approved request gets its stored answer: the artifact must
-            // still be authentic and bound to this request, but its time window and single use
-            // are not checked again.
-            if let Err(r) = self.check_approval(att, false) {
-                return self.refuse(att, Some(handler), r).await;
-            }
         }
         let deadline = Instant::now() + self.cfg.replay_wait;
         match ex {
@@ -500,10 +553,13 @@ impl Engine {
         }
     }
 
-    fn check_approval(&self, att: &Attempt, fresh: bool) -> Result<ApprovalRef, Refusal> {
+    /// The artifact checks of SPEC §4 from "artifact present" on. With `fresh`, also the time
+    /// window (single use is the claim's).
+    fn check_approval(&self, att: &Attempt, fresh: bool) -> Result<Approved, Refusal> {
         if self.keys.approval.is_empty() {
+            // 403 as the original answered; `/ready` fails in this state.
             return Err(Refusal::new(
-                503,
+                403,
                 "approval_not_configured",
                 "CLAWSHIELD_PUBLIC_KEY not configured",
             ));
@@ -516,8 +572,12 @@ impl Engine {
             ));
         };
         let art = artifact::parse(raw).map_err(|m| Refusal::new(403, "approval_malformed", m))?;
+        // A v0 artifact names no nonce and was only ever issued for the configured tenant (as
+        // in the original): its tenant is checked against that one, whatever the request says.
+        let configured = self.cfg.default_tenant();
+        let v0 = art.format() == Format::V0;
         let binding = RequestBinding {
-            tenant_id: &att.tenant_id,
+            tenant_id: if v0 { configured } else { &att.tenant_id },
             action: &att.action,
             nonce: &att.nonce,
             payload: &att.payload,
@@ -534,24 +594,32 @@ impl Engine {
             false,
         )
         .map_err(|r| Refusal::new(403, r.code(), r.message()))?;
+        if v0 && att.tenant_id != configured {
+            let r = artifact::Rejection::TenantMismatch {
+                expected: configured.to_string(),
+                got: att.tenant_id.clone(),
+            };
+            return Err(Refusal::new(403, r.code(), r.message()));
+        }
         if fresh {
-            let skew = chrono::Duration::seconds(self.cfg.clock_skew_seconds);
-            let window = check_window(art.issued_at(), art.expires_at(), now, skew);
-            if let Err(r) = window {
+            if let Err(r) = artifact::check_window(&art, now, &self.cfg.approval_window()) {
                 return Err(Refusal {
                     approval: Some(Box::new(approval)),
                     ..Refusal::new(403, r.code(), r.message())
                 });
             }
         }
-        Ok(approval)
+        Ok(Approved {
+            single_use: art.single_use_key(&approval.key_id),
+            approval,
+        })
     }
 
     async fn claim_and_run(
         self: &Arc<Self>,
         att: Attempt,
         handler: Arc<dyn Handler>,
-        approval: Option<ApprovalRef>,
+        approval: Option<Approved>,
     ) -> Answer {
         let key = (att.tenant_id.clone(), att.nonce.clone());
         let (tx, rx) = watch::channel(None);
@@ -602,8 +670,12 @@ impl Engine {
         self: &Arc<Self>,
         att: &Attempt,
         handler: &Arc<dyn Handler>,
-        approval: Option<ApprovalRef>,
+        approved: Option<Approved>,
     ) -> Answer {
+        let (approval, approval_key) = match approved {
+            Some(a) => (Some(a.approval), Some(a.single_use)),
+            None => (None, None),
+        };
         let template = self.receipt(
             att,
             Some(handler),
@@ -619,9 +691,7 @@ impl Engine {
             action: att.action.clone(),
             template: String::from_utf8(json::canonicalize(&template.to_value()))
                 .unwrap_or_default(),
-            approval_key: approval
-                .as_ref()
-                .map(|a| format!("{}:{}", a.key_id, a.approval_id)),
+            approval_key,
         };
         // Marked before the claim is sent: recovery must never see our own fresh claim unmarked.
         let key = (att.tenant_id.clone(), att.nonce.clone());
@@ -652,13 +722,13 @@ impl Engine {
                     .await
             }
             Ok(ClaimResult::ApprovalReused { exec_id }) => {
-                let a = approval.expect("a reuse is only found for an approval");
+                let id = approval.as_ref().map(|a| a.approval_id.as_str());
                 let msg = format!(
                     "Approval '{}' has already been used (by execution {exec_id}); each approval runs one request",
-                    a.approval_id
+                    id.unwrap_or_default()
                 );
                 let r = Refusal {
-                    approval: Some(Box::new(a)),
+                    approval: approval.map(Box::new),
                     ..Refusal::new(409, "approval_reused", msg)
                 };
                 return self.refuse(att, Some(handler), r).await;
@@ -746,7 +816,7 @@ impl Engine {
         match stored {
             Ok(log_index) => {
                 let evidence = Evidence {
-                    log_index,
+                    log_index: Some(log_index),
                     ..evidence
                 };
                 outcome_answer(status, result, message, &evidence, false)
@@ -824,19 +894,25 @@ impl Engine {
             receipt_hash,
             signature,
             key_id: self.keys.receipt_key_id.clone(),
-            log_index: 0,
+            log_index: None,
+            logged: None,
             inclusion: None,
         };
         (rec, ev)
     }
 
-    /// Answer a refusal, with a `rejected` receipt (reused when the same verdict was given before).
+    /// Answer a refusal, with a `rejected` receipt. The same verdict given before is answered
+    /// with the evidence stored then (as signed then, never re-signed: its log entry is what that
+    /// signature covers). A new rejection that carries no verified artifact enters the log only
+    /// within the tenant's `OPENEXEC_REJECTION_LOG_RATE`; past it the answer still carries the
+    /// signed receipt, with `"log_index": null, "logged": false`, and nothing is stored.
     async fn refuse(
         &self,
         att: &Attempt,
         handler: Option<&Arc<dyn Handler>>,
         r: Refusal,
     ) -> Answer {
+        let verified = r.approval.is_some();
         let receipt = self.receipt(
             att,
             handler,
@@ -846,20 +922,52 @@ impl Engine {
             None,
         );
         let (rec, ev) = self.seal(&receipt, None, Some(r.message.clone()));
+        let unstored = |e: StoreError| {
+            // The verdict stands; only its receipt is missing. Say so rather than hide it.
+            tracing::error!(error = %e, code = r.code, "rejected receipt could not be stored");
+            let mut a = Answer::error(r.status, r.code, &r.message, None);
+            a.body["receipt_error"] = json!(e.to_string());
+            a
+        };
+        match self.store.receipt_by_hash(&ev.receipt_hash).await {
+            Ok(Some(stored)) => {
+                let mut ev = evidence_of(&stored);
+                ev.inclusion = self
+                    .log
+                    .inclusion(&self.store, stored.log_index, &stored.logged_at)
+                    .await
+                    .unwrap_or(None);
+                return Answer::error(r.status, r.code, &r.message, Some(&ev));
+            }
+            Ok(None) => {}
+            Err(e) => return unstored(e),
+        }
+        if !verified {
+            let bucket = if self.cfg.serves(&att.tenant_id) {
+                att.tenant_id.as_str()
+            } else {
+                UNSERVED_TENANTS
+            };
+            if !self.rejections.take(bucket, Instant::now()) {
+                metrics::counter!("openexec_rejections_unlogged_total").increment(1);
+                let ev = Evidence {
+                    logged: Some(false),
+                    ..ev
+                };
+                return Answer::error(r.status, r.code, &r.message, Some(&ev));
+            }
+        }
         match self.store.add_receipt(rec).await {
             Ok(log_index) => Answer::error(
                 r.status,
                 r.code,
                 &r.message,
-                Some(&Evidence { log_index, ..ev }),
+                Some(&Evidence {
+                    log_index: Some(log_index),
+                    ..ev
+                }),
             ),
-            Err(e) => {
-                // The verdict stands; only its receipt is missing. Say so rather than hide it.
-                tracing::error!(error = %e, code = r.code, "rejected receipt could not be stored");
-                let mut a = Answer::error(r.status, r.code, &r.message, None);
-                a.body["receipt_error"] = json!(e.to_string());
-                a
-            }
+            Err(e) => unstored(e),
         }
     }
 
@@ -881,29 +989,14 @@ impl Engine {
 const INTERRUPTED_MESSAGE: &str =
     "The process stopped while the handler ran; whether it took effect is unknown. It will not be run again.";
 
-/// The time window of SPEC §4.
-pub fn check_window(
-    issued_at: DateTime<Utc>,
-    expires_at: DateTime<Utc>,
-    now: DateTime<Utc>,
-    skew: chrono::Duration,
-) -> Result<(), artifact::Rejection> {
-    if expires_at < now - skew {
-        return Err(artifact::Rejection::Expired);
-    }
-    if issued_at > now + skew {
-        return Err(artifact::Rejection::NotYetValid);
-    }
-    Ok(())
-}
-
 pub fn evidence_of(r: &StoredReceipt) -> Evidence {
     Evidence {
         receipt: r.receipt.clone(),
         receipt_hash: r.receipt_hash.clone(),
         signature: r.signature.clone(),
         key_id: r.key_id.clone(),
-        log_index: r.log_index,
+        log_index: Some(r.log_index),
+        logged: None,
         inclusion: None,
     }
 }

@@ -134,18 +134,36 @@ fn kind_of(v: &Value) -> &'static str {
     }
 }
 
+/// `a + b`: two integers add exactly; otherwise the sum is a float. A sum that canonical JSON
+/// would write as a number other parties cannot hash the same way (an integer, or a float
+/// written without fraction or exponent, beyond ±(2^53−1): SPEC §2) is refused, so a result is
+/// always one the service itself can verify again.
 fn add(a: &serde_json::Number, b: &serde_json::Number) -> Result<Value, String> {
     const MAX: i64 = openexec_core::json::MAX_SAFE_INTEGER as i64;
-    if let (Some(x), Some(y)) = (a.as_i64(), b.as_i64()) {
-        let s = x + y; // both within ±(2^53-1): cannot overflow i64
-        if (-MAX..=MAX).contains(&s) {
-            return Ok(json!({ "sum": s }));
+    let out_of_range = || {
+        format!(
+            "add: the sum of {a} and {b} is outside the range of numbers every party hashes alike (±(2^53−1)); send smaller numbers"
+        )
+    };
+    let sum = match (a.as_i64(), b.as_i64()) {
+        (Some(x), Some(y)) => {
+            let s = x.checked_add(y).ok_or_else(out_of_range)?;
+            if !(-MAX..=MAX).contains(&s) {
+                return Err(out_of_range());
+            }
+            json!({ "sum": s })
         }
-    }
-    let s = a.as_f64().unwrap_or(f64::NAN) + b.as_f64().unwrap_or(f64::NAN);
-    serde_json::Number::from_f64(s)
-        .map(|n| json!({ "sum": n }))
-        .ok_or_else(|| "add: the sum is not a finite number".to_string())
+        _ => {
+            let s = a.as_f64().unwrap_or(f64::NAN) + b.as_f64().unwrap_or(f64::NAN);
+            let n = serde_json::Number::from_f64(s)
+                .ok_or_else(|| "add: the sum is not a finite number".to_string())?;
+            json!({ "sum": n })
+        }
+    };
+    // What is hashed is the canonical text: it must read back as I-JSON.
+    let text = openexec_core::json::canonicalize(&sum);
+    openexec_core::json::parse_ijson(&text, 4).map_err(|_| out_of_range())?;
+    Ok(sum)
 }
 
 fn sleep_ms(payload: &Value) -> Result<u64, String> {
@@ -256,10 +274,31 @@ mod tests {
             json!({"sum": 1.5})
         );
         let big = openexec_core::json::MAX_SAFE_INTEGER;
-        // beyond 2^53-1 the sum is a float, never an integer other parties cannot hash alike
+        // integers add exactly up to the edge of the safe range
         assert_eq!(
-            run("add", json!({"a": big, "b": big})).unwrap(),
-            json!({"sum": (2 * big) as f64})
+            run("add", json!({"a": big - 1, "b": 1})).unwrap(),
+            json!({"sum": big})
+        );
+        assert_eq!(
+            run("add", json!({"a": -(big as i64), "b": 0})).unwrap(),
+            json!({"sum": -(big as i64)})
+        );
+        // beyond it the sum is refused, never a number other parties cannot hash alike
+        let reg = Registry::builtin();
+        let h = reg.get("add").unwrap();
+        for (a, b) in [
+            (json!(big), json!(big)),
+            (json!(big), json!(1)),
+            (json!(-(big as i64)), json!(-1)),
+            (json!(1e16), json!(0.5)), // a float written as 10000000000000000
+        ] {
+            let e = h.validate(&json!({"a": a, "b": b})).unwrap_err();
+            assert!(e.contains("range"), "{a} + {b}: {e}");
+        }
+        // large floats written with an exponent are fine
+        assert_eq!(
+            run("add", json!({"a": 1e300, "b": 1e300})).unwrap(),
+            json!({"sum": 2e300})
         );
     }
 

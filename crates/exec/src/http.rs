@@ -106,8 +106,48 @@ fn too_large(limit: usize) -> Response {
     r
 }
 
+/// Whether `Content-Type` names JSON: media type `application/json`, any case, parameters
+/// (`charset=utf-8`) allowed.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// 415 for a body that is not declared as JSON (SPEC §2). A browser page can send `text/plain`
+/// or an untyped body to a local server without asking first; `application/json` it cannot.
+fn unsupported_media_type(headers: &HeaderMap) -> Response {
+    let got = match headers.get(header::CONTENT_TYPE) {
+        None => "no Content-Type".to_string(),
+        Some(v) => format!(
+            "Content-Type '{}'",
+            String::from_utf8_lossy(v.as_bytes())
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(100)
+                .collect::<String>()
+        ),
+    };
+    let mut r = error(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        &format!(
+            "The request body must be JSON sent with Content-Type: application/json; got {got}"
+        ),
+    );
+    // The body is not read, so this connection cannot be reused.
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
 /// Read a JSON body as I-JSON within the size and depth limits.
 async fn read_json(engine: &Engine, headers: &HeaderMap, body: Body) -> Result<Value, Response> {
+    if !is_json(headers) {
+        return Err(unsupported_media_type(headers));
+    }
     let limit = engine.config().max_body_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -147,38 +187,18 @@ fn field_str(
     }
 }
 
-/// Type the fields of an `/execute` body.
-pub fn exec_request(v: Value) -> Result<ExecRequest, String> {
-    let Value::Object(obj) = v else {
-        return Err("the request body must be a JSON object".into());
-    };
-    let action = field_str(&obj, "action", true)?.unwrap_or_default();
-    let nonce = field_str(&obj, "nonce", true)?.unwrap_or_default();
-    let tenant_id = field_str(&obj, "tenant_id", false)?;
-    let artifact = match obj.get("approval_artifact") {
-        Some(Value::Null) | None => obj.get("approval").filter(|a| !a.is_null()).cloned(),
-        Some(a) => Some(a.clone()),
-    };
-    Ok(ExecRequest {
-        action,
-        payload: obj.get("payload").cloned(),
-        nonce,
-        tenant_id,
-        artifact,
-    })
-}
-
 fn answer(a: Answer) -> Response {
     let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, Json(a.body)).into_response()
 }
 
-#[utoipa::path(post, path = "/execute", request_body = ExecuteBody,
+#[utoipa::path(post, path = "/execute", request_body(content = ExecuteBody, content_type = "application/json"),
     responses((status = 200, description = "Executed (or replayed): result and signed evidence", body = ExecuteOk),
               (status = 400, description = "Bad input (invalid_json, duplicate_key, number_out_of_range, too_deep, invalid_request, unknown_action, invalid_payload)", body = ErrorBody),
-              (status = 403, description = "Refused by the allow-list or the approval checks", body = ErrorBody),
+              (status = 403, description = "Refused: tenant_not_served, action_not_allowed, or an approval check", body = ErrorBody),
               (status = 409, description = "approval_reused, in_progress or outcome_unknown", body = ErrorBody),
               (status = 413, description = "body_too_large", body = ErrorBody),
+              (status = 415, description = "unsupported_media_type: the body is not declared as application/json", body = ErrorBody),
               (status = 422, description = "nonce_conflict", body = ErrorBody),
               (status = 502, description = "The handler failed", body = ErrorBody),
               (status = 503, description = "store_unavailable: nothing ran", body = ErrorBody)))]
@@ -191,11 +211,11 @@ async fn execute(State(s): State<AppState>, req: Request) -> Response {
             return r;
         }
     };
-    match exec_request(v) {
+    match ExecRequest::from_value(v) {
         Ok(er) => answer(s.engine.execute(er).await),
-        Err(m) => {
+        Err(e) => {
             metrics::counter!("openexec_requests_total", "code" => "invalid_request").increment(1);
-            error(StatusCode::BAD_REQUEST, "invalid_request", &m)
+            error(StatusCode::BAD_REQUEST, "invalid_request", &e.0)
         }
     }
 }
@@ -293,7 +313,10 @@ async fn metrics_text(State(s): State<AppState>) -> Response {
 }
 
 #[utoipa::path(get, path = "/receipts/{exec_id}", params(("exec_id" = String, Path, description = "The request hash")),
-    responses((status = 200, description = "The evidence of the latest receipt"), (status = 404, description = "No receipt", body = ErrorBody)))]
+    responses((status = 200, description = "The evidence of the latest receipt"),
+              (status = 400, description = "invalid_request: exec_id is not 64 lowercase hex characters", body = ErrorBody),
+              (status = 404, description = "No receipt", body = ErrorBody),
+              (status = 503, description = "store_unavailable", body = ErrorBody)))]
 async fn get_receipt(State(s): State<AppState>, Path(exec_id): Path<String>) -> Response {
     if exec_id.len() != 64
         || !exec_id
@@ -321,8 +344,12 @@ async fn get_receipt(State(s): State<AppState>, Path(exec_id): Path<String>) -> 
     }
 }
 
-#[utoipa::path(post, path = "/receipts/verify", request_body = Object,
-    responses((status = 200, description = "{valid, checks}"), (status = 400, description = "Bad input", body = ErrorBody)))]
+#[utoipa::path(post, path = "/receipts/verify", request_body(content = VerifyBody, content_type = "application/json"),
+    responses((status = 200, description = "{valid, checks, errors, kind}"),
+              (status = 400, description = "Bad input (invalid_json, duplicate_key, number_out_of_range, too_deep, invalid_request)", body = ErrorBody),
+              (status = 413, description = "body_too_large", body = ErrorBody),
+              (status = 415, description = "unsupported_media_type", body = ErrorBody),
+              (status = 503, description = "store_unavailable (the seed's triple needs the stored receipt)", body = ErrorBody)))]
 async fn verify_receipt(State(s): State<AppState>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let v = match read_json(&s.engine, &parts.headers, body).await {
@@ -561,20 +588,78 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
 
-/// The `/execute` request body.
+/// The `/execute` request body (identifier limits of SPEC §2).
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 struct ExecuteBody {
     /// The action to run.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[A-Za-z0-9_.:/-]{1,128}$",
+        example = "echo"
+    )]
     action: String,
     /// The action's input: any JSON value; a string holding a JSON object is decoded first.
+    #[schema(value_type = Object, example = json!({"msg": "hi"}))]
     payload: Option<Value>,
-    /// Unique per tenant: the idempotency key of this attempt.
+    /// Unique per tenant: the idempotency key of this attempt. No control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,256}$",
+        example = "n-1"
+    )]
     nonce: String,
-    /// Defaults to CLAWSHIELD_TENANT_ID, else "default".
+    /// Defaults to CLAWSHIELD_TENANT_ID, else "default"; must be one of OPENEXEC_TENANTS.
+    #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_.:-]{1,128}$")]
     tenant_id: Option<String>,
     /// A v0 or v1 approval artifact (clawshield mode). Alias: `approval`.
+    #[schema(value_type = Option<Object>)]
     approval_artifact: Option<Value>,
+}
+
+/// The seed's check of a result against a stored receipt.
+#[derive(utoipa::ToSchema, serde::Serialize)]
+#[allow(dead_code)]
+struct VerifyTriple {
+    /// The execution id (`id` of the /execute answer).
+    #[schema(min_length = 64, max_length = 64, pattern = "^[0-9a-f]{64}$")]
+    exec_id: String,
+    /// The result, as a JSON string (what the seed sent) or as a value.
+    #[schema(value_type = Object)]
+    result: Value,
+    /// The receipt hash (`receipt` of the /execute answer).
+    #[schema(min_length = 64, max_length = 64, pattern = "^[0-9a-f]{64}$")]
+    receipt: String,
+}
+
+/// An evidence object, checked offline: receipt hash, signature, and the inclusion proof when
+/// present. It may also be sent wrapped as `{"evidence": {...}}`.
+#[derive(utoipa::ToSchema, serde::Serialize)]
+#[allow(dead_code)]
+struct EvidenceBody {
+    #[schema(value_type = Object)]
+    receipt: Value,
+    #[schema(min_length = 64, max_length = 64, pattern = "^[0-9a-f]{64}$")]
+    receipt_hash: String,
+    signature: String,
+    key_id: String,
+    /// Null for a rejection that was signed but not logged.
+    log_index: Option<u64>,
+    /// False for a rejection that was signed but not logged.
+    logged: Option<bool>,
+    #[schema(value_type = Option<Object>)]
+    inclusion: Option<Value>,
+}
+
+/// The body of `POST /receipts/verify`: the seed's triple or an evidence object.
+#[derive(utoipa::ToSchema, serde::Serialize)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum VerifyBody {
+    Triple(VerifyTriple),
+    Evidence(EvidenceBody),
 }
 
 /// A successful execution.
@@ -619,8 +704,20 @@ struct ErrorBody {
         metrics_text,
         get_receipt,
         verify_receipt,
+        log_checkpoint,
+        log_entries,
+        log_inclusion,
+        log_consistency,
+        log_cosignatures,
         openapi
     ),
-    components(schemas(ExecuteBody, ExecuteOk, ErrorBody))
+    components(schemas(
+        ExecuteBody,
+        ExecuteOk,
+        ErrorBody,
+        VerifyBody,
+        VerifyTriple,
+        EvidenceBody
+    ))
 )]
 struct ApiDoc;

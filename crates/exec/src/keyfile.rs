@@ -46,42 +46,94 @@ fn signing_key(
     generated: &Path,
     what: &str,
 ) -> anyhow::Result<SigningKey> {
+    // Messages name the setting and, for a file that exists, its path; never the value itself,
+    // which may be a mistyped key.
     if let Some(v) = configured {
         if looks_inline(v) {
-            return keys::parse_signing_key(v)
-                .with_context(|| format!("{name} holds a key that does not parse"));
+            return keys::parse_signing_key(v).map_err(|_| {
+                anyhow::anyhow!("{name} holds a key that does not parse (value not shown)")
+            });
         }
         let path = Path::new(v);
         if !path.exists() {
             if let Ok(k) = keys::parse_signing_key(v) {
                 return Ok(k);
             }
-            bail!("{name}: no key file at {}", path.display());
+            bail!(
+                "{name} is neither the path of an existing key file nor a key that parses (value not shown)"
+            );
         }
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("{name}: cannot read {}", path.display()))?;
-        return keys::parse_signing_key(&text).with_context(|| {
-            format!(
-                "{name}: {} does not hold an Ed25519 private key",
-                path.display()
-            )
-        });
+        return read_private_key(path, name);
     }
     if generated.exists() {
-        let text = std::fs::read_to_string(generated)
-            .with_context(|| format!("cannot read the {what} key {}", generated.display()))?;
-        return keys::parse_signing_key(&text).with_context(|| {
-            format!(
-                "{} does not hold an Ed25519 private key",
-                generated.display()
-            )
-        });
+        return read_private_key(generated, &format!("the {what} key"));
     }
     let sk = generate();
     write_private(generated, &keys::signing_key_to_pem(&sk))?;
     tracing::warn!(path = %generated.display(), key_id = %keys::key_id(&sk.verifying_key()),
         "no {what} key configured ({name}): generated one");
     Ok(sk)
+}
+
+/// Read a private key file, refusing one that its group or others may read or write (as ssh
+/// does): the key signs for this service, and a copy of it signs as this service.
+pub fn read_private_key(path: &Path, name: &str) -> anyhow::Result<SigningKey> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("{name}: cannot read {}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        bail!(
+            "{name}: the private key file {} is accessible to others (mode {mode:03o}); a private key must be readable by its owner only: run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        );
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{name}: cannot read {}", path.display()))?;
+    keys::parse_signing_key(&text).map_err(|_| {
+        anyhow::anyhow!(
+            "{name}: {} does not hold an Ed25519 private key (PKCS#8 PEM or raw base64 seed)",
+            path.display()
+        )
+    })
+}
+
+/// Create a directory for private state readable by its owner only (0700); an existing one is
+/// left as it is, with a warning when others may read it.
+pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create the directory {}", dir.display()))?;
+    }
+    if let Ok(meta) = std::fs::metadata(dir) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(dir = %dir.display(), mode = %format!("{mode:03o}"),
+                "this directory holds private state but others may read it; consider chmod 700");
+        }
+    }
+    Ok(())
+}
+
+/// Create an empty file readable by its owner only (0600) unless it exists: SQLite then opens
+/// it as a new database, and gives its WAL and shared-memory files the same mode.
+pub fn create_private_file(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(anyhow::anyhow!("cannot create {}: {e}", path.display())),
+    }
 }
 
 /// A fresh key from the operating system's randomness.
@@ -123,12 +175,20 @@ fn public_keys(value: Option<&str>, name: &str) -> anyhow::Result<Vec<VerifyingK
     let Some(v) = value else {
         return Ok(Vec::new());
     };
-    let text = if !looks_inline(v) && Path::new(v.trim()).is_file() {
+    let file = !looks_inline(v) && Path::new(v.trim()).is_file();
+    let text = if file {
         std::fs::read_to_string(v.trim())
             .with_context(|| format!("{name}: cannot read {}", v.trim()))?
     } else {
         v.to_string()
     };
-    keys::parse_verifying_keys(&text)
-        .with_context(|| format!("{name} does not hold Ed25519 public keys"))
+    keys::parse_verifying_keys(&text).map_err(|e| {
+        if file {
+            anyhow::anyhow!("{name}: {} does not hold Ed25519 public keys: {e}", v.trim())
+        } else {
+            anyhow::anyhow!(
+                "{name} is neither the path of an existing file nor Ed25519 public keys (PEM or raw base64) that parse (value not shown)"
+            )
+        }
+    })
 }

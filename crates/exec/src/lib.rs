@@ -34,13 +34,19 @@ pub struct Service {
 impl Service {
     /// Load keys, open and migrate the store, turn interrupted claims into receipts, and bind.
     pub async fn start(cfg: Config, handlers: Registry) -> anyhow::Result<Service> {
-        std::fs::create_dir_all(&cfg.data_dir).with_context(|| {
+        keyfile::create_private_dir(&cfg.data_dir).with_context(|| {
             format!(
                 "cannot create the data directory {}",
                 cfg.data_dir.display()
             )
         })?;
         let receipt = keyfile::receipt_key(&cfg)?;
+        let log_key = keyfile::log_key(&cfg)?;
+        if log_key.verifying_key() == receipt.verifying_key() {
+            anyhow::bail!(
+                "OPENEXEC_RECEIPT_KEY and OPENEXEC_LOG_KEY are the same key; the receipt log needs a key of its own (a leaked log key must not sign receipts): generate one with `openexec keygen --out log-key.pem`"
+            );
+        }
         let approval = keyfile::approval_keys(&cfg)?;
         let previous = keyfile::previous_receipt_keys(&cfg)?;
         if cfg.mode == Mode::Demo {
@@ -74,7 +80,7 @@ impl Service {
         };
         let log = log::ReceiptLog::new(
             cfg.log_origin.as_deref(),
-            keyfile::log_key(&cfg)?,
+            log_key,
             cfg.witness_keys.as_deref(),
             cfg.log_interval,
             cfg.log_batch,
