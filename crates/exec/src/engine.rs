@@ -155,6 +155,15 @@ const UNSERVED_TENANTS: &str = "";
 
 type Answered = Arc<Answer>;
 
+/// How a handler run ended, as the engine saw it.
+enum Ran {
+    Done(Result<Result<Value, openexec_handler::HandlerError>, tokio::task::JoinError>),
+    /// Its timeout passed first.
+    TimedOut,
+    /// Shutdown's drain ended first.
+    Stopped,
+}
+
 #[derive(Clone)]
 struct Inflight {
     exec_id: String,
@@ -209,6 +218,8 @@ pub struct Engine {
     /// their receipt is being written). Recovery never touches these.
     claimed: Mutex<std::collections::HashSet<(String, String)>>,
     rejections: RejectionBudget,
+    /// Cancelled when shutdown stops waiting for running handlers.
+    stop_handlers: tokio_util::sync::CancellationToken,
 }
 
 const POLL: Duration = Duration::from_millis(20);
@@ -231,6 +242,7 @@ impl Engine {
             orphaned: Mutex::new(Vec::new()),
             claimed: Mutex::new(std::collections::HashSet::new()),
             rejections: RejectionBudget::new(cfg.rejection_log_rate),
+            stop_handlers: tokio_util::sync::CancellationToken::new(),
             cfg,
         })
     }
@@ -332,10 +344,37 @@ impl Engine {
         }
     }
 
-    /// Wait for every execution task to finish (graceful shutdown), then close the store.
-    pub async fn shutdown(&self) {
+    /// Stop waiting for running handlers: each is told (its cancellation token) and dropped, and
+    /// its request becomes `interrupted`.
+    pub fn cut_off_handlers(&self) {
+        if !self.stop_handlers.is_cancelled() {
+            tracing::warn!(
+                running = self.tasks.len(),
+                "cutting off running handlers; their requests become interrupted"
+            );
+            self.stop_handlers.cancel();
+        }
+    }
+
+    /// Graceful shutdown: wait up to `grace` for running executions to finish; then cut off
+    /// what still runs (those requests become `interrupted`, their receipts written now), sign
+    /// a last checkpoint and close the store.
+    pub async fn shutdown(&self, grace: Duration) {
         self.tasks.close();
-        self.tasks.wait().await;
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            self.cut_off_handlers();
+            // What remains is writing receipts; a store that does not take them leaves the
+            // claims running, and the next start turns them into `interrupted`.
+            if tokio::time::timeout(Duration::from_secs(10), self.tasks.wait())
+                .await
+                .is_err()
+            {
+                tracing::error!("receipts of cut-off handlers not written within 10 s; the next start records them as interrupted");
+            }
+        }
         // The last receipts get a checkpoint before the store closes (from the sequencer; on
         // PostgreSQL another replica signs them otherwise).
         if matches!(self.store.sequencer().await, Ok(true)) {
@@ -749,60 +788,79 @@ impl Engine {
             att.nonce.clone(),
             att.payload.clone(),
         );
-        let outcome = tokio::spawn(async move {
+        let timeout = handler.timeout();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let cancel = self.stop_handlers.child_token();
+        let token = cancel.clone();
+        let mut task = tokio::spawn(async move {
             let inv = Invocation {
                 exec_id: &exec_id,
                 tenant_id: &tenant,
                 action: &action,
                 nonce: &nonce,
                 payload: &payload,
+                deadline,
+                cancel: token,
             };
             h.run(&inv).await
-        })
-        .await;
+        });
+        // The service stops waiting at the deadline, or when shutdown's drain is over; the
+        // handler is then told (its token) and its task dropped.
+        let ran = tokio::select! {
+            r = &mut task => Ran::Done(r),
+            _ = tokio::time::sleep_until(deadline) => Ran::TimedOut,
+            _ = self.stop_handlers.cancelled() => Ran::Stopped,
+        };
+        if !matches!(ran, Ran::Done(_)) {
+            cancel.cancel();
+            task.abort();
+        }
         metrics::histogram!("openexec_handler_seconds", "action" => att.action.clone())
             .record(started.elapsed().as_secs_f64());
 
-        let (receipt, result, message, status) = match outcome {
-            Ok(Ok(result)) => {
+        let finish = |status: Status, code: Option<String>, rh: Option<String>| {
+            self.receipt(att, Some(handler), approval.clone(), status, code, rh)
+        };
+        let (receipt, result, message, status) = match ran {
+            Ran::Done(Ok(Ok(result))) => {
                 let rh = json::jcs_sha256(&result);
-                let r = self.receipt(
-                    att,
-                    Some(handler),
-                    approval,
-                    Status::Executed,
-                    None,
-                    Some(rh),
-                );
+                let r = finish(Status::Executed, None, Some(rh));
                 (r, Some(result), None, ClaimStatus::Executed)
             }
-            Ok(Err(e)) => {
-                let r = self.receipt(
-                    att,
-                    Some(handler),
-                    approval,
-                    Status::Failed,
-                    Some(e.code.clone()),
-                    None,
-                );
+            Ran::Done(Ok(Err(e))) => {
+                let r = finish(Status::Failed, Some(e.code.clone()), None);
                 (r, None, Some(e.message), ClaimStatus::Failed)
             }
-            Err(e) => {
+            Ran::Done(Err(e)) => {
                 tracing::error!(error = %e, action = %att.action, "handler panicked");
-                let r = self.receipt(
-                    att,
-                    Some(handler),
-                    approval,
-                    Status::Failed,
-                    Some("handler_panicked".into()),
-                    None,
+                let r = finish(Status::Failed, Some("handler_panicked".into()), None);
+                let m = "the handler panicked".to_string();
+                (r, None, Some(m), ClaimStatus::Failed)
+            }
+            Ran::TimedOut if !handler.effects() => {
+                tracing::warn!(action = %att.action, timeout_ms = timeout.as_millis() as u64,
+                    "handler timed out; it has no effects, so the request is failed");
+                let r = finish(Status::Failed, Some("handler_timeout".into()), None);
+                let m = format!(
+                    "the handler did not finish within its timeout of {} ms",
+                    timeout.as_millis()
                 );
-                (
-                    r,
-                    None,
-                    Some("the handler panicked".to_string()),
-                    ClaimStatus::Failed,
-                )
+                (r, None, Some(m), ClaimStatus::Failed)
+            }
+            Ran::TimedOut | Ran::Stopped => {
+                let why = if matches!(ran, Ran::Stopped) {
+                    "the service shut down before the handler finished".to_string()
+                } else {
+                    format!(
+                        "the handler did not finish within its timeout of {} ms",
+                        timeout.as_millis()
+                    )
+                };
+                tracing::warn!(action = %att.action, exec_id = %att.request_hash, "{why}; the request is interrupted");
+                let r = finish(Status::Interrupted, Some("outcome_unknown".into()), None);
+                let m =
+                    format!("{why}; whether it took effect is unknown. It will not be run again.");
+                (r, None, Some(m), ClaimStatus::Interrupted)
             }
         };
         let (rec, evidence) = self.seal(&receipt, result.as_ref(), message.clone());

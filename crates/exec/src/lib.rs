@@ -9,7 +9,8 @@
 
 pub mod config;
 pub mod engine;
-pub mod handler;
+/// The handler API (its own crate, re-exported here for embedders).
+pub use openexec_handler as handler;
 pub mod http;
 pub mod keyfile;
 pub mod log;
@@ -25,10 +26,14 @@ pub use config::{Config, Mode, Settings};
 pub use engine::{Engine, Keys};
 pub use handler::{Handler, Registry};
 
+/// How long a graceful stop waits for running handlers before they are cut off.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// A started service: bound, recovered, ready to serve.
 pub struct Service {
     pub engine: Arc<Engine>,
     listener: tokio::net::TcpListener,
+    shutdown_grace: std::time::Duration,
 }
 
 impl Service {
@@ -103,15 +108,27 @@ impl Service {
                 "executions interrupted by the last stop now have `interrupted` receipts"
             );
         }
-        Ok(Service { engine, listener })
+        Ok(Service {
+            engine,
+            listener,
+            shutdown_grace: SHUTDOWN_GRACE,
+        })
+    }
+
+    /// How long a graceful stop waits for running handlers before they are cut off (their
+    /// requests become `interrupted`).
+    pub fn with_shutdown_grace(mut self, grace: std::time::Duration) -> Service {
+        self.shutdown_grace = grace;
+        self
     }
 
     pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
         Ok(self.listener.local_addr()?)
     }
 
-    /// Serve until `shutdown` resolves; then stop accepting, let running handlers finish and
-    /// write their receipts, and close the store.
+    /// Serve until `shutdown` resolves; then stop accepting, let running handlers finish for
+    /// at most the shutdown grace (what still runs then is cut off and answered as
+    /// `interrupted`), write their receipts, and close the store.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -120,12 +137,23 @@ impl Service {
         let repair = tokio::spawn(engine.clone().repair_loop());
         let signer = tokio::spawn(engine.clone().log_loop());
         let app = http::router(engine.clone());
+        let grace = self.shutdown_grace;
+        let cutter = engine.clone();
+        let shutdown = async move {
+            shutdown.await;
+            // The grace runs from the stop request: connections waiting on a handler get its
+            // (interrupted) answer when it is cut off, so the HTTP drain ends with it.
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                cutter.cut_off_handlers();
+            });
+        };
         axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await
             .context("server error")?;
         tracing::info!("stopped accepting; waiting for running handlers to finish");
-        engine.shutdown().await;
+        engine.shutdown(grace).await;
         repair.abort();
         signer.abort();
         tracing::info!("all receipts written; bye");

@@ -1,10 +1,23 @@
-//! The one handler trait every action runs behind, and the built-in handlers.
+//! # openexec-handler: the handler API
+//!
+//! The one trait every action runs behind ([`Handler`]), the [`Registry`] of actions by name, and
+//! the built-in actions of SPEC §8 (`echo`, `add`, `sleep`).
 //!
 //! A handler declares how its payload is validated (before anything is claimed, so a bad payload
-//! never uses up a nonce) and runs with the validated payload. Its `name` and `digest` go into
-//! every receipt, pinning exactly what ran. Later kinds (HTTP with an egress allow-list,
-//! WebAssembly under wasmtime, commands without a shell) and embedders' own handlers implement the
-//! same trait and are put in a [`Registry`]; nothing else in the service changes.
+//! never uses up a nonce), whether running it twice could be observed outside
+//! ([`Handler::effects`]), and how long it may run ([`Handler::timeout`]); it runs with the
+//! validated payload, a deadline and a cancellation token ([`Invocation`]). Its `name` and
+//! `digest` go into every receipt, pinning exactly what ran. Later kinds (HTTP with one
+//! configured destination, WebAssembly under wasmtime, commands without a shell) and embedders'
+//! own handlers implement the same trait and are put in a [`Registry`]; the engine that runs them
+//! does not know which kind it runs.
+//!
+//! What it leaves to others: claims, receipts and the at-most-once guarantee are the execution
+//! service's; the service enforces the timeout (a handler that overruns is cut off whatever it
+//! does with its deadline) and decides what a cut-off run becomes (SPEC §5: `failed` with
+//! `handler_timeout` for a handler without effects, `interrupted` for one with effects).
+
+#![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -13,9 +26,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+pub use tokio_util::sync::CancellationToken;
 
 /// The future a handler returns.
 pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<Value, HandlerError>> + Send + 'a>>;
+
+/// How long a handler may run when it does not say ([`Handler::timeout`]).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What a handler is told about the attempt it runs for.
 #[derive(Debug, Clone)]
@@ -25,6 +42,12 @@ pub struct Invocation<'a> {
     pub action: &'a str,
     pub nonce: &'a str,
     pub payload: &'a Value,
+    /// When the service stops waiting for this run (its start plus [`Handler::timeout`]). A
+    /// handler that talks to the outside should give up on its own by then.
+    pub deadline: tokio::time::Instant,
+    /// Cancelled when the service stops waiting: the deadline passed or the process is shutting
+    /// down. A handler with work in flight should stop at the next safe point.
+    pub cancel: CancellationToken,
 }
 
 /// A handler that started but did not produce a result. The request counts as `failed`: its
@@ -37,11 +60,27 @@ pub struct HandlerError {
     pub message: String,
 }
 
+impl HandlerError {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> HandlerError {
+        HandlerError {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
 pub trait Handler: Send + Sync {
     /// The name recorded in receipts, e.g. `builtin:echo`.
     fn name(&self) -> &str;
     /// Pins what runs: the module's hash for WebAssembly, the config entry's hash otherwise.
     fn digest(&self) -> &str;
+    /// Whether running it twice could be observed outside (SPEC §10). A run with effects that
+    /// is cut off has an unknown outcome (`interrupted`); one without is simply `failed`.
+    fn effects(&self) -> bool;
+    /// How long a run may take before the service cuts it off.
+    fn timeout(&self) -> Duration {
+        DEFAULT_TIMEOUT
+    }
     /// Check the payload before anything is claimed. `Err` is a 400 `invalid_payload` with this
     /// message.
     fn validate(&self, payload: &Value) -> Result<(), String>;
@@ -191,6 +230,18 @@ impl Handler for Builtin {
         &self.digest
     }
 
+    /// `echo` and `add` are pure. `sleep` counts as having effects: it stands in for an action
+    /// whose claim must be durable before it starts (timeouts, shutdown and races are exercised
+    /// with it).
+    fn effects(&self) -> bool {
+        matches!(self.kind, BuiltinKind::Sleep)
+    }
+
+    /// Long enough for the longest `sleep`.
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(SLEEP_MAX_MS) + Duration::from_secs(5)
+    }
+
     fn validate(&self, payload: &Value) -> Result<(), String> {
         match self.kind {
             BuiltinKind::Echo => Ok(()),
@@ -230,8 +281,13 @@ impl Handler for Builtin {
                 .map_err(bad),
                 BuiltinKind::Sleep => {
                     let ms = sleep_ms(inv.payload).map_err(bad)?;
-                    tokio::time::sleep(Duration::from_millis(ms)).await;
-                    Ok(json!({ "slept_ms": ms }))
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(ms)) => Ok(json!({ "slept_ms": ms })),
+                        _ = inv.cancel.cancelled() => Err(HandlerError::new(
+                            "cancelled",
+                            "sleep was cancelled before it finished",
+                        )),
+                    }
                 }
             }
         })
@@ -245,18 +301,22 @@ mod tests {
     fn run(action: &str, payload: Value) -> Result<Value, HandlerError> {
         let reg = Registry::builtin();
         let h = reg.get(action).unwrap().clone();
-        let inv = Invocation {
-            exec_id: "x",
-            tenant_id: "t",
-            action,
-            nonce: "n",
-            payload: &payload,
-        };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
             .unwrap();
-        rt.block_on(h.run(&inv))
+        rt.block_on(async {
+            let inv = Invocation {
+                exec_id: "x",
+                tenant_id: "t",
+                action,
+                nonce: "n",
+                payload: &payload,
+                deadline: tokio::time::Instant::now() + h.timeout(),
+                cancel: CancellationToken::new(),
+            };
+            h.run(&inv).await
+        })
     }
 
     #[test]
@@ -330,6 +390,43 @@ mod tests {
             run("sleep", json!({"ms": 1})).unwrap(),
             json!({"slept_ms": 1})
         );
+    }
+
+    #[test]
+    fn sleep_stops_when_cancelled() {
+        let reg = Registry::builtin();
+        let h = reg.get("sleep").unwrap().clone();
+        assert!(h.effects());
+        assert!(!reg.get("echo").unwrap().effects());
+        assert!(!reg.get("add").unwrap().effects());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let payload = json!({"ms": 10_000});
+        let e = rt.block_on(async {
+            let cancel = CancellationToken::new();
+            let inv = Invocation {
+                exec_id: "x",
+                tenant_id: "t",
+                action: "sleep",
+                nonce: "n",
+                payload: &payload,
+                deadline: tokio::time::Instant::now() + h.timeout(),
+                cancel: cancel.clone(),
+            };
+            let started = tokio::time::Instant::now();
+            let run = h.run(&inv);
+            let canceller = async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                cancel.cancel();
+            };
+            let (r, ()) = tokio::join!(run, canceller);
+            (r, started.elapsed())
+        });
+        assert_eq!(e.0.unwrap_err().code, "cancelled");
+        assert!(e.1 < Duration::from_secs(1), "{:?}", e.1);
     }
 
     #[test]
