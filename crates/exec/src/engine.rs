@@ -15,7 +15,7 @@ use openexec_core::receipt::{Evidence, HandlerRef, Receipt, Status};
 use openexec_core::{hash, json, payload};
 
 pub use openexec_core::request::ExecRequest;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
@@ -26,57 +26,139 @@ use crate::store::{
     Claim, ClaimResult, ClaimRow, ClaimStatus, NewReceipt, Store, StoreError, StoredReceipt,
 };
 
-/// What `POST /execute` answers: an HTTP status and a JSON body.
+/// Why a request was refused before any handler ran: the codes of SPEC §4–§5. What status
+/// each is answered with is the HTTP layer's business.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalCode {
+    TenantNotServed,
+    ActionNotAllowed,
+    UnknownAction,
+    InvalidPayload,
+    ApprovalNotConfigured,
+    ApprovalRequired,
+    ApprovalMalformed,
+    ApprovalUnknownKey,
+    ApprovalBadSignature,
+    ApprovalTenantMismatch,
+    ApprovalRequestMismatch,
+    ApprovalExpired,
+    ApprovalNotYetValid,
+    ApprovalReused,
+    NonceConflict,
+}
+
+impl RefusalCode {
+    /// The SPEC code, as answers and receipts carry it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalCode::TenantNotServed => "tenant_not_served",
+            RefusalCode::ActionNotAllowed => "action_not_allowed",
+            RefusalCode::UnknownAction => "unknown_action",
+            RefusalCode::InvalidPayload => "invalid_payload",
+            RefusalCode::ApprovalNotConfigured => "approval_not_configured",
+            RefusalCode::ApprovalRequired => "approval_required",
+            RefusalCode::ApprovalMalformed => "approval_malformed",
+            RefusalCode::ApprovalUnknownKey => "approval_unknown_key",
+            RefusalCode::ApprovalBadSignature => "approval_bad_signature",
+            RefusalCode::ApprovalTenantMismatch => "approval_tenant_mismatch",
+            RefusalCode::ApprovalRequestMismatch => "approval_request_mismatch",
+            RefusalCode::ApprovalExpired => "approval_expired",
+            RefusalCode::ApprovalNotYetValid => "approval_not_yet_valid",
+            RefusalCode::ApprovalReused => "approval_reused",
+            RefusalCode::NonceConflict => "nonce_conflict",
+        }
+    }
+
+    fn of(r: &artifact::Rejection) -> RefusalCode {
+        use artifact::Rejection as R;
+        match r {
+            R::Malformed(_) => RefusalCode::ApprovalMalformed,
+            R::UnknownKey(_) => RefusalCode::ApprovalUnknownKey,
+            R::BadSignature => RefusalCode::ApprovalBadSignature,
+            R::TenantMismatch { .. } => RefusalCode::ApprovalTenantMismatch,
+            R::RequestMismatch => RefusalCode::ApprovalRequestMismatch,
+            R::Expired => RefusalCode::ApprovalExpired,
+            R::NotYetValid => RefusalCode::ApprovalNotYetValid,
+        }
+    }
+}
+
+/// What the engine decided for one `POST /execute`. Only the HTTP layer turns it into a status
+/// and a JSON body (`http::outcome_response`).
 #[derive(Debug, Clone)]
-pub struct Answer {
-    pub status: u16,
-    pub body: Value,
+pub enum Outcome {
+    /// The handler ran to a result and its receipt is durable (or this answers a replay of it).
+    Executed {
+        result: Value,
+        evidence: Evidence,
+        replayed: bool,
+    },
+    /// The handler ran and failed; the receipt's `code` says how.
+    Failed {
+        message: String,
+        evidence: Evidence,
+        replayed: bool,
+    },
+    /// Whether the handler took effect is unknown; it is never run again by itself.
+    Interrupted {
+        message: String,
+        evidence: Evidence,
+        replayed: bool,
+    },
+    /// Refused before any handler ran. `evidence` is the rejected receipt; `None` only when it
+    /// could not be stored, and `receipt_error` then says why.
+    Refused {
+        code: RefusalCode,
+        message: String,
+        evidence: Option<Box<Evidence>>,
+        receipt_error: Option<String>,
+    },
+    /// An identical request is still running after the replay wait.
+    InProgress { exec_id: String },
+    /// The store could not make this durable; the message says whether anything ran.
+    StoreUnavailable { message: String },
+    /// The execution task itself failed (a bug; the server log says more).
+    Internal,
 }
 
-impl Answer {
+impl Outcome {
     /// The code counted in metrics: `executed`, `replayed`, or the error code.
-    pub fn outcome_code(&self) -> String {
-        if self.status == 200 {
-            if self.body.get("replayed") == Some(&Value::Bool(true)) {
-                "replayed".into()
-            } else {
-                "executed".into()
-            }
-        } else {
-            self.body
-                .pointer("/error/code")
-                .and_then(Value::as_str)
-                .unwrap_or("error")
-                .to_string()
+    pub fn code(&self) -> &'static str {
+        match self {
+            Outcome::Executed {
+                replayed: false, ..
+            } => "executed",
+            Outcome::Executed { replayed: true, .. } => "replayed",
+            Outcome::Failed { .. } => "handler_failed",
+            Outcome::Interrupted { .. } => "outcome_unknown",
+            Outcome::Refused { code, .. } => code.as_str(),
+            Outcome::InProgress { .. } => "in_progress",
+            Outcome::StoreUnavailable { .. } => "store_unavailable",
+            Outcome::Internal => "internal_error",
         }
     }
 
-    /// An error answer in the original's shape plus the structured error.
-    pub fn error(status: u16, code: &str, message: &str, evidence: Option<&Evidence>) -> Answer {
-        let mut body = json!({
-            "detail": message,
-            "error": {"code": code, "message": message},
-        });
-        if let Some(ev) = evidence {
-            body["id"] = json!(receipt_field(ev, "exec_id"));
-            body["evidence"] = serde_json::to_value(ev).unwrap_or(Value::Null);
+    /// The receipt evidence this outcome carries, if any.
+    pub fn evidence_mut(&mut self) -> Option<&mut Evidence> {
+        match self {
+            Outcome::Executed { evidence, .. }
+            | Outcome::Failed { evidence, .. }
+            | Outcome::Interrupted { evidence, .. } => Some(evidence),
+            Outcome::Refused { evidence, .. } => evidence.as_deref_mut(),
+            _ => None,
         }
-        Answer { status, body }
     }
 
-    fn as_replay(&self) -> Answer {
-        let mut a = self.clone();
-        if let Some(obj) = a.body.as_object_mut() {
-            if obj.contains_key("replayed") {
-                obj.insert("replayed".into(), Value::Bool(true));
-            }
+    fn as_replay(&self) -> Outcome {
+        let mut o = self.clone();
+        if let Outcome::Executed { replayed, .. }
+        | Outcome::Failed { replayed, .. }
+        | Outcome::Interrupted { replayed, .. } = &mut o
+        {
+            *replayed = true;
         }
-        a
+        o
     }
-}
-
-fn receipt_field(ev: &Evidence, field: &str) -> Value {
-    ev.receipt.get(field).cloned().unwrap_or(Value::Null)
 }
 
 /// One well-formed attempt and its hashes.
@@ -91,22 +173,24 @@ struct Attempt {
     artifact: Option<Value>,
 }
 
-/// A refusal: status, code, message, and the approval when it was authentic.
+/// A refusal: its code, message, and the approval when it was authentic.
 struct Refusal {
-    status: u16,
-    code: &'static str,
+    code: RefusalCode,
     message: String,
     approval: Option<Box<ApprovalRef>>,
 }
 
 impl Refusal {
-    fn new(status: u16, code: &'static str, message: impl Into<String>) -> Refusal {
+    fn new(code: RefusalCode, message: impl Into<String>) -> Refusal {
         Refusal {
-            status,
             code,
             message: message.into(),
             approval: None,
         }
+    }
+
+    fn rejection(r: &artifact::Rejection) -> Refusal {
+        Refusal::new(RefusalCode::of(r), r.message())
     }
 }
 
@@ -153,7 +237,7 @@ impl RejectionBudget {
 /// choice, so they never get a bucket each.
 const UNSERVED_TENANTS: &str = "";
 
-type Answered = Arc<Answer>;
+type Answered = Arc<Outcome>;
 
 /// How a handler run ended, as the engine saw it.
 enum Ran {
@@ -390,13 +474,13 @@ impl Engine {
     }
 
     /// Handle one request to `POST /execute`.
-    pub async fn execute(self: &Arc<Self>, req: ExecRequest) -> Answer {
+    pub async fn execute(self: &Arc<Self>, req: ExecRequest) -> Outcome {
         let answer = self.execute_inner(req).await;
-        metrics::counter!("openexec_requests_total", "code" => answer.outcome_code()).increment(1);
+        metrics::counter!("openexec_requests_total", "code" => answer.code()).increment(1);
         answer
     }
 
-    async fn execute_inner(self: &Arc<Self>, req: ExecRequest) -> Answer {
+    async fn execute_inner(self: &Arc<Self>, req: ExecRequest) -> Outcome {
         let tenant_id = req
             .tenant_id
             .unwrap_or_else(|| self.cfg.default_tenant().to_string());
@@ -426,21 +510,21 @@ impl Engine {
                 att.tenant_id
             );
             return self
-                .refuse(&att, None, Refusal::new(403, "tenant_not_served", msg))
+                .refuse(&att, None, Refusal::new(RefusalCode::TenantNotServed, msg))
                 .await;
         }
         if let Some(list) = &self.cfg.allowed_actions {
             if !list.iter().any(|a| a == &att.action) {
                 let msg = format!("Action '{}' is not in the execution allow-list", att.action);
                 return self
-                    .refuse(&att, None, Refusal::new(403, "action_not_allowed", msg))
+                    .refuse(&att, None, Refusal::new(RefusalCode::ActionNotAllowed, msg))
                     .await;
             }
         }
         let Some(handler) = self.handlers.get(&att.action).cloned() else {
             let msg = format!("Unknown action: {}", att.action);
             return self
-                .refuse(&att, None, Refusal::new(400, "unknown_action", msg))
+                .refuse(&att, None, Refusal::new(RefusalCode::UnknownAction, msg))
                 .await;
         };
 
@@ -486,11 +570,11 @@ impl Engine {
             let msg = format!(
                 "payload is a string that starts like a JSON object but does not parse: {m}"
             );
-            return Err(Refusal::new(400, "invalid_payload", msg));
+            return Err(Refusal::new(RefusalCode::InvalidPayload, msg));
         }
         handler
             .validate(&att.payload)
-            .map_err(|m| Refusal::new(400, "invalid_payload", m))?;
+            .map_err(|m| Refusal::new(RefusalCode::InvalidPayload, m))?;
         match self.cfg.mode {
             Mode::Demo => Ok(None),
             Mode::Clawshield => self.check_approval(att, true).map(Some),
@@ -503,7 +587,7 @@ impl Engine {
         att: &Attempt,
         handler: &Arc<dyn Handler>,
         ex: Existing,
-    ) -> Answer {
+    ) -> Outcome {
         let exec_id = match &ex {
             Existing::Here(f) => &f.exec_id,
             Existing::Stored(r) => &r.exec_id,
@@ -523,7 +607,11 @@ impl Engine {
                 att.nonce, att.tenant_id
             );
             return self
-                .refuse(att, Some(handler), Refusal::new(422, "nonce_conflict", msg))
+                .refuse(
+                    att,
+                    Some(handler),
+                    Refusal::new(RefusalCode::NonceConflict, msg),
+                )
                 .await;
         }
         let deadline = Instant::now() + self.cfg.replay_wait;
@@ -553,15 +641,15 @@ impl Engine {
 
     /// A stored answer's evidence gets its inclusion proof and checkpoint once a signed
     /// checkpoint covers it (a store error leaves the evidence as it is: the answer stands).
-    async fn with_inclusion(&self, row: &ClaimRow, mut a: Answer) -> Answer {
+    async fn with_inclusion(&self, row: &ClaimRow, mut a: Outcome) -> Outcome {
         if let Some(r) = &row.receipt {
             if let Ok(Some(inc)) = self
                 .log
                 .inclusion(&self.store, r.log_index, &r.logged_at)
                 .await
             {
-                if let Some(ev) = a.body.get_mut("evidence") {
-                    ev["inclusion"] = inc;
+                if let Some(ev) = a.evidence_mut() {
+                    ev.inclusion = Some(inc);
                 }
             }
         }
@@ -570,7 +658,7 @@ impl Engine {
 
     /// Wait for a claim held elsewhere (another process, or a receipt write that failed) to get
     /// its outcome.
-    async fn poll_stored(&self, att: &Attempt, deadline: Instant) -> Answer {
+    async fn poll_stored(&self, att: &Attempt, deadline: Instant) -> Outcome {
         loop {
             match self.store.lookup(&att.tenant_id, &att.nonce).await {
                 Err(e) => return store_unavailable(&e),
@@ -598,19 +686,18 @@ impl Engine {
         if self.keys.approval.is_empty() {
             // 403 as the original answered; `/ready` fails in this state.
             return Err(Refusal::new(
-                403,
-                "approval_not_configured",
+                RefusalCode::ApprovalNotConfigured,
                 "CLAWSHIELD_PUBLIC_KEY not configured",
             ));
         }
         let Some(raw) = &att.artifact else {
             return Err(Refusal::new(
-                403,
-                "approval_required",
+                RefusalCode::ApprovalRequired,
                 "ClawShield mode requires an approval artifact",
             ));
         };
-        let art = artifact::parse(raw).map_err(|m| Refusal::new(403, "approval_malformed", m))?;
+        let art =
+            artifact::parse(raw).map_err(|m| Refusal::new(RefusalCode::ApprovalMalformed, m))?;
         // A v0 artifact names no nonce and was only ever issued for the configured tenant (as
         // in the original): its tenant is checked against that one, whatever the request says.
         let configured = self.cfg.default_tenant();
@@ -632,19 +719,19 @@ impl Engine {
             self.cfg.clock_skew_seconds,
             false,
         )
-        .map_err(|r| Refusal::new(403, r.code(), r.message()))?;
+        .map_err(|r| Refusal::rejection(&r))?;
         if v0 && att.tenant_id != configured {
             let r = artifact::Rejection::TenantMismatch {
                 expected: configured.to_string(),
                 got: att.tenant_id.clone(),
             };
-            return Err(Refusal::new(403, r.code(), r.message()));
+            return Err(Refusal::rejection(&r));
         }
         if fresh {
             if let Err(r) = artifact::check_window(&art, now, &self.cfg.approval_window()) {
                 return Err(Refusal {
                     approval: Some(Box::new(approval)),
-                    ..Refusal::new(403, r.code(), r.message())
+                    ..Refusal::rejection(&r)
                 });
             }
         }
@@ -659,7 +746,7 @@ impl Engine {
         att: Attempt,
         handler: Arc<dyn Handler>,
         approval: Option<Approved>,
-    ) -> Answer {
+    ) -> Outcome {
         let key = (att.tenant_id.clone(), att.nonce.clone());
         let (tx, rx) = watch::channel(None);
         let running_here = {
@@ -695,12 +782,7 @@ impl Engine {
             Ok(a) => (*a).clone(),
             Err(e) => {
                 tracing::error!(error = %e, "execution task failed");
-                Answer::error(
-                    500,
-                    "internal_error",
-                    "the execution task failed; see the server log",
-                    None,
-                )
+                Outcome::Internal
             }
         }
     }
@@ -710,7 +792,7 @@ impl Engine {
         att: &Attempt,
         handler: &Arc<dyn Handler>,
         approved: Option<Approved>,
-    ) -> Answer {
+    ) -> Outcome {
         let (approval, approval_key) = match approved {
             Some(a) => (Some(a.approval), Some(a.single_use)),
             None => (None, None),
@@ -768,7 +850,7 @@ impl Engine {
                 );
                 let r = Refusal {
                     approval: approval.map(Box::new),
-                    ..Refusal::new(409, "approval_reused", msg)
+                    ..Refusal::new(RefusalCode::ApprovalReused, msg)
                 };
                 return self.refuse(att, Some(handler), r).await;
             }
@@ -877,7 +959,7 @@ impl Engine {
                     log_index: Some(log_index),
                     ..evidence
                 };
-                outcome_answer(status, result, message, &evidence, false)
+                outcome_answer(status, result, message, evidence, false)
             }
             Err(e) => {
                 // The handler ran but its receipt is not durable: never report success. The claim
@@ -886,14 +968,11 @@ impl Engine {
                 if let Ok(mut o) = self.orphaned.lock() {
                     o.push((att.tenant_id.clone(), att.nonce.clone()));
                 }
-                Answer::error(
-                    503,
-                    "store_unavailable",
-                    &format!(
+                Outcome::StoreUnavailable {
+                    message: format!(
                         "The handler ran but its receipt could not be stored ({e}); this request will answer 409 outcome_unknown once the store is back"
                     ),
-                    None,
-                )
+                }
             }
         }
     }
@@ -969,23 +1048,28 @@ impl Engine {
         att: &Attempt,
         handler: Option<&Arc<dyn Handler>>,
         r: Refusal,
-    ) -> Answer {
+    ) -> Outcome {
         let verified = r.approval.is_some();
         let receipt = self.receipt(
             att,
             handler,
             r.approval.map(|a| *a),
             Status::Rejected,
-            Some(r.code.to_string()),
+            Some(r.code.as_str().to_string()),
             None,
         );
         let (rec, ev) = self.seal(&receipt, None, Some(r.message.clone()));
+        let refused =
+            |evidence: Option<Evidence>, receipt_error: Option<String>| Outcome::Refused {
+                code: r.code,
+                message: r.message.clone(),
+                evidence: evidence.map(Box::new),
+                receipt_error,
+            };
         let unstored = |e: StoreError| {
             // The verdict stands; only its receipt is missing. Say so rather than hide it.
-            tracing::error!(error = %e, code = r.code, "rejected receipt could not be stored");
-            let mut a = Answer::error(r.status, r.code, &r.message, None);
-            a.body["receipt_error"] = json!(e.to_string());
-            a
+            tracing::error!(error = %e, code = r.code.as_str(), "rejected receipt could not be stored");
+            refused(None, Some(e.to_string()))
         };
         match self.store.receipt_by_hash(&ev.receipt_hash).await {
             Ok(Some(stored)) => {
@@ -995,7 +1079,7 @@ impl Engine {
                     .inclusion(&self.store, stored.log_index, &stored.logged_at)
                     .await
                     .unwrap_or(None);
-                return Answer::error(r.status, r.code, &r.message, Some(&ev));
+                return refused(Some(ev), None);
             }
             Ok(None) => {}
             Err(e) => return unstored(e),
@@ -1012,18 +1096,16 @@ impl Engine {
                     logged: Some(false),
                     ..ev
                 };
-                return Answer::error(r.status, r.code, &r.message, Some(&ev));
+                return refused(Some(ev), None);
             }
         }
         match self.store.add_receipt(rec).await {
-            Ok(log_index) => Answer::error(
-                r.status,
-                r.code,
-                &r.message,
-                Some(&Evidence {
+            Ok(log_index) => refused(
+                Some(Evidence {
                     log_index: Some(log_index),
                     ..ev
                 }),
+                None,
             ),
             Err(e) => unstored(e),
         }
@@ -1060,17 +1142,16 @@ pub fn evidence_of(r: &StoredReceipt) -> Evidence {
 }
 
 /// The stored answer of a finished claim; `None` while it is still running.
-fn stored_answer(row: &ClaimRow, replayed: bool) -> Option<Answer> {
+fn stored_answer(row: &ClaimRow, replayed: bool) -> Option<Outcome> {
     let r = row.receipt.as_ref()?;
     if row.status == ClaimStatus::Running {
         return None;
     }
-    let ev = evidence_of(r);
     Some(outcome_answer(
         row.status,
         r.result.clone(),
         r.message.clone(),
-        &ev,
+        evidence_of(r),
         replayed,
     ))
 }
@@ -1079,64 +1160,47 @@ fn outcome_answer(
     status: ClaimStatus,
     result: Option<Value>,
     message: Option<String>,
-    ev: &Evidence,
+    evidence: Evidence,
     replayed: bool,
-) -> Answer {
+) -> Outcome {
     match status {
-        ClaimStatus::Executed | ClaimStatus::Running => Answer {
-            status: 200,
-            body: json!({
-                "id": receipt_field(ev, "exec_id"),
-                "action": receipt_field(ev, "action"),
-                "result": result.unwrap_or(Value::Null),
-                "approved": true,
-                "receipt": ev.receipt_hash,
-                "status": "executed",
-                "replayed": replayed,
-                "evidence": ev,
-            }),
+        ClaimStatus::Executed | ClaimStatus::Running => Outcome::Executed {
+            result: result.unwrap_or(Value::Null),
+            evidence,
+            replayed,
         },
         ClaimStatus::Failed => {
-            let code = ev
+            let code = evidence
                 .receipt
                 .get("code")
                 .and_then(Value::as_str)
                 .unwrap_or("handler_failed");
-            let msg = format!(
+            let message = format!(
                 "The handler failed ({code}): {}",
                 message.unwrap_or_else(|| "no detail".into())
             );
-            let mut a = Answer::error(502, "handler_failed", &msg, Some(ev));
-            a.body["status"] = json!("failed");
-            a.body["replayed"] = json!(replayed);
-            a
+            Outcome::Failed {
+                message,
+                evidence,
+                replayed,
+            }
         }
-        ClaimStatus::Interrupted => {
-            let msg = message.unwrap_or_else(|| INTERRUPTED_MESSAGE.into());
-            let mut a = Answer::error(409, "outcome_unknown", &msg, Some(ev));
-            a.body["status"] = json!("interrupted");
-            a.body["replayed"] = json!(replayed);
-            a
-        }
+        ClaimStatus::Interrupted => Outcome::Interrupted {
+            message: message.unwrap_or_else(|| INTERRUPTED_MESSAGE.into()),
+            evidence,
+            replayed,
+        },
     }
 }
 
-fn store_unavailable(e: &StoreError) -> Answer {
-    Answer::error(
-        503,
-        "store_unavailable",
-        &format!("The store cannot make this durable, so nothing was run: {e}"),
-        None,
-    )
+fn store_unavailable(e: &StoreError) -> Outcome {
+    Outcome::StoreUnavailable {
+        message: format!("The store cannot make this durable, so nothing was run: {e}"),
+    }
 }
 
-fn in_progress(att: &Attempt) -> Answer {
-    let mut a = Answer::error(
-        409,
-        "in_progress",
-        "An identical request with this nonce is still running; ask again later for its outcome",
-        None,
-    );
-    a.body["id"] = json!(att.request_hash);
-    a
+fn in_progress(att: &Attempt) -> Outcome {
+    Outcome::InProgress {
+        exec_id: att.request_hash.clone(),
+    }
 }

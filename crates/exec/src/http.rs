@@ -13,12 +13,12 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use openexec_core::json::{self, JsonError};
 use openexec_core::keys::{key_id, verifying_key_b64, verifying_key_to_pem, VerifyingKey};
-use openexec_core::receipt::verify_evidence;
+use openexec_core::receipt::{verify_evidence, Evidence};
 use serde_json::{json, Value};
 use utoipa::OpenApi;
 
 use crate::config::Mode;
-use crate::engine::{Answer, Engine, ExecRequest};
+use crate::engine::{Engine, ExecRequest, Outcome, RefusalCode};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -187,9 +187,117 @@ fn field_str(
     }
 }
 
-fn answer(a: Answer) -> Response {
-    let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, Json(a.body)).into_response()
+/// The status each refusal is answered with (SPEC §4, §5).
+fn refusal_status(code: RefusalCode) -> StatusCode {
+    use RefusalCode as C;
+    match code {
+        C::UnknownAction | C::InvalidPayload => StatusCode::BAD_REQUEST,
+        C::ApprovalReused => StatusCode::CONFLICT,
+        C::NonceConflict => StatusCode::UNPROCESSABLE_ENTITY,
+        C::TenantNotServed
+        | C::ActionNotAllowed
+        | C::ApprovalNotConfigured
+        | C::ApprovalRequired
+        | C::ApprovalMalformed
+        | C::ApprovalUnknownKey
+        | C::ApprovalBadSignature
+        | C::ApprovalTenantMismatch
+        | C::ApprovalRequestMismatch
+        | C::ApprovalExpired
+        | C::ApprovalNotYetValid => StatusCode::FORBIDDEN,
+    }
+}
+
+/// An error body in the original's shape plus the structured error, with the receipt's
+/// evidence (and its `id`) when one was written.
+fn error_body(code: &str, message: &str, evidence: Option<&Evidence>) -> Value {
+    let mut body = json!({"detail": message, "error": {"code": code, "message": message}});
+    if let Some(ev) = evidence {
+        body["id"] = ev.receipt.get("exec_id").cloned().unwrap_or(Value::Null);
+        body["evidence"] = serde_json::to_value(ev).unwrap_or(Value::Null);
+    }
+    body
+}
+
+/// The status and JSON body of an engine outcome: the only place `/execute`'s wire shapes live.
+pub fn outcome_response(o: &Outcome) -> (StatusCode, Value) {
+    match o {
+        Outcome::Executed {
+            result,
+            evidence,
+            replayed,
+        } => (
+            StatusCode::OK,
+            json!({
+                "id": evidence.receipt.get("exec_id").cloned().unwrap_or(Value::Null),
+                "action": evidence.receipt.get("action").cloned().unwrap_or(Value::Null),
+                "result": result,
+                "approved": true,
+                "receipt": evidence.receipt_hash,
+                "status": "executed",
+                "replayed": replayed,
+                "evidence": evidence,
+            }),
+        ),
+        Outcome::Failed {
+            message,
+            evidence,
+            replayed,
+        } => {
+            let mut b = error_body("handler_failed", message, Some(evidence));
+            b["status"] = json!("failed");
+            b["replayed"] = json!(replayed);
+            (StatusCode::BAD_GATEWAY, b)
+        }
+        Outcome::Interrupted {
+            message,
+            evidence,
+            replayed,
+        } => {
+            let mut b = error_body("outcome_unknown", message, Some(evidence));
+            b["status"] = json!("interrupted");
+            b["replayed"] = json!(replayed);
+            (StatusCode::CONFLICT, b)
+        }
+        Outcome::Refused {
+            code,
+            message,
+            evidence,
+            receipt_error,
+        } => {
+            let mut b = error_body(code.as_str(), message, evidence.as_deref());
+            if let Some(e) = receipt_error {
+                b["receipt_error"] = json!(e);
+            }
+            (refusal_status(*code), b)
+        }
+        Outcome::InProgress { exec_id } => {
+            let mut b = error_body(
+                "in_progress",
+                "An identical request with this nonce is still running; ask again later for its outcome",
+                None,
+            );
+            b["id"] = json!(exec_id);
+            (StatusCode::CONFLICT, b)
+        }
+        Outcome::StoreUnavailable { message } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            error_body("store_unavailable", message, None),
+        ),
+        Outcome::Internal => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            error_body(
+                "internal_error",
+                "the execution task failed; see the server log",
+                None,
+            ),
+        ),
+    }
+}
+
+fn answer(o: Outcome) -> Response {
+    let (status, body) = outcome_response(&o);
+    (status, Json(body)).into_response()
 }
 
 #[utoipa::path(post, path = "/execute", request_body(content = ExecuteBody, content_type = "application/json"),
