@@ -598,6 +598,18 @@ struct LedgerServeArgs {
     /// Nothing is cosigned or served as evidence before all chunks hash to the checkpoint's root.
     #[arg(long, env = "CLAWLEDGER_CATCHUP_CHUNK")]
     catchup_chunk: Option<u64>,
+    /// Most bytes of a watched log's checkpoint answer (default 65536, 1024 to 16 MiB); a larger
+    /// answer is refused (not read past the cap) as a response_too_large alert.
+    #[arg(long, env = "CLAWLEDGER_MAX_CHECKPOINT_BYTES")]
+    max_checkpoint_bytes: Option<u64>,
+    /// Most bytes of one entries page a watched log answers (default 16777216, 64 KiB to 1 GiB);
+    /// a larger answer is a response_too_large alert. Proofs are capped at 64 KiB.
+    #[arg(long, env = "CLAWLEDGER_MAX_ENTRIES_BYTES")]
+    max_entries_bytes: Option<u64>,
+    /// Longest time one request to a watched log may take, its whole body included, in ms
+    /// (default 30000). A body not finished by then is a response_timeout alert.
+    #[arg(long, env = "CLAWLEDGER_FETCH_TIMEOUT_MS")]
+    fetch_timeout_ms: Option<u64>,
 }
 
 fn ledger_serve(a: LedgerServeArgs) -> Result<(), Fail> {
@@ -613,6 +625,9 @@ fn ledger_serve(a: LedgerServeArgs) -> Result<(), Fail> {
         watch: a.watch,
         poll_ms: a.poll_ms,
         catchup_chunk: a.catchup_chunk,
+        max_checkpoint_bytes: a.max_checkpoint_bytes,
+        max_entries_bytes: a.max_entries_bytes,
+        fetch_timeout_ms: a.fetch_timeout_ms,
     })
     .map_err(usage)?;
     let rt = tokio::runtime::Runtime::new().map_err(|e| Fail(3, e.into()))?;

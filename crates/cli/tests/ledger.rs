@@ -5,6 +5,8 @@
 //! and it cosigns nothing new when a log was edited behind its back. It runs on PostgreSQL as on
 //! SQLite; it catches up in chunks, resumes a catch-up killed midway after its last stored
 //! chunk, and neither cosigns nor serves a catch-up whose later chunk does not match the root.
+//! A hostile log (oversized, endless or trickled answers) raises alerts and cannot make it use
+//! more than a bounded amount of memory.
 
 mod common;
 
@@ -98,6 +100,10 @@ impl Ledger {
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     async fn get_text(&self, path: &str) -> (u16, String) {
@@ -1002,4 +1008,473 @@ async fn a_mismatch_in_a_later_chunk_is_neither_cosigned_nor_served() {
             "the mismatching checkpoint was cosigned: {line}"
         );
     }
+}
+
+/// How a hostile log answers one request.
+#[derive(Clone)]
+enum Answer {
+    /// What an honest log answers.
+    Real,
+    /// 200 with `Content-Length: n`, then bytes as fast as the peer reads them, until it hangs up
+    /// (or `n` bytes, or 60 s).
+    Huge(u64),
+    /// 200, chunked, never ending: chunks as fast as the peer reads them until it hangs up (or
+    /// 4 GiB, or 60 s).
+    Endless,
+    /// 200 with this body (its Content-Length declared), one byte every 50 ms.
+    Trickle(String),
+}
+
+/// What the hostile log serves for each path.
+#[derive(Clone)]
+struct Plan {
+    /// The size of the (honestly signed) checkpoint served.
+    size: usize,
+    checkpoint: Answer,
+    proof: Answer,
+    entries: Answer,
+    /// The answer to POST /log/cosignatures.
+    reply: Answer,
+}
+
+/// A log served over raw HTTP/1.1 on 127.0.0.1 (one request per connection), whose answers can
+/// be oversized, endless or slow. Its tree is real: the honest answers verify.
+#[derive(Clone)]
+struct HostileLog {
+    url: String,
+    plan: Arc<Mutex<Plan>>,
+    /// Honestly signed checkpoints by size.
+    checkpoints: Arc<Vec<String>>,
+    entries: Arc<Vec<String>>,
+    nodes: Arc<HashMap<NodeId, Hash>>,
+    /// Set when the witness's memory went over the bound: stop streaming at once.
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    /// The most body bytes written for one hostile answer before the peer hung up.
+    most_sent: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl HostileLog {
+    async fn start(
+        checkpoints: Vec<String>,
+        entries: Vec<String>,
+        nodes: HashMap<NodeId, Hash>,
+        plan: Plan,
+    ) -> HostileLog {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let log = HostileLog {
+            url: format!("http://{}", listener.local_addr().unwrap()),
+            plan: Arc::new(Mutex::new(plan)),
+            checkpoints: Arc::new(checkpoints),
+            entries: Arc::new(entries),
+            nodes: Arc::new(nodes),
+            stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            most_sent: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        };
+        let l = log.clone();
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                tokio::spawn(l.clone().serve(conn));
+            }
+        });
+        log
+    }
+
+    fn set(&self, f: impl FnOnce(&mut Plan)) {
+        f(&mut self.plan.lock().unwrap());
+    }
+
+    /// One request: read its head (and body), answer as the plan says, close.
+    async fn serve(self, mut conn: tokio::net::TcpStream) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            if buf.len() > 64 * 1024 {
+                return;
+            }
+            match conn.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
+            })
+            .unwrap_or(0)
+            .min(64 * 1024);
+        while buf.len() < head_end + length {
+            match conn.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let target = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+        let uri: axum::http::Uri = target.parse().unwrap_or_default();
+        let plan = self.plan.lock().unwrap().clone();
+        let (answer, real) = match uri.path() {
+            "/log/checkpoint" => (plan.checkpoint, Some(self.checkpoints[plan.size].clone())),
+            "/log/proof/consistency" => (
+                plan.proof,
+                query_pair(&uri, "first", "second").and_then(|(a, b)| {
+                    let hashes = plan_consistency(a, b)
+                        .ok()?
+                        .assemble_from_map(&self.nodes)
+                        .ok()?;
+                    let hashes: Vec<String> = hashes.iter().map(|h| B64.encode(h)).collect();
+                    Some(json!({ "hashes": hashes }).to_string())
+                }),
+            ),
+            "/log/entries" => (
+                plan.entries,
+                range_of(&uri).and_then(|(start, end)| {
+                    let end = end.min(plan.size as u64).min(start + 1000);
+                    (start < end)
+                        .then(|| json!(self.entries[start as usize..end as usize]).to_string())
+                }),
+            ),
+            "/log/cosignatures" => (plan.reply, Some("{\"stored\":1}".to_string())),
+            _ => (Answer::Real, None),
+        };
+        let _ = match answer {
+            Answer::Real => {
+                let (status, body) = match real {
+                    Some(b) => ("200 OK", b),
+                    None => ("404 Not Found", String::new()),
+                };
+                let head = format!(
+                    "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                conn.write_all(format!("{head}{body}").as_bytes()).await
+            }
+            Answer::Huge(n) => {
+                let head =
+                    format!("HTTP/1.1 200 OK\r\ncontent-length: {n}\r\nconnection: close\r\n\r\n");
+                self.stream(&mut conn, head, n, false).await
+            }
+            Answer::Endless => {
+                let head =
+                    "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n";
+                self.stream(&mut conn, head.to_string(), 4 << 30, true)
+                    .await
+            }
+            Answer::Trickle(body) => {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                async {
+                    conn.write_all(head.as_bytes()).await?;
+                    for b in body.bytes() {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        conn.write_all(&[b]).await?;
+                        conn.flush().await?;
+                    }
+                    Ok(())
+                }
+                .await
+            }
+        };
+    }
+
+    /// Write `head`, then up to `total` body bytes (as chunks if `chunked`) as fast as the peer
+    /// reads, until it hangs up, 60 s pass, or the memory bound was crossed.
+    async fn stream(
+        &self,
+        conn: &mut tokio::net::TcpStream,
+        head: String,
+        total: u64,
+        chunked: bool,
+    ) -> std::io::Result<()> {
+        use std::sync::atomic::Ordering;
+        use tokio::io::AsyncWriteExt;
+        conn.write_all(head.as_bytes()).await?;
+        let block = vec![b'A'; 64 * 1024];
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut sent = 0u64;
+        let r = async {
+            while sent < total && Instant::now() < deadline && !self.stop.load(Ordering::Relaxed) {
+                let n = (total - sent).min(block.len() as u64) as usize;
+                if chunked {
+                    conn.write_all(format!("{n:x}\r\n").as_bytes()).await?;
+                }
+                conn.write_all(&block[..n]).await?;
+                if chunked {
+                    conn.write_all(b"\r\n").await?;
+                }
+                sent += n as u64;
+            }
+            Ok(())
+        }
+        .await;
+        self.most_sent.fetch_max(sent, Ordering::Relaxed);
+        r
+    }
+}
+
+/// The resident memory of process `pid` (VmRSS), in bytes.
+fn rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// Samples a process's resident memory every 5 ms (until dropped), keeping the peak; past
+/// `bound` it tells the hostile log to stop streaming, so that a witness without caps fails the
+/// test at the bound instead of filling the machine's memory.
+struct RssPeak {
+    peak: Arc<std::sync::atomic::AtomicU64>,
+    done: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl RssPeak {
+    fn start(pid: u32, bound: u64, over: Arc<std::sync::atomic::AtomicBool>) -> RssPeak {
+        use std::sync::atomic::Ordering;
+        let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (p, d) = (peak.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !d.load(Ordering::Relaxed) {
+                let Some(now) = rss(pid) else { return };
+                p.fetch_max(now, Ordering::Relaxed);
+                if now > bound {
+                    over.store(true, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        RssPeak { peak, done }
+    }
+
+    fn peak(&self) -> u64 {
+        self.peak.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for RssPeak {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Most resident memory the witness may reach while a log attacks it. It idles at about
+/// 20 MiB and reads at most one 16 MiB entries page; without the caps the first 1.5 GB answer
+/// alone takes it far past this.
+const RSS_BOUND: u64 = 128 * 1024 * 1024;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hostile_log_raises_alerts_and_cannot_exhaust_the_witness_memory() {
+    use std::sync::atomic::Ordering;
+    const GB1_5: u64 = 1_500_000_000;
+    let tmp = tempfile::tempdir().unwrap();
+    let (wkey, _) = witness(tmp.path());
+    let origin = "example.com/hostile-log";
+    let signer = Signer::new(origin, keys::signing_key_from_seed([13; 32])).unwrap();
+    let log_vkey = signer.verifier_key();
+    // A real tree of 40 entries of about 1 KiB, and its signed checkpoints.
+    let data: Vec<Vec<u8>> = (0..40)
+        .map(|i| format!("{{\"entry\":{i},\"pad\":\"{}\"}}", "p".repeat(1000)).into_bytes())
+        .collect();
+    let mut frontier = Frontier::empty();
+    let mut nodes = HashMap::new();
+    let mut checkpoints = vec![String::new()];
+    let mut bodies = vec![String::new()];
+    for d in &data {
+        nodes.extend(frontier.append(leaf_hash(d)).unwrap());
+        let body = Checkpoint::new(origin, frontier.size(), frontier.root())
+            .unwrap()
+            .body();
+        checkpoints.push(note::sign_note(&body, &[&signer]).unwrap());
+        bodies.push(body);
+    }
+    let entries: Vec<String> = data.iter().map(|d| B64.encode(d)).collect();
+    let log = HostileLog::start(
+        checkpoints.clone(),
+        entries,
+        nodes,
+        Plan {
+            size: 16,
+            checkpoint: Answer::Real,
+            proof: Answer::Real,
+            entries: Answer::Real,
+            reply: Answer::Real,
+        },
+    )
+    .await;
+    let mut args = ledger_args(tmp.path(), &wkey, &format!("{}={log_vkey}", log.url));
+    args.extend(["--fetch-timeout-ms", "1000"].map(String::from));
+    let l = Ledger::start(tmp.path(), &strs(&args));
+    let peak = RssPeak::start(l.pid(), RSS_BOUND, log.stop.clone());
+    let within_bound = || {
+        assert!(
+            !log.stop.load(Ordering::Relaxed),
+            "the witness went over {RSS_BOUND} bytes resident (peak seen {}); log:\n{}",
+            peak.peak(),
+            l.log()
+        );
+    };
+    let cosigned = |size: usize| {
+        let l = &l;
+        let want = bodies[size].clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                within_bound();
+                let (st, text) = l.get_text(&format!("/checkpoint/{origin}")).await;
+                if st == 200 && text.starts_with(&want) {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{size} not cosigned: {text}\n{}",
+                    l.log()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    // An alert of `kind` whose detail names `what` and says `how`, listed `n` times.
+    let alerted = |kind: &'static str, what: &'static str, how: &'static str, n: usize| {
+        let l = &l;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                within_bound();
+                let alerts = l.alerts().await;
+                let got = alerts
+                    .iter()
+                    .filter(|a| {
+                        let d = a["detail"].as_str().unwrap_or("");
+                        a["kind"] == kind && d.contains(what) && d.contains(how)
+                    })
+                    .count();
+                if got >= n {
+                    assert_eq!(got, n, "{alerts:?}");
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "no {kind} alert about {what} ({how}): {alerts:?}\n{}",
+                    l.log()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+
+    // An honest first checkpoint; what the witness uses at rest.
+    cosigned(16).await;
+    let idle = rss(l.pid()).unwrap();
+
+    // (1) A checkpoint of 1.5 GB, declared and streamed: refused on its Content-Length.
+    log.set(|p| p.checkpoint = Answer::Huge(GB1_5));
+    alerted(
+        "response_too_large",
+        "GET /log/checkpoint",
+        "Content-Length",
+        1,
+    )
+    .await;
+    // (2) A valid checkpoint, trickled: it does not finish within the 1 s fetch timeout.
+    log.set(|p| p.checkpoint = Answer::Trickle(checkpoints[16].clone()));
+    alerted("response_timeout", "GET /log/checkpoint", "1000 ms", 1).await;
+    // (3) An endless chunked checkpoint: reading stops at the cap.
+    log.set(|p| p.checkpoint = Answer::Endless);
+    alerted(
+        "response_too_large",
+        "GET /log/checkpoint",
+        "runs past the cap of 65536",
+        1,
+    )
+    .await;
+    // (4) A valid, larger checkpoint whose consistency proof is 1.5 GB.
+    log.set(|p| {
+        p.checkpoint = Answer::Real;
+        p.size = 24;
+        p.proof = Answer::Huge(GB1_5);
+    });
+    alerted(
+        "response_too_large",
+        "GET /log/proof/consistency",
+        "Content-Length",
+        1,
+    )
+    .await;
+    // (5) … then a valid proof and an endless entries page.
+    log.set(|p| {
+        p.size = 32;
+        p.proof = Answer::Real;
+        p.entries = Answer::Endless;
+    });
+    alerted(
+        "response_too_large",
+        "GET /log/entries",
+        "runs past the cap of 16777216",
+        1,
+    )
+    .await;
+    // (6) … then an entries page trickled.
+    log.set(|p| {
+        p.size = 40;
+        p.entries = Answer::Trickle("[\"".to_string() + &"A".repeat(1000) + "\"]");
+    });
+    alerted("response_timeout", "GET /log/entries", "1000 ms", 1).await;
+    // Through all of it the witness stayed at its last verified checkpoint.
+    let (st, text) = l.get_text(&format!("/checkpoint/{origin}")).await;
+    assert_eq!(st, 200);
+    assert!(text.starts_with(&bodies[16]), "{text}");
+    // (7) An honest log again, whose answer to the cosignature delivery is 1.5 GB: the witness
+    // verifies and cosigns 40 on its next round, and the answer is an alert.
+    log.set(|p| {
+        p.entries = Answer::Real;
+        p.reply = Answer::Huge(GB1_5);
+    });
+    cosigned(40).await;
+    alerted(
+        "response_too_large",
+        "POST /log/cosignatures",
+        "Content-Length",
+        1,
+    )
+    .await;
+
+    let alerts = l.alerts().await;
+    let count = |kind: &str| alerts.iter().filter(|a| a["kind"] == kind).count();
+    assert_eq!(count("response_too_large"), 5, "{alerts:?}");
+    assert_eq!(count("response_timeout"), 2, "{alerts:?}");
+    assert_eq!(alerts.len(), 7, "{alerts:?}");
+    let (_, m) = l.get_text("/metrics").await;
+    assert_eq!(alerts_metric(&m, "response_too_large"), 5, "{m}");
+    assert_eq!(alerts_metric(&m, "response_timeout"), 2, "{m}");
+    let (peak, sent) = (peak.peak(), log.most_sent.load(Ordering::Relaxed));
+    eprintln!(
+        "witness resident memory: {} KiB idle, {} KiB peak under attack (bound {} KiB); most bytes of one hostile answer written before it hung up: {sent}",
+        idle / 1024,
+        peak / 1024,
+        RSS_BOUND / 1024
+    );
+    assert!(
+        peak < RSS_BOUND,
+        "the witness reached {peak} bytes resident (idle {idle}); log:\n{}",
+        l.log()
+    );
+    assert!(
+        sent < 64 * 1024 * 1024,
+        "the witness kept reading a hostile answer: {sent} bytes"
+    );
 }

@@ -398,3 +398,103 @@ async fn deleted_entries_stop_the_log_signing() {
     assert_eq!(st, 503, "{r}");
     assert!(r["detail"].as_str().unwrap().contains("4..6"), "{r}");
 }
+
+/// POST these bytes to /log/cosignatures as text/plain.
+async fn post_cosignatures(s: &Server, body: String) -> (u16, Value) {
+    let r = s
+        .client
+        .post(s.url("/log/cosignatures"))
+        .header("content-type", "text/plain")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let st = r.status().as_u16();
+    (st, r.json().await.unwrap_or(Value::Null))
+}
+
+/// The witness cosignature lines the served checkpoint carries.
+async fn served_cosignatures(s: &Server) -> Vec<String> {
+    let (st, text) = s.get_text("/log/checkpoint").await;
+    assert_eq!(st, 200, "{text}");
+    let (_, sigs) = text.split_once("\n\n").unwrap();
+    // The first signature line is the log's own.
+    sigs.lines().skip(1).map(str::to_string).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cosignatures_are_capped_stored_once_and_never_replaced_by_older_ones() {
+    let w1 = note::Cosigner::new(
+        "witness.example/one",
+        openexec_core::keys::signing_key_from_seed([21; 32]),
+    )
+    .unwrap();
+    let w2 = note::Cosigner::new(
+        "witness.example/two",
+        openexec_core::keys::signing_key_from_seed([22; 32]),
+    )
+    .unwrap();
+    let witnesses = format!("{},{}", w1.verifier_key(), w2.verifier_key());
+    let mut s = Server::start(&[
+        ("OPENEXEC_LOG_INTERVAL_MS", "50"),
+        ("OPENEXEC_WITNESS_KEYS", &witnesses),
+    ]);
+    run(&s, 0, 3).await;
+    let (_, text) = checkpoint_at_least(&s, 3).await;
+    let body = text.split_once("\n\n").unwrap().0.to_string() + "\n";
+    let at = |w: &note::Cosigner, t: u64| w.cosign(&body, t).unwrap();
+    let (w1_old, w1_new, w1_newer) = (at(&w1, 1_000), at(&w1, 2_000), at(&w1, 3_000));
+
+    // One request repeating a valid line 448 times (the finding): refused whole, nothing stored.
+    let (st, b) = post_cosignatures(&s, format!("{w1_new}\n").repeat(448)).await;
+    assert_eq!((st, code(&b)), (413, "too_many_cosignatures"), "{b}");
+    assert!(
+        detail(&b).contains("448 cosignature lines") && detail(&b).contains("at most 2"),
+        "{b}"
+    );
+    assert_eq!(served_cosignatures(&s).await, Vec::<String>::new());
+
+    // The same line twice within the cap is stored once.
+    let (st, b) = post_cosignatures(&s, format!("{w1_new}\n{w1_new}\n")).await;
+    assert_eq!((st, &b["stored"]), (200, &json!(1)), "{b}");
+    assert_eq!(served_cosignatures(&s).await, [w1_new.as_str()]);
+    // Again, and an older line of the same witness replayed: nothing changes.
+    for line in [&w1_new, &w1_old] {
+        let (st, b) = post_cosignatures(&s, format!("{line}\n")).await;
+        assert_eq!((st, &b["stored"]), (200, &json!(0)), "{b}");
+        assert_eq!(served_cosignatures(&s).await, [w1_new.as_str()]);
+    }
+    // A request with one bad line stores none of its lines.
+    let w2_line = at(&w2, 2_500);
+    let forged = at(
+        &note::Cosigner::new(
+            "witness.example/two",
+            openexec_core::keys::signing_key_from_seed([23; 32]),
+        )
+        .unwrap(),
+        2_500,
+    );
+    let (st, b) = post_cosignatures(&s, format!("{w2_line}\n{forged}\n")).await;
+    assert_eq!((st, code(&b)), (403, "cosignature_rejected"), "{b}");
+    assert_eq!(served_cosignatures(&s).await, [w1_new.as_str()]);
+    // A newer line replaces the older one; each witness's line is served once.
+    let (st, b) = post_cosignatures(&s, format!("{w1_newer}\n{w2_line}\n")).await;
+    assert_eq!((st, &b["stored"]), (200, &json!(2)), "{b}");
+    assert_eq!(
+        served_cosignatures(&s).await,
+        [w1_newer.clone(), w2_line.clone()]
+    );
+
+    // The database, not only this process, keeps the newest: after a restart the older lines
+    // replayed still change nothing.
+    s.restart();
+    assert_eq!(
+        served_cosignatures(&s).await,
+        [w1_newer.clone(), w2_line.clone()]
+    );
+    let (st, b) = post_cosignatures(&s, format!("{w1_old}\n")).await;
+    assert_eq!((st, &b["stored"]), (200, &json!(0)), "{b}");
+    let (st, b) = post_cosignatures(&s, format!("{w1_new}\n")).await;
+    assert_eq!((st, &b["stored"]), (200, &json!(0)), "{b}");
+    assert_eq!(served_cosignatures(&s).await, [w1_newer, w2_line]);
+}

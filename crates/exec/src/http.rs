@@ -659,7 +659,7 @@ async fn log_consistency(State(s): State<AppState>, q: Params) -> Response {
 }
 
 #[utoipa::path(post, path = "/log/cosignatures", request_body(content = String, content_type = "text/plain", description = "one or more C2SP tlog-cosignature lines for the latest checkpoint"),
-    responses((status = 200, description = "{stored: n}"), (status = 403, description = "Not a configured witness's valid cosignature", body = ErrorBody)))]
+    responses((status = 200, description = "{stored: n}: lines stored (new, or newer than the stored line of their witness)"), (status = 403, description = "Not a configured witness's valid cosignature; nothing stored", body = ErrorBody), (status = 413, description = "too_many_cosignatures: more lines than configured witnesses; nothing stored", body = ErrorBody)))]
 async fn log_cosignatures(State(s): State<AppState>, req: Request) -> Response {
     let limit = 64 * 1024;
     let bytes = match Limited::new(req.into_body(), limit).collect().await {

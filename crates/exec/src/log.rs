@@ -57,6 +57,11 @@ fn service_refusal(e: ServiceError<StoreError>) -> LogRefusal {
             "cosignature_rejected",
             format!("{m} (OPENEXEC_WITNESS_KEYS)"),
         ),
+        ServiceError::TooManyCosignatures { .. } => refusal(
+            413,
+            "too_many_cosignatures",
+            format!("{e}; nothing was stored"),
+        ),
         ServiceError::Refused(m) => refusal(500, "internal_error", m),
         ServiceError::Store(e) => e.into(),
     }
@@ -253,8 +258,9 @@ impl ReceiptLog {
         Ok(leaves.iter().map(|d| B64.encode(d)).collect())
     }
 
-    /// `POST /log/cosignatures`: each line must be a known witness's valid cosignature of the
-    /// latest checkpoint. Returns how many were stored.
+    /// `POST /log/cosignatures`: at most one line per configured witness, each a known
+    /// witness's valid cosignature of the latest checkpoint (else nothing is stored). Returns
+    /// how many were stored (new, or newer than the stored line of their witness).
     pub async fn add_cosignatures(&self, store: &Store, text: &str) -> Result<usize, LogRefusal> {
         self.service
             .add_cosignatures(store, text)

@@ -448,6 +448,70 @@ async fn one_sequencer_at_a_time_and_takeover_when_it_goes(db: Db) {
     b.close().await;
 }
 
+on_both!(the_newest_cosignature_per_witness_is_kept_whatever_the_order);
+async fn the_newest_cosignature_per_witness_is_kept_whatever_the_order(db: Db) {
+    // Two stores on one database: two processes (SQLite) or two replicas (PostgreSQL).
+    let a = Arc::new(open(&db, 2000).await);
+    let b = Arc::new(open(&db, 2000).await);
+    a.add_receipt(receipt("h0", "e")).await.unwrap();
+    let (size, root) = a.head().await.unwrap();
+    a.add_checkpoint(&openexec_log::StoredCheckpoint {
+        size,
+        root,
+        note: "signed note".into(),
+    })
+    .await
+    .unwrap();
+    let lines = || async { a.latest_checkpoint().await.unwrap().unwrap().1 };
+    assert!(a
+        .add_cosignature(size, "w1", 100, "w1 at 100")
+        .await
+        .unwrap());
+    assert!(
+        !b.add_cosignature(size, "w1", 50, "w1 at 50").await.unwrap(),
+        "older"
+    );
+    assert!(
+        !a.add_cosignature(size, "w1", 100, "w1 at 100")
+            .await
+            .unwrap(),
+        "the same"
+    );
+    assert_eq!(lines().await, ["w1 at 100"]);
+    assert!(b
+        .add_cosignature(size, "w1", 200, "w1 at 200")
+        .await
+        .unwrap());
+    assert!(a.add_cosignature(size, "w2", 10, "w2 at 10").await.unwrap());
+    assert_eq!(lines().await, ["w1 at 200", "w2 at 10"]);
+
+    // 40 lines of one witness in a scrambled order, from both stores at once: the newest stays.
+    let mut tasks = Vec::new();
+    for i in 0..40u64 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let t = 1_000 + (i * 17) % 40;
+        tasks.push(tokio::spawn(async move {
+            store
+                .add_cosignature(size, "w3", t, &format!("w3 at {t}"))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut stored = 0;
+    for t in tasks {
+        stored += usize::from(t.await.unwrap());
+    }
+    assert!((1..=40).contains(&stored));
+    assert_eq!(lines().await, ["w1 at 200", "w2 at 10", "w3 at 1039"]);
+    assert!(!b
+        .add_cosignature(size, "w3", 1_038, "w3 at 1038")
+        .await
+        .unwrap());
+    assert_eq!(lines().await, ["w1 at 200", "w2 at 10", "w3 at 1039"]);
+    a.close().await;
+    b.close().await;
+}
+
 /// A checkpoint that would contradict the last one is refused by the store itself, whichever
 /// replica offers it.
 #[tokio::test(flavor = "multi_thread")]

@@ -13,7 +13,10 @@
 //! `POST /log/cosignatures` — the log never calls out. A shrink, a fork (same size, another
 //! root), a bad signature or proof, or entries that do not hash into the root is an *alert*:
 //! logged at error, counted in `clawledger_alerts_total{origin,kind}`, stored and listed at
-//! `GET /alerts`, and never cosigned; the state stays at the last good checkpoint.
+//! `GET /alerts`, and never cosigned; the state stays at the last good checkpoint. So is an
+//! answer over its size cap or one whose body does not finish within the fetch timeout
+//! (`response_too_large`, `response_timeout`; see [`Limits`]): nothing a log sends is buffered
+//! beyond its cap.
 //!
 //! It also serves what it mirrored, so that evidence survives the loss of the log:
 //! `GET /evidence/{origin}/{index}` gives the entry, its inclusion proof and the latest
@@ -50,7 +53,7 @@ use openexec_log::note::Cosigner;
 use rand_core::{OsRng, RngCore};
 
 pub use store::{parse_db_url, DbConfig, Store};
-pub use witness::{Outcome, Watch, Witness};
+pub use witness::{Limits, Outcome, Watch, Witness};
 
 /// File name of the generated witness key inside the data directory.
 pub const GENERATED_KEY: &str = "witness-key.pem";
@@ -61,6 +64,12 @@ pub const DEFAULT_CATCHUP_CHUNK: u64 = 10_000;
 pub const MAX_CATCHUP_CHUNK: u64 = 1_000_000;
 /// Largest allowed database pool.
 pub const MAX_POOL_SIZE: u32 = 1000;
+/// Allowed range of `--max-checkpoint-bytes`.
+pub const CHECKPOINT_BYTES_RANGE: std::ops::RangeInclusive<u64> = 1024..=16 * 1024 * 1024;
+/// Allowed range of `--max-entries-bytes` (a page of 1,000 entries must fit).
+pub const ENTRIES_BYTES_RANGE: std::ops::RangeInclusive<u64> = 64 * 1024..=1024 * 1024 * 1024;
+/// Largest allowed `--fetch-timeout-ms` (one hour).
+pub const MAX_FETCH_TIMEOUT_MS: u64 = 3_600_000;
 
 /// What `openexec ledger serve` was given.
 #[derive(Clone, Debug)]
@@ -81,6 +90,8 @@ pub struct Config {
     pub poll: Duration,
     /// Most entries per catch-up chunk.
     pub catchup_chunk: u64,
+    /// What a round may read from a watched log (answer sizes, fetch timeout).
+    pub limits: Limits,
 }
 
 /// The flags of `openexec ledger serve`, as given (each `None` takes its default).
@@ -96,6 +107,9 @@ pub struct Flags {
     pub watch: Vec<String>,
     pub poll_ms: Option<u64>,
     pub catchup_chunk: Option<u64>,
+    pub max_checkpoint_bytes: Option<u64>,
+    pub max_entries_bytes: Option<u64>,
+    pub fetch_timeout_ms: Option<u64>,
 }
 
 impl Config {
@@ -135,6 +149,33 @@ impl Config {
         if !(1..=MAX_CATCHUP_CHUNK).contains(&chunk) {
             anyhow::bail!("--catchup-chunk must be between 1 and {MAX_CATCHUP_CHUNK}, got {chunk}");
         }
+        let checkpoint_bytes = f
+            .max_checkpoint_bytes
+            .unwrap_or(witness::DEFAULT_MAX_CHECKPOINT_BYTES);
+        if !CHECKPOINT_BYTES_RANGE.contains(&checkpoint_bytes) {
+            anyhow::bail!(
+                "--max-checkpoint-bytes must be between {} and {}, got {checkpoint_bytes}",
+                CHECKPOINT_BYTES_RANGE.start(),
+                CHECKPOINT_BYTES_RANGE.end()
+            );
+        }
+        let entries_bytes = f
+            .max_entries_bytes
+            .unwrap_or(witness::DEFAULT_MAX_ENTRIES_BYTES);
+        if !ENTRIES_BYTES_RANGE.contains(&entries_bytes) {
+            anyhow::bail!(
+                "--max-entries-bytes must be between {} and {}, got {entries_bytes}",
+                ENTRIES_BYTES_RANGE.start(),
+                ENTRIES_BYTES_RANGE.end()
+            );
+        }
+        let fetch_timeout = match f.fetch_timeout_ms {
+            None => witness::DEFAULT_FETCH_TIMEOUT,
+            Some(ms) if (1..=MAX_FETCH_TIMEOUT_MS).contains(&ms) => Duration::from_millis(ms),
+            Some(ms) => anyhow::bail!(
+                "--fetch-timeout-ms must be between 1 and {MAX_FETCH_TIMEOUT_MS}, got {ms}"
+            ),
+        };
         let url = parse_db_url(f.db_url.as_deref().unwrap_or("sqlite:///clawledger.db"))?;
         Ok(Config {
             bind: f.bind.unwrap_or_else(|| "127.0.0.1:5100".into()),
@@ -149,6 +190,11 @@ impl Config {
             watch: watches,
             poll: Duration::from_millis(poll),
             catchup_chunk: chunk,
+            limits: Limits {
+                checkpoint_bytes,
+                entries_bytes,
+                timeout: fetch_timeout,
+            },
         })
     }
 }
@@ -252,7 +298,8 @@ impl Ledger {
                 http.clone(),
                 self.cfg.poll,
                 self.cfg.catchup_chunk,
-            );
+            )
+            .with_limits(self.cfg.limits);
             tasks.push(tokio::spawn(witness.run(stop_rx.clone())));
         }
         let app = http::router(http::AppState {
@@ -271,5 +318,67 @@ impl Ledger {
         self.store.close().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_read_limits_default_and_refuse_what_is_out_of_range() {
+        let cfg = Config::from_flags(Flags::default()).unwrap();
+        assert_eq!(cfg.limits, Limits::default());
+        assert_eq!(cfg.limits.checkpoint_bytes, 65_536);
+        assert_eq!(cfg.limits.entries_bytes, 16 * 1024 * 1024);
+        assert_eq!(cfg.limits.timeout, Duration::from_secs(30));
+        let cfg = Config::from_flags(Flags {
+            max_checkpoint_bytes: Some(4096),
+            max_entries_bytes: Some(1 << 20),
+            fetch_timeout_ms: Some(250),
+            ..Flags::default()
+        })
+        .unwrap();
+        assert_eq!(
+            cfg.limits,
+            Limits {
+                checkpoint_bytes: 4096,
+                entries_bytes: 1 << 20,
+                timeout: Duration::from_millis(250),
+            }
+        );
+        for (f, name) in [
+            (
+                Flags {
+                    max_checkpoint_bytes: Some(100),
+                    ..Flags::default()
+                },
+                "--max-checkpoint-bytes",
+            ),
+            (
+                Flags {
+                    max_checkpoint_bytes: Some(1 << 30),
+                    ..Flags::default()
+                },
+                "--max-checkpoint-bytes",
+            ),
+            (
+                Flags {
+                    max_entries_bytes: Some(1000),
+                    ..Flags::default()
+                },
+                "--max-entries-bytes",
+            ),
+            (
+                Flags {
+                    fetch_timeout_ms: Some(0),
+                    ..Flags::default()
+                },
+                "--fetch-timeout-ms",
+            ),
+        ] {
+            let e = Config::from_flags(f).unwrap_err().to_string();
+            assert!(e.starts_with(name), "{e}");
+        }
     }
 }

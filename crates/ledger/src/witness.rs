@@ -9,6 +9,14 @@
 //! `GET /evidence` serves advance only once the frontier after the last chunk gives the
 //! checkpoint's root. When it does not, or the log serves malformed entries, the pending
 //! progress and its entries are discarded and the round is an `entry_mismatch` alert.
+//!
+//! Everything read from the log is bounded (see [`Limits`]): each answer is read as a stream up
+//! to its cap and refused at once when its Content-Length is over it, and each request, body
+//! included, must finish within the fetch timeout. An answer over its cap is a
+//! `response_too_large` alert, a body that does not finish in time (a trickle) a
+//! `response_timeout` alert; neither allocates more than the cap, the state stays at the last
+//! verified checkpoint and the next round tries again. A log that cannot be reached, or sends no
+//! answer in time, is a retry, as before: that is an outage, not a hostile answer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,12 +24,121 @@ use std::time::Duration;
 use base64::Engine as _;
 use openexec_log::note::{self, Checkpoint, Cosigner, SignatureLine, Verifier};
 use openexec_log::{leaf_hash, verify_consistency, Frontier, Hash, NodeId};
+use reqwest::StatusCode;
 use serde::Deserialize;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::store::{Advance, Chunk, LogState, Store};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// Default most bytes of a `GET /log/checkpoint` answer (`CLAWLEDGER_MAX_CHECKPOINT_BYTES`):
+/// a checkpoint is three short lines and a signature line, plus one line of about 100 bytes per
+/// witness cosignature the log serves beside it.
+pub const DEFAULT_MAX_CHECKPOINT_BYTES: u64 = 64 * 1024;
+/// Default most bytes of one `GET /log/entries` answer (`CLAWLEDGER_MAX_ENTRIES_BYTES`): a page
+/// is at most 1,000 entries, each the base64 of a leaf; a receipt leaf is a few KiB at most
+/// (SPEC §2 bounds its identifiers), so a legitimate page stays under about 6 MiB.
+pub const DEFAULT_MAX_ENTRIES_BYTES: u64 = 16 * 1024 * 1024;
+/// Default longest time one request to a watched log may take, its whole body included
+/// (`CLAWLEDGER_FETCH_TIMEOUT_MS`).
+pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most bytes of a consistency proof answer: a proof is at most about 64 hashes, some 3 KiB of
+/// JSON.
+pub const MAX_PROOF_BYTES: u64 = 64 * 1024;
+/// Most bytes of the log's answer to a cosignature delivery (`{"stored": n}`, or an error).
+pub const MAX_REPLY_BYTES: u64 = 64 * 1024;
+/// How much of an error answer (a status other than 2xx) is read, for the message.
+const ERROR_PREFIX_BYTES: u64 = 1024;
+
+/// The alert kinds of an answer refused for its size or its slowness (not for its content).
+const RESPONSE_ALERTS: [&str; 2] = ["response_too_large", "response_timeout"];
+
+/// What one round may read from a watched log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Most bytes of a checkpoint answer.
+    pub checkpoint_bytes: u64,
+    /// Most bytes of one entries answer; a catch-up chunk also ends after the page that brings
+    /// its data to this many bytes, so one chunk holds less than twice this in memory.
+    pub entries_bytes: u64,
+    /// Longest time one request may take, from sending it to the end of its body.
+    pub timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            checkpoint_bytes: DEFAULT_MAX_CHECKPOINT_BYTES,
+            entries_bytes: DEFAULT_MAX_ENTRIES_BYTES,
+            timeout: DEFAULT_FETCH_TIMEOUT,
+        }
+    }
+}
+
+/// Why a response body was not read whole.
+enum BodyError {
+    /// Over the cap: declared so by Content-Length (not read at all), or streamed past it.
+    TooLarge { declared: Option<u64> },
+    /// Not finished before the deadline.
+    Timeout,
+    /// The connection failed.
+    Transport(reqwest::Error),
+}
+
+/// Read a body of at most `cap` bytes, chunk by chunk (each as the connection delivers it),
+/// before `deadline`. Nothing beyond the cap is ever buffered.
+async fn read_body(
+    r: &mut reqwest::Response,
+    cap: u64,
+    deadline: Instant,
+) -> Result<Vec<u8>, BodyError> {
+    let declared = r.content_length();
+    if let Some(n) = declared.filter(|n| *n > cap) {
+        return Err(BodyError::TooLarge { declared: Some(n) });
+    }
+    let mut body = Vec::with_capacity(declared.unwrap_or(0).min(cap) as usize);
+    loop {
+        let chunk = match tokio::time::timeout_at(deadline, r.chunk()).await {
+            Err(_) => return Err(BodyError::Timeout),
+            Ok(Err(e)) if e.is_timeout() => return Err(BodyError::Timeout),
+            Ok(Err(e)) => return Err(BodyError::Transport(e)),
+            Ok(Ok(None)) => return Ok(body),
+            Ok(Ok(Some(c))) => c,
+        };
+        if body.len() as u64 + chunk.len() as u64 > cap {
+            return Err(BodyError::TooLarge { declared: None });
+        }
+        body.extend_from_slice(&chunk);
+    }
+}
+
+/// The first `n` bytes of a body (less if it ends, fails or runs out of time first), as text.
+async fn read_prefix(r: &mut reqwest::Response, n: u64, deadline: Instant) -> String {
+    let mut body = Vec::new();
+    while (body.len() as u64) < n {
+        match tokio::time::timeout_at(deadline, r.chunk()).await {
+            Ok(Ok(Some(c))) => body.extend_from_slice(&c[..c.len().min(n as usize - body.len())]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// A 2xx answer's whole body, or another status and the start of its body.
+struct Answer {
+    status: StatusCode,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    /// The body as text (invalid UTF-8 replaced), without a copy when it is valid.
+    fn into_text(self) -> String {
+        String::from_utf8(self.body)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    }
+}
 
 /// One log to watch: where it is and the key its checkpoints must be signed with (whose name is
 /// the log's origin).
@@ -91,12 +208,6 @@ impl From<anyhow::Error> for Stop {
     }
 }
 
-impl From<reqwest::Error> for Stop {
-    fn from(e: reqwest::Error) -> Self {
-        Stop::Transient(e.into())
-    }
-}
-
 fn alert(kind: &'static str, detail: String, size: Option<u64>, root: Option<Hash>) -> Stop {
     Stop::Alert {
         kind,
@@ -121,6 +232,8 @@ pub struct Witness {
     chunk: u64,
     /// Where the next re-check of already mirrored entries starts.
     recheck_from: std::sync::atomic::AtomicU64,
+    /// What a round may read from the log.
+    limits: Limits,
 }
 
 /// How many mirrored entries one quiet round re-checks against what the log serves now.
@@ -143,7 +256,14 @@ impl Witness {
             poll,
             chunk: chunk.max(1),
             recheck_from: std::sync::atomic::AtomicU64::new(0),
+            limits: Limits::default(),
         }
+    }
+
+    /// Read the log within these limits instead of the defaults.
+    pub fn with_limits(mut self, limits: Limits) -> Witness {
+        self.limits = limits;
+        self
     }
 
     /// Run rounds every `poll` until `stop` turns true.
@@ -179,25 +299,32 @@ impl Witness {
                 size,
                 root,
             }) => {
-                let root = root.map(|r| B64.encode(r));
-                match self
-                    .store
-                    .add_alert(&origin, kind, &detail, size, root.as_deref())
-                    .await
-                {
-                    Ok(true) => {
-                        tracing::error!(%origin, kind, size, detail, "ALERT: not cosigned");
-                        metrics::counter!("clawledger_alerts_total", "origin" => origin.clone(), "kind" => kind)
-                            .increment(1);
-                    }
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::error!(%origin, kind, detail, error = %format!("{e:#}"), "ALERT (could not be stored)");
-                        metrics::counter!("clawledger_alerts_total", "origin" => origin.clone(), "kind" => kind)
-                            .increment(1);
-                    }
-                }
+                self.raise(kind, &detail, size, root).await;
                 Outcome::Alert(kind)
+            }
+        }
+    }
+
+    /// Record an alert (logged at error and counted the first time; the same alert as the last
+    /// one of this log is not stored again).
+    async fn raise(&self, kind: &'static str, detail: &str, size: Option<u64>, root: Option<Hash>) {
+        let origin = self.watch.origin().to_string();
+        let root = root.map(|r| B64.encode(r));
+        match self
+            .store
+            .add_alert(&origin, kind, detail, size, root.as_deref())
+            .await
+        {
+            Ok(true) => {
+                tracing::error!(%origin, kind, size, detail, "ALERT: not cosigned");
+                metrics::counter!("clawledger_alerts_total", "origin" => origin.clone(), "kind" => kind)
+                    .increment(1);
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(%origin, kind, detail, error = %format!("{e:#}"), "ALERT (could not be stored)");
+                metrics::counter!("clawledger_alerts_total", "origin" => origin.clone(), "kind" => kind)
+                    .increment(1);
             }
         }
     }
@@ -206,17 +333,76 @@ impl Witness {
         format!("{}{}", self.watch.url, path)
     }
 
-    async fn get_text(&self, path: &str) -> Result<String, Stop> {
-        let r = self.http.get(self.url(path)).send().await?;
+    /// Send `req` (`what` names it in messages) and read its answer within the limits: a 2xx
+    /// body of at most `cap` bytes, or another status with the start of its body. An answer over
+    /// its cap or not finished within the fetch timeout is an alert (about `cp`, when the
+    /// answer serves one); failing to reach the log is a retry.
+    async fn fetch(
+        &self,
+        req: reqwest::RequestBuilder,
+        what: &str,
+        cap: u64,
+        cp: Option<&Checkpoint>,
+    ) -> Result<Answer, Stop> {
+        let timeout = self.limits.timeout;
+        let deadline = Instant::now() + timeout;
+        let mut r = req
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| Stop::Transient(anyhow::anyhow!("{what}: {e}")))?;
         let status = r.status();
-        let text = r.text().await?;
         if !status.is_success() {
+            let body = read_prefix(&mut r, ERROR_PREFIX_BYTES, deadline)
+                .await
+                .into_bytes();
+            return Ok(Answer { status, body });
+        }
+        let refused = |kind, detail: String| {
+            alert(
+                kind,
+                format!("{what}: {detail}"),
+                cp.map(|c| c.size),
+                cp.map(|c| c.root),
+            )
+        };
+        match read_body(&mut r, cap, deadline).await {
+            Ok(body) => Ok(Answer { status, body }),
+            Err(BodyError::TooLarge { declared: Some(n) }) => Err(refused(
+                "response_too_large",
+                format!("the answer declares {n} bytes (Content-Length), over the cap of {cap} bytes; not read"),
+            )),
+            Err(BodyError::TooLarge { declared: None }) => Err(refused(
+                "response_too_large",
+                format!("the answer runs past the cap of {cap} bytes; reading stopped there"),
+            )),
+            Err(BodyError::Timeout) => Err(refused(
+                "response_timeout",
+                format!(
+                    "the answer did not finish within the fetch timeout of {} ms; reading stopped",
+                    timeout.as_millis()
+                ),
+            )),
+            Err(BodyError::Transport(e)) => Err(Stop::Transient(anyhow::anyhow!(
+                "{what}: reading the answer: {e}"
+            ))),
+        }
+    }
+
+    /// GET `path`: its 2xx body as text (at most `cap` bytes); any other status is a retry.
+    async fn get_text(&self, path: &str, cap: u64, cp: &Checkpoint) -> Result<String, Stop> {
+        let what = format!("GET {path}");
+        let a = self
+            .fetch(self.http.get(self.url(path)), &what, cap, Some(cp))
+            .await?;
+        if !a.status.is_success() {
+            let status = a.status;
             return Err(Stop::Transient(anyhow::anyhow!(
-                "GET {path}: {status}: {}",
-                text.chars().take(300).collect::<String>()
+                "{what}: {status}: {}",
+                a.into_text().chars().take(300).collect::<String>()
             )));
         }
-        Ok(text)
+        Ok(a.into_text())
     }
 
     /// One round: see the doc of the module. The verified state is read from the database
@@ -224,13 +410,20 @@ impl Witness {
     async fn round(&self) -> Result<Outcome, Stop> {
         let origin = self.watch.origin();
         let state = self.store.state(origin).await.map_err(store_err)?;
-        let r = self.http.get(self.url("/log/checkpoint")).send().await?;
-        if r.status() == reqwest::StatusCode::NOT_FOUND {
+        let a = self
+            .fetch(
+                self.http.get(self.url("/log/checkpoint")),
+                "GET /log/checkpoint",
+                self.limits.checkpoint_bytes,
+                None,
+            )
+            .await?;
+        if a.status == StatusCode::NOT_FOUND {
             tracing::debug!(%origin, "the log has no checkpoint yet");
             return Ok(Outcome::Quiet);
         }
-        let status = r.status();
-        let text = r.text().await?;
+        let status = a.status;
+        let text = a.into_text();
         if !status.is_success() {
             return Err(Stop::Transient(anyhow::anyhow!(
                 "GET /log/checkpoint: {status}: {}",
@@ -294,15 +487,19 @@ impl Witness {
                             Some(cp.root),
                         ));
                     }
-                    self.redeliver(&opened).await;
+                    self.redeliver(&opened, &cp).await;
                     self.recheck(&cp).await?;
                     return Ok(Outcome::Quiet);
                 }
                 let proof = self
-                    .get_text(&format!(
-                        "/log/proof/consistency?first={}&second={}",
-                        last.size, cp.size
-                    ))
+                    .get_text(
+                        &format!(
+                            "/log/proof/consistency?first={}&second={}",
+                            last.size, cp.size
+                        ),
+                        MAX_PROOF_BYTES,
+                        &cp,
+                    )
                     .await?;
                 let hashes = parse_hashes(&proof).map_err(|e| {
                     alert(
@@ -335,7 +532,9 @@ impl Witness {
         // progress; the frontier after the last one must give the new root.
         let first = base.size();
         let frontier = match self.catch_up(base, &cp).await {
-            Err(a @ Stop::Alert { .. }) => {
+            // An answer refused for its size or slowness says nothing of the entries stored so
+            // far: they stay pending (never trusted before the root check) for the next round.
+            Err(a @ Stop::Alert { kind, .. }) if !RESPONSE_ALERTS.contains(&kind) => {
                 self.discard(origin).await;
                 return Err(a);
             }
@@ -395,7 +594,7 @@ impl Witness {
         metrics::gauge!("clawledger_verified_size", "origin" => origin.to_string())
             .set(cp.size as f64);
         tracing::info!(%origin, size = cp.size, "checkpoint verified and cosigned");
-        self.deliver(&line).await;
+        self.deliver(&line, &cp).await;
         Ok(Outcome::Cosigned(cp.size))
     }
 
@@ -426,6 +625,8 @@ impl Witness {
             let start = frontier.size();
             let end = cp.size.min(start.saturating_add(self.chunk));
             let entries = self.fetch_entries(start, end, cp).await?;
+            // Fewer when the pages' data reached the entries cap first.
+            let end = start + entries.len() as u64;
             let mut nodes: Vec<(NodeId, Hash)> = Vec::with_capacity(entries.len() * 2);
             for data in &entries {
                 let created = frontier
@@ -467,7 +668,8 @@ impl Witness {
         }
     }
 
-    /// Entries [start, end), in pages as the log serves them.
+    /// Entries [start, end), in pages as the log serves them; it stops early (at least one page)
+    /// once their data reaches the entries cap, so that a chunk holds less than twice the cap.
     async fn fetch_entries(
         &self,
         start: u64,
@@ -475,10 +677,15 @@ impl Witness {
         cp: &Checkpoint,
     ) -> Result<Vec<Vec<u8>>, Stop> {
         let mut out = Vec::with_capacity((end - start).min(1000) as usize);
+        let mut bytes = 0u64;
         let mut next = start;
-        while next < end {
+        while next < end && bytes < self.limits.entries_bytes {
             let text = self
-                .get_text(&format!("/log/entries?start={next}&end={end}"))
+                .get_text(
+                    &format!("/log/entries?start={next}&end={end}"),
+                    self.limits.entries_bytes,
+                    cp,
+                )
                 .await?;
             let at = next;
             let bad = |why: String| {
@@ -498,6 +705,7 @@ impl Witness {
                 let data = B64
                     .decode(&item)
                     .map_err(|e| bad(format!("an entry is not base64: {e}")))?;
+                bytes += data.len() as u64;
                 out.push(data);
                 next += 1;
             }
@@ -517,9 +725,16 @@ impl Witness {
         let end = (start + RECHECK_PAGE).min(cp.size);
         self.recheck_from.store(end % cp.size, Ordering::Relaxed);
         let path = format!("/log/entries?start={start}&end={end}");
-        let r = self.http.get(self.url(&path)).send().await?;
-        let status = r.status();
-        let text = r.text().await?;
+        let a = self
+            .fetch(
+                self.http.get(self.url(&path)),
+                &format!("GET {path}"),
+                self.limits.entries_bytes,
+                Some(cp),
+            )
+            .await?;
+        let status = a.status;
+        let text = a.into_text();
         if status.is_client_error() {
             // The log will not serve entries its own signed checkpoint covers.
             return Err(alert(
@@ -567,33 +782,40 @@ impl Witness {
         Ok(())
     }
 
-    /// POST our cosignature line to the log. A failure is logged; the next round tries again.
-    async fn deliver(&self, line: &str) {
+    /// POST our cosignature line (for `cp`) to the log. A failure is logged and the next round
+    /// tries again; an answer over its cap or too slow is also an alert.
+    async fn deliver(&self, line: &str, cp: &Checkpoint) {
         let origin = self.watch.origin();
-        let r = self
+        let req = self
             .http
             .post(self.url("/log/cosignatures"))
             .header("content-type", "text/plain")
-            .body(format!("{line}\n"))
-            .send()
-            .await;
-        match r {
-            Ok(r) if r.status().is_success() => {
+            .body(format!("{line}\n"));
+        match self
+            .fetch(req, "POST /log/cosignatures", MAX_REPLY_BYTES, Some(cp))
+            .await
+        {
+            Ok(a) if a.status.is_success() => {
                 tracing::info!(%origin, "cosignature delivered");
             }
-            Ok(r) => {
-                let status = r.status();
-                let body = r.text().await.unwrap_or_default();
-                tracing::warn!(%origin, %status, body = %body.chars().take(300).collect::<String>(), "cosignature not accepted; retrying next round");
+            Ok(a) => {
+                let status = a.status;
+                tracing::warn!(%origin, %status, body = %a.into_text().chars().take(300).collect::<String>(), "cosignature not accepted; retrying next round");
             }
-            Err(e) => {
-                tracing::warn!(%origin, error = %e, "cosignature not delivered; retrying next round");
+            Err(Stop::Alert {
+                kind,
+                detail,
+                size,
+                root,
+            }) => self.raise(kind, &detail, size, root).await,
+            Err(Stop::Transient(e) | Stop::Store(e)) => {
+                tracing::warn!(%origin, error = %format!("{e:#}"), "cosignature not delivered; retrying next round");
             }
         }
     }
 
     /// The checkpoint is the one we cosigned: deliver our line again if the log does not serve it.
-    async fn redeliver(&self, opened: &note::OpenedNote) {
+    async fn redeliver(&self, opened: &note::OpenedNote, cp: &Checkpoint) {
         let ours = self.cosigner.verifier();
         if opened
             .signatures
@@ -603,7 +825,7 @@ impl Witness {
             return;
         }
         match self.store.latest_cosigned(self.watch.origin()).await {
-            Ok(Some(c)) if c.note.starts_with(&opened.body) => self.deliver(&c.line).await,
+            Ok(Some(c)) if c.note.starts_with(&opened.body) => self.deliver(&c.line, cp).await,
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "cannot read the cosigned checkpoint")

@@ -1,7 +1,8 @@
 //! The chunked catch-up, on SQLite and on PostgreSQL: entries are fetched and stored in chunks of
 //! at most `chunk`, a catch-up cut off midway resumes after its last stored chunk (across a
 //! restart), and nothing of a catch-up that does not hash into the checkpoint's root is cosigned
-//! or served; its pending entries are discarded.
+//! or served; its pending entries are discarded. A chunk also ends once its data reaches the
+//! entries cap, so that what one chunk holds in memory is bounded in bytes as well.
 
 mod support;
 
@@ -238,3 +239,43 @@ async fn progress_beyond_a_smaller_checkpoint_is_discarded_and_redone(url: &str)
     store.close().await;
 }
 on_both_backends!(progress_beyond_a_smaller_checkpoint_is_discarded_and_redone);
+
+async fn a_chunk_ends_once_its_data_reaches_the_entries_cap(url: &str) {
+    // Pages of 3 entries of 11–12 bytes (`{"entry":9}`, `{"entry":10}`), chunks of at most 20
+    // entries, and an entries cap of 100 bytes: a chunk also ends after the page that brings its
+    // data to 100 bytes.
+    let log = FakeLog::start().await;
+    log.set_page(3);
+    log.grow_to(30);
+    let store = open(url).await;
+    let w = witness(&log, store.clone(), 20).with_limits(openexec_ledger::Limits {
+        entries_bytes: 100,
+        ..openexec_ledger::Limits::default()
+    });
+    assert_eq!(w.step().await, Outcome::Cosigned(30));
+    assert!(log.cosigned(30));
+    // [0, 20) ends at 12 (11·9 + 35 = 134 bytes), then [12, 30) at 21 (9·12 = 108), then [21, 30).
+    assert_eq!(
+        log.take_requests(),
+        [
+            (0, 20),
+            (3, 20),
+            (6, 20),
+            (9, 20),
+            (12, 30),
+            (15, 30),
+            (18, 30),
+            (21, 30),
+            (24, 30),
+            (27, 30)
+        ]
+    );
+    let api = serve_api(store.clone()).await;
+    for i in [0, 11, 12, 29] {
+        let (st, ev) = get(&api, &format!("/evidence/{ORIGIN}/{i}")).await;
+        assert_eq!(st, 200, "{ev}");
+        check_evidence(&ev, &log.verifier(), i, 30);
+    }
+    store.close().await;
+}
+on_both_backends!(a_chunk_ends_once_its_data_reaches_the_entries_cap);

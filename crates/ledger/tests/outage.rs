@@ -91,6 +91,7 @@ async fn postgres_outage_answers_503_and_the_witness_resumes() {
         watch: vec![format!("{}={}", log.url, log.verifier_key)],
         poll_ms: Some(50),
         catchup_chunk: Some(8),
+        ..Flags::default()
     })
     .unwrap();
     let ledger = Ledger::start(cfg)

@@ -34,6 +34,10 @@ pub struct StoredCheckpoint {
 /// - `add_checkpoint` refuses, atomically with respect to every other writer, a checkpoint of a
 ///   smaller size than the latest stored one, or of the same size with another root; storing the
 ///   same checkpoint again is not an error.
+/// - `add_cosignature` keeps one line per witness and checkpoint size: the one with the newest
+///   timestamp. It stores a line only when none is stored for that witness and size or the stored
+///   one is older, atomically with respect to every other writer (so an older line replayed never
+///   replaces a newer one, and the same line twice is stored once), and says whether it stored it.
 pub trait LogStore: Send + Sync {
     /// The store's error: storage that is unavailable, refused or corrupt.
     type Error: std::fmt::Display + Send + 'static;
@@ -74,13 +78,16 @@ pub trait LogStore: Send + Sync {
         cp: &StoredCheckpoint,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
-    /// Store a witness's cosignature line for the checkpoint of `size` (the latest per witness).
+    /// Store a witness's cosignature line, made at `timestamp`, for the checkpoint of `size`,
+    /// unless a line of that witness for that size with a timestamp at least as new is stored
+    /// (see the contract above); whether it was stored.
     fn add_cosignature(
         &self,
         size: u64,
         witness: &str,
+        timestamp: u64,
         line: &str,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    ) -> impl Future<Output = Result<bool, Self::Error>> + Send;
 }
 
 /// Why a log request was not served.
@@ -95,6 +102,9 @@ pub enum ServiceError<E> {
     /// A cosignature line that no configured witness made for the latest checkpoint.
     #[error("{0}")]
     CosignatureRejected(String),
+    /// More cosignature lines in one request than there are configured witnesses.
+    #[error("{lines} cosignature lines in one request; at most {max} are taken (one per configured witness)")]
+    TooManyCosignatures { lines: usize, max: usize },
     /// Signing would contradict an earlier checkpoint, or the stored log failed its check.
     #[error("{0}")]
     Refused(String),
@@ -405,44 +415,94 @@ impl LogService {
         store.leaves(start, end).await.map_err(ServiceError::Store)
     }
 
-    /// Take witnesses' cosignature lines: each must be a configured witness's valid cosignature
-    /// of the latest checkpoint. Returns how many were stored; stops at the first bad line.
+    /// Most cosignature lines one request may carry: one per configured witness (at least 1,
+    /// so that a line from an unknown witness gets its own refusal).
+    pub fn max_cosignature_lines(&self) -> usize {
+        self.witnesses.len().max(1)
+    }
+
+    /// Take witnesses' cosignature lines for the latest checkpoint. A request of more lines than
+    /// [`Self::max_cosignature_lines`] is refused before any is checked; every line must be a
+    /// configured witness's valid cosignature of the latest checkpoint, else nothing is stored.
+    /// Of one witness's lines only the newest is taken; the store keeps the newest per witness
+    /// and checkpoint, so a line seen before, or older than the stored one, changes nothing.
+    /// Returns how many lines were stored (new, or newer than the stored one).
     pub async fn add_cosignatures<S: LogStore>(
         &self,
         store: &S,
         text: &str,
     ) -> Result<usize, ServiceError<S::Error>> {
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        let max = self.max_cosignature_lines();
+        if lines.len() > max {
+            return Err(ServiceError::TooManyCosignatures {
+                lines: lines.len(),
+                max,
+            });
+        }
         let Some(latest) = self.latest() else {
             return Err(ServiceError::NoCheckpoint);
         };
         let opened = note::open_note(&latest.cp.note, &self.signer.verifier())
             .map_err(|e| ServiceError::Refused(format!("the stored checkpoint: {e}")))?;
-        let mut stored = 0;
-        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-            let witness = self
+        // Every line checked before anything is stored; per witness, the newest line.
+        let mut newest: Vec<(&str, u64, &str)> = Vec::with_capacity(lines.len());
+        for line in lines {
+            let (witness, timestamp) = self
                 .witnesses
                 .iter()
-                .find(|w| note::verify_cosignature(line, &opened.body, w).is_ok())
-                .map(|w| w.name().to_string())
+                .find_map(|w| {
+                    note::verify_cosignature(line, &opened.body, w)
+                        .ok()
+                        .map(|t| (w.name(), t))
+                })
                 .ok_or_else(|| {
                     ServiceError::CosignatureRejected(format!(
                         "'{line}' is not a valid cosignature of the checkpoint of size {} by a configured witness",
                         latest.cp.size
                     ))
                 })?;
-            store
-                .add_cosignature(latest.cp.size, &witness, line)
+            match newest.iter_mut().find(|(w, _, _)| *w == witness) {
+                Some(n) if n.1 < timestamp => *n = (witness, timestamp, line),
+                Some(_) => {}
+                None => newest.push((witness, timestamp, line)),
+            }
+        }
+        let mut stored = 0;
+        for (witness, timestamp, line) in newest {
+            if !store
+                .add_cosignature(latest.cp.size, witness, timestamp, line)
                 .await
-                .map_err(ServiceError::Store)?;
+                .map_err(ServiceError::Store)?
+            {
+                continue;
+            }
+            stored += 1;
             if let Ok(mut l) = self.latest.lock() {
                 if let Some(s) = l.as_mut().filter(|s| s.cp.size == latest.cp.size) {
                     let prefix = format!("— {witness} ");
-                    s.cosignatures.retain(|c| !c.starts_with(&prefix));
-                    s.cosignatures.push(line.to_string());
+                    let held = s.cosignatures.iter().position(|c| c.starts_with(&prefix));
+                    match held {
+                        // Another request may have stored a newer one meanwhile.
+                        Some(i) if line_timestamp(&s.cosignatures[i]) >= Some(timestamp) => {}
+                        Some(i) => s.cosignatures[i] = line.to_string(),
+                        None => s.cosignatures.push(line.to_string()),
+                    }
                 }
             }
-            stored += 1;
         }
         Ok(stored)
     }
+}
+
+/// The timestamp a cosignature line carries (unverified: for lines verified when they were taken).
+fn line_timestamp(line: &str) -> Option<u64> {
+    let parsed = note::SignatureLine::parse(line).ok()?;
+    Some(u64::from_be_bytes(
+        parsed.signature.get(..8)?.try_into().ok()?,
+    ))
 }

@@ -22,7 +22,8 @@ struct MemInner {
     leaves: Vec<Vec<u8>>,
     nodes: HashMap<NodeId, Hash>,
     checkpoints: Vec<StoredCheckpoint>,
-    cosignatures: HashMap<(u64, String), String>,
+    /// (size, witness) → (timestamp, line).
+    cosignatures: HashMap<(u64, String), (u64, String)>,
     node_reads: usize,
     /// When set, `head` reports this instead of the truth (a store gone wrong).
     fake_head: Option<(u64, Hash)>,
@@ -85,7 +86,7 @@ impl LogStore for Mem {
                 .cosignatures
                 .iter()
                 .filter(|((s, _), _)| *s == c.size)
-                .map(|(_, l)| l.clone())
+                .map(|(_, (_, l))| l.clone())
                 .collect();
             (c.clone(), lines)
         }))
@@ -105,11 +106,26 @@ impl LogStore for Mem {
         Ok(())
     }
 
-    async fn add_cosignature(&self, size: u64, witness: &str, line: &str) -> Result<(), String> {
+    async fn add_cosignature(
+        &self,
+        size: u64,
+        witness: &str,
+        timestamp: u64,
+        line: &str,
+    ) -> Result<bool, String> {
         let mut m = self.inner.lock().unwrap();
-        m.cosignatures
-            .insert((size, witness.to_string()), line.to_string());
-        Ok(())
+        let held = m.cosignatures.entry((size, witness.to_string()));
+        match held {
+            std::collections::hash_map::Entry::Occupied(mut e) if e.get().0 < timestamp => {
+                e.insert((timestamp, line.to_string()));
+                Ok(true)
+            }
+            std::collections::hash_map::Entry::Occupied(_) => Ok(false),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert((timestamp, line.to_string()));
+                Ok(true)
+            }
+        }
     }
 }
 
@@ -282,6 +298,84 @@ fn only_configured_witnesses_cosign_the_latest_checkpoint() {
     let replica = service(vec![w1.verifier()]);
     block_on(replica.load(&store)).unwrap();
     assert_eq!(replica.checkpoint_text().unwrap(), text);
+}
+
+#[test]
+fn cosignature_requests_are_capped_checked_whole_and_keep_the_newest_line_per_witness() {
+    let w1 = Cosigner::new("witness.example/one", key(2)).unwrap();
+    let w2 = Cosigner::new("witness.example/two", key(4)).unwrap();
+    let stranger = Cosigner::new("witness.example/two", key(3)).unwrap();
+    let store = filled(3);
+    let log = service(vec![w1.verifier(), w2.verifier()]);
+    assert_eq!(log.max_cosignature_lines(), 2);
+    block_on(log.sign_head(&store)).unwrap();
+    let body = note::open_note(log.checkpoint_text().unwrap(), &log.verifier())
+        .unwrap()
+        .body;
+    let served = |log: &LogService| -> Vec<String> {
+        let text = log.checkpoint_text().unwrap();
+        text.lines().skip(5).map(str::to_string).collect()
+    };
+    let (old, new, newer) = (
+        w1.cosign(&body, 10).unwrap(),
+        w1.cosign(&body, 20).unwrap(),
+        w1.cosign(&body, 30).unwrap(),
+    );
+    // More lines than witnesses: refused before any is checked, nothing stored.
+    let e = block_on(log.add_cosignatures(&store, &format!("{new}\n").repeat(448))).unwrap_err();
+    assert!(
+        matches!(e, ServiceError::TooManyCosignatures { lines: 448, max: 2 }),
+        "{e}"
+    );
+    assert!(served(&log).is_empty());
+    // A bad line anywhere: none stored.
+    let e = block_on(log.add_cosignatures(
+        &store,
+        &format!(
+            "{}\n{}",
+            w2.cosign(&body, 5).unwrap(),
+            stranger.cosign(&body, 5).unwrap()
+        ),
+    ))
+    .unwrap_err();
+    assert!(matches!(e, ServiceError::CosignatureRejected(_)), "{e}");
+    assert!(served(&log).is_empty());
+    assert!(block_on(store.latest_checkpoint())
+        .unwrap()
+        .unwrap()
+        .1
+        .is_empty());
+    // The same line twice: stored once. Of one witness's lines in a request, the newest.
+    assert_eq!(
+        block_on(log.add_cosignatures(&store, &format!("{new}\n{new}"))).unwrap(),
+        1
+    );
+    assert_eq!(served(&log), [new.as_str()]);
+    assert_eq!(
+        block_on(log.add_cosignatures(&store, &format!("{old}\n{new}"))).unwrap(),
+        0
+    );
+    assert_eq!(block_on(log.add_cosignatures(&store, &old)).unwrap(), 0);
+    assert_eq!(served(&log), [new.as_str()]);
+    assert_eq!(
+        block_on(store.latest_checkpoint()).unwrap().unwrap().1,
+        [new.as_str()]
+    );
+    assert_eq!(
+        block_on(log.add_cosignatures(&store, &format!("{newer}\n{old}"))).unwrap(),
+        1
+    );
+    assert_eq!(served(&log), [newer.as_str()]);
+    // A replica that stored an older line than the store holds keeps serving the newest after
+    // it loads, and never overwrites the stored one.
+    let replica = service(vec![w1.verifier(), w2.verifier()]);
+    block_on(replica.load(&store)).unwrap();
+    assert_eq!(block_on(replica.add_cosignatures(&store, &new)).unwrap(), 0);
+    assert_eq!(served(&replica), [newer.as_str()]);
+    assert_eq!(
+        block_on(store.latest_checkpoint()).unwrap().unwrap().1,
+        [newer]
+    );
 }
 
 #[test]

@@ -148,8 +148,9 @@ pub(crate) enum WriteOp {
         reply: oneshot::Sender<Result<u64, StoreError>>,
     },
     Receipt(NewReceipt, oneshot::Sender<Result<u64, StoreError>>),
-    /// Log bookkeeping, each in a transaction of its own.
-    Log(LogWrite, oneshot::Sender<Result<(), StoreError>>),
+    /// Log bookkeeping, each in a transaction of its own; whether it changed anything (false
+    /// only for a cosignature not newer than the stored one).
+    Log(LogWrite, oneshot::Sender<Result<bool, StoreError>>),
 }
 
 pub(crate) enum LogWrite {
@@ -159,9 +160,11 @@ pub(crate) enum LogWrite {
         verifier_key: String,
     },
     Checkpoint(StoredCheckpoint),
+    /// Kept only when newer (by `timestamp`) than the stored line of that witness and size.
     Cosignature {
         size: u64,
         witness: String,
+        timestamp: u64,
         line: String,
     },
 }
@@ -251,7 +254,7 @@ impl Store {
                 tx,
             )
         };
-        on!(self, s => s.writer().write(op).await)
+        on!(self, s => s.writer().write(op).await).map(drop)
     }
 
     /// Which backend this is, for `/health` and logs ("sqlite" or "postgres").
@@ -410,19 +413,22 @@ impl LogStore for Store {
 
     async fn add_checkpoint(&self, cp: &StoredCheckpoint) -> Result<(), StoreError> {
         on!(self, s => s.writer().write(|tx| WriteOp::Log(LogWrite::Checkpoint(cp.clone()), tx)).await)
+            .map(drop)
     }
 
     async fn add_cosignature(
         &self,
         size: u64,
         witness: &str,
+        timestamp: u64,
         line: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let op = |tx| {
             WriteOp::Log(
                 LogWrite::Cosignature {
                     size,
                     witness: witness.to_string(),
+                    timestamp,
                     line: line.to_string(),
                 },
                 tx,
@@ -430,6 +436,13 @@ impl LogStore for Store {
         };
         on!(self, s => s.writer().write(op).await)
     }
+}
+
+/// A cosignature timestamp as both backends store it (a signed 64-bit integer): tlog-cosignature
+/// bounds it by 2^63 − 1 and `openexec_log` refuses a line beyond, so nothing is clamped in
+/// practice.
+pub(crate) fn cosigned_at(timestamp: u64) -> i64 {
+    i64::try_from(timestamp).unwrap_or(i64::MAX)
 }
 
 /// Rows of either backend.

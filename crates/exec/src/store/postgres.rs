@@ -648,28 +648,46 @@ async fn writer_loop(
                     LogWrite::Identity {
                         origin,
                         verifier_key,
-                    } => bind_identity(&pool, origin, verifier_key).await,
-                    LogWrite::Checkpoint(cp) => add_checkpoint(&pool, cp).await,
+                    } => bind_identity(&pool, origin, verifier_key)
+                        .await
+                        .map(|()| true),
+                    LogWrite::Checkpoint(cp) => add_checkpoint(&pool, cp).await.map(|()| true),
                     LogWrite::Cosignature {
                         size,
                         witness,
+                        timestamp,
                         line,
-                    } => sqlx::query(
-                        "INSERT INTO log_cosignatures (size, witness, line) VALUES ($1, $2, $3) \
-                         ON CONFLICT (size, witness) DO UPDATE SET line = excluded.line",
-                    )
-                    .bind(*size as i64)
-                    .bind(witness)
-                    .bind(line)
-                    .execute(&pool)
-                    .await
-                    .map(|_| ())
-                    .map_err(db_err),
+                    } => add_cosignature(&pool, *size, witness, *timestamp, line).await,
                 };
                 let _ = reply.send(r);
             }
         }
     }
+}
+
+/// Store a witness's cosignature line made at `timestamp` for a checkpoint, unless the stored
+/// line of that witness and size is as new or newer (one statement: atomic against every
+/// replica); whether it stored it.
+async fn add_cosignature(
+    pool: &PgPool,
+    size: u64,
+    witness: &str,
+    timestamp: u64,
+    line: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO log_cosignatures (size, witness, line, cosigned_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (size, witness) DO UPDATE SET line = excluded.line, cosigned_at = excluded.cosigned_at \
+         WHERE excluded.cosigned_at > log_cosignatures.cosigned_at",
+    )
+    .bind(size as i64)
+    .bind(witness)
+    .bind(line)
+    .bind(super::cosigned_at(timestamp))
+    .execute(pool)
+    .await
+    .map_err(db_err)?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Record the log's identity, or check it against the recorded one.

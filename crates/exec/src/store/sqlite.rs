@@ -453,13 +453,20 @@ async fn writer_loop(
                     LogWrite::Identity {
                         origin,
                         verifier_key,
-                    } => logstore::bind_identity(&mut conn, origin, verifier_key).await,
-                    LogWrite::Checkpoint(cp) => logstore::add_checkpoint(&mut conn, cp, &now).await,
+                    } => logstore::bind_identity(&mut conn, origin, verifier_key)
+                        .await
+                        .map(|()| true),
+                    LogWrite::Checkpoint(cp) => logstore::add_checkpoint(&mut conn, cp, &now)
+                        .await
+                        .map(|()| true),
                     LogWrite::Cosignature {
                         size,
                         witness,
+                        timestamp,
                         line,
-                    } => logstore::add_cosignature(&mut conn, *size, witness, line).await,
+                    } => {
+                        logstore::add_cosignature(&mut conn, *size, witness, *timestamp, line).await
+                    }
                 };
                 let _ = reply.send(r);
             }

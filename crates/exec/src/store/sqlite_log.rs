@@ -176,25 +176,32 @@ pub async fn add_checkpoint(
     r.and(c.map(|_| ()))
 }
 
-/// Store a witness's cosignature line for a checkpoint (the latest line per witness and size).
+/// Store a witness's cosignature line made at `timestamp` for a checkpoint, unless the stored
+/// line of that witness and size is as new or newer (one statement: atomic); whether it stored it.
 pub async fn add_cosignature(
     conn: &mut SqliteConnection,
     size: u64,
     witness: &str,
+    timestamp: u64,
     line: &str,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO log_cosignatures (size, witness, line) VALUES (?, ?, ?) \
-         ON CONFLICT (size, witness) DO UPDATE SET line = excluded.line",
-    )
-    .bind(size as i64)
-    .bind(witness)
-    .bind(line)
-    .execute(&mut *conn)
-    .await
-    .map_err(unavailable)?;
-    Ok(())
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(COSIGNATURE_UPSERT_SQLITE)
+        .bind(size as i64)
+        .bind(witness)
+        .bind(line)
+        .bind(super::cosigned_at(timestamp))
+        .execute(&mut *conn)
+        .await
+        .map_err(unavailable)?;
+    Ok(done.rows_affected() == 1)
 }
+
+/// Keep the newest line per witness and checkpoint: an update only for a newer timestamp (an
+/// equal or older one affects no row).
+const COSIGNATURE_UPSERT_SQLITE: &str =
+    "INSERT INTO log_cosignatures (size, witness, line, cosigned_at) VALUES (?, ?, ?, ?) \
+     ON CONFLICT (size, witness) DO UPDATE SET line = excluded.line, cosigned_at = excluded.cosigned_at \
+     WHERE excluded.cosigned_at > log_cosignatures.cosigned_at";
 
 /// Record the log's identity, or check it against the recorded one.
 pub async fn bind_identity(
