@@ -29,8 +29,8 @@
 //! their timeouts free slots one batch at a time; shedding the new connection instead would
 //! refuse exactly the clients we want to serve. Only when every slot serves a request does
 //! accepting pause until one frees. The same reclaim runs when `accept` fails for want of file
-//! descriptors, and the error is logged at most every 10 s while accepting backs off (10 ms,
-//! doubling, at most 1 s).
+//! descriptors (then accepting is retried after 1 ms); when nothing can be reclaimed, accepting
+//! backs off (10 ms, doubling, at most 1 s). The error is logged at most every 10 s.
 //!
 //! On shutdown: the listener is closed at once; connections in the *head* or *idle* phase are
 //! closed; those serving a request finish it (no keep-alive) and close; after `shutdown_grace`
@@ -111,6 +111,8 @@ const MIN_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// An accept error is logged at most this often (with the count of those not logged).
 const REPORT_EVERY: Duration = Duration::from_secs(10);
+/// After reclaiming a connection for its file descriptor, accept again this soon.
+const RECLAIMED_RETRY: Duration = Duration::from_millis(1);
 /// While every slot is busy, look again for one to reclaim this often.
 const RECLAIM_RETRY: Duration = Duration::from_millis(50);
 
@@ -152,8 +154,11 @@ pub async fn serve(
                 // Most likely out of file descriptors (EMFILE/ENFILE): the pending connection
                 // stays in the kernel's queue. Free a descriptor if a connection holds one
                 // without serving a request, and try again shortly.
-                let wait = errors.failed(&e);
-                server.reclaim_one();
+                let mut wait = errors.failed(&e);
+                if server.reclaim_one() {
+                    // The reclaimed connection's task closes its socket at its next turn.
+                    wait = wait.min(RECLAIMED_RETRY);
+                }
                 tokio::select! {
                     biased;
                     () = &mut shutdown => break,
