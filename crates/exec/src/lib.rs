@@ -113,11 +113,14 @@ impl Service {
         let engine = self.engine.clone();
         let repair = tokio::spawn(engine.clone().repair_loop());
         let signer = tokio::spawn(engine.clone().log_loop());
-        let app = http::router(engine.clone());
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("server error")?;
+        let addr = self.listener.local_addr()?;
+        let http_cfg = engine.config().http.clone();
+        let guard = http_cfg.guard.for_addr(addr);
+        if guard.host_check() == openexec_kit::HostCheck::Off {
+            tracing::warn!(%addr, "requests naming any Host are served (no OPENEXEC_ALLOWED_HOSTS, or *): set it to the names clients use, against DNS rebinding");
+        }
+        let app = guard.apply(http::router(engine.clone()));
+        openexec_kit::serve(self.listener, app, http_cfg.limits, shutdown).await;
         tracing::info!("stopped accepting; waiting for running handlers to finish");
         engine.shutdown().await;
         repair.abort();
