@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Method, Request, StatusCode, Uri};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use futures_util::future::{Either, Ready};
 use tower::{Layer, Service};
@@ -154,8 +154,8 @@ pub struct Refusal {
     pub message: String,
 }
 
-impl Refusal {
-    pub fn into_response(self) -> Response {
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
         crate::error_response(StatusCode::FORBIDDEN, self.code, &self.message)
     }
 }

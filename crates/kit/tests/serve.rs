@@ -1,6 +1,8 @@
 //! `serve` and the guard in-process, over real loopback sockets: each limit closes what it
 //! should, when it should, and leaves well-behaved clients alone.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -11,7 +13,28 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
+fn started() -> Arc<AtomicUsize> {
+    Arc::new(AtomicUsize::new(0))
+}
+
+/// Poll until `counter` reaches `n` (at most 5 s).
+async fn wait_started(counter: &AtomicUsize, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while counter.load(Ordering::SeqCst) < n {
+        assert!(
+            Instant::now() < deadline,
+            "the requests did not reach their handler"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn app() -> Router {
+    app_counting(started())
+}
+
+fn app_counting(counter: Arc<AtomicUsize>) -> Router {
+    let hang = counter.clone();
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route(
@@ -20,9 +43,18 @@ fn app() -> Router {
         )
         .route(
             "/slow",
-            get(|| async {
+            get(move || async move {
+                counter.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(800)).await;
                 "slow done"
+            }),
+        )
+        .route(
+            "/hang",
+            get(move || async move {
+                hang.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                "never"
             }),
         )
 }
@@ -206,17 +238,18 @@ async fn at_the_connection_limit_the_longest_waiting_idle_connection_makes_room(
 
 #[tokio::test]
 async fn busy_connections_are_not_reclaimed_and_accepting_waits() {
+    let n = started();
     let r = start(
         HttpLimits {
             max_connections: 2,
             ..limits()
         },
-        app(),
+        app_counting(n.clone()),
     )
     .await;
     let a = tokio::spawn(get_once_owned(r.addr.clone(), "/slow"));
     let b = tokio::spawn(get_once_owned(r.addr.clone(), "/slow"));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_started(&n, 2).await;
     let t0 = Instant::now();
     assert!(get_once(&r.addr, "/health").await.ends_with("ok"));
     // Waited for a slow one to finish rather than cutting it off.
@@ -239,7 +272,8 @@ async fn shutdown_closes_what_serves_no_request_and_finishes_the_rest() {
         shutdown_grace: Duration::from_secs(2),
         ..limits()
     };
-    let mut r = start(grace, app()).await;
+    let n = started();
+    let mut r = start(grace, app_counting(n.clone())).await;
     // A partial head and an idle keep-alive connection (both closed at once), a slow request
     // (finishes within the grace).
     let mut head = TcpStream::connect(&r.addr).await.unwrap();
@@ -251,7 +285,7 @@ async fn shutdown_closes_what_serves_no_request_and_finishes_the_rest() {
     let mut buf = [0u8; 1024];
     let _ = idle.read(&mut buf).await.unwrap();
     let slow = tokio::spawn(get_once_owned(r.addr.clone(), "/slow"));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_started(&n, 1).await;
 
     let t0 = Instant::now();
     r.stop.take().unwrap().send(()).unwrap();
@@ -271,19 +305,13 @@ async fn shutdown_closes_what_serves_no_request_and_finishes_the_rest() {
 
 #[tokio::test]
 async fn shutdown_grace_bounds_a_request_held_open() {
-    let app = Router::new().route(
-        "/hang",
-        get(|| async {
-            tokio::time::sleep(Duration::from_secs(60)).await;
-            "never"
-        }),
-    );
-    let mut r = start(limits(), app).await;
+    let n = started();
+    let mut r = start(limits(), app_counting(n.clone())).await;
     let mut s = TcpStream::connect(&r.addr).await.unwrap();
     s.write_all(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_started(&n, 1).await;
     let t0 = Instant::now();
     r.stop.take().unwrap().send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(3), r.done)
