@@ -3,7 +3,7 @@
 //! What every service of the workspace (OpenExec, ClawLedger, and later ClawShield) needs around
 //! its HTTP API and must not get wrong on its own:
 //!
-//! - [`serve`]: HTTP/1.1 on a TCP listener under [`HttpLimits`] — request headers must arrive
+//! - [`serve()`]: HTTP/1.1 on a TCP listener under [`HttpLimits`] — request headers must arrive
 //!   within `header_timeout`, a request body within `body_timeout` (else 408 `body_timeout`),
 //!   idle keep-alive connections close after `idle_timeout`, at most `max_connections` are served
 //!   at once, accept errors (file descriptors exhausted) back off instead of spinning, and a
