@@ -177,6 +177,32 @@ struct ServeArgs {
     /// connections before giving up (exit 3), in ms (default 30000).
     #[arg(long, env = "OPENEXEC_DB_CONNECT_WAIT_MS")]
     db_connect_wait_ms: Option<u64>,
+    /// A request's headers must arrive within this, in ms, else the connection is closed
+    /// (default 10000).
+    #[arg(long, env = "OPENEXEC_HEADER_TIMEOUT_MS")]
+    header_timeout_ms: Option<u64>,
+    /// A request's body must arrive within this after its headers, in ms, else 408
+    /// body_timeout (default 30000).
+    #[arg(long, env = "OPENEXEC_BODY_TIMEOUT_MS")]
+    body_timeout_ms: Option<u64>,
+    /// A keep-alive connection idle this long is closed, in ms (default 60000).
+    #[arg(long, env = "OPENEXEC_IDLE_TIMEOUT_MS")]
+    idle_timeout_ms: Option<u64>,
+    /// Most connections served at once (default 1024); keep it below `ulimit -n`.
+    #[arg(long, env = "OPENEXEC_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// On SIGTERM, how long requests being served may take before their connections are
+    /// dropped, in ms (default 15000).
+    #[arg(long, env = "OPENEXEC_SHUTDOWN_GRACE_MS")]
+    shutdown_grace_ms: Option<u64>,
+    /// Comma-separated Host names/addresses (name, name:port, or *) requests may name; others
+    /// get 403 host_not_allowed (default: loopback names when bound to loopback, else any).
+    #[arg(long, env = "OPENEXEC_ALLOWED_HOSTS")]
+    allowed_hosts: Option<String>,
+    /// Comma-separated browser origins (scheme://host[:port]) allowed to make cross-origin
+    /// requests; others get 403 origin_not_allowed (default none).
+    #[arg(long, env = "OPENEXEC_ALLOWED_ORIGINS")]
+    allowed_origins: Option<String>,
 }
 
 impl ServeArgs {
@@ -210,6 +236,13 @@ impl ServeArgs {
             db_busy_timeout_ms: self.db_busy_timeout_ms,
             db_pool_size: self.db_pool_size,
             db_connect_wait_ms: self.db_connect_wait_ms,
+            header_timeout_ms: self.header_timeout_ms,
+            body_timeout_ms: self.body_timeout_ms,
+            idle_timeout_ms: self.idle_timeout_ms,
+            max_connections: self.max_connections,
+            shutdown_grace_ms: self.shutdown_grace_ms,
+            allowed_hosts: self.allowed_hosts.map(|a| vec![a]),
+            allowed_origins: self.allowed_origins.map(|a| vec![a]),
         };
         Ok(given.over(file))
     }
@@ -610,6 +643,32 @@ struct LedgerServeArgs {
     /// (default 30000). A body not finished by then is a response_timeout alert.
     #[arg(long, env = "CLAWLEDGER_FETCH_TIMEOUT_MS")]
     fetch_timeout_ms: Option<u64>,
+    /// A request's headers must arrive within this, in ms, else the connection is closed
+    /// (default 10000).
+    #[arg(long, env = "CLAWLEDGER_HEADER_TIMEOUT_MS")]
+    header_timeout_ms: Option<u64>,
+    /// A request's body must arrive within this after its headers, in ms, else 408
+    /// body_timeout (default 30000).
+    #[arg(long, env = "CLAWLEDGER_BODY_TIMEOUT_MS")]
+    body_timeout_ms: Option<u64>,
+    /// A keep-alive connection idle this long is closed, in ms (default 60000).
+    #[arg(long, env = "CLAWLEDGER_IDLE_TIMEOUT_MS")]
+    idle_timeout_ms: Option<u64>,
+    /// Most connections served at once (default 1024); keep it below `ulimit -n`.
+    #[arg(long, env = "CLAWLEDGER_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// On SIGTERM, how long requests being served may take before their connections are
+    /// dropped, in ms (default 15000).
+    #[arg(long, env = "CLAWLEDGER_SHUTDOWN_GRACE_MS")]
+    shutdown_grace_ms: Option<u64>,
+    /// Comma-separated Host names/addresses (name, name:port, or *) requests may name; others
+    /// get 403 host_not_allowed (default: loopback names when bound to loopback, else any).
+    #[arg(long, env = "CLAWLEDGER_ALLOWED_HOSTS")]
+    allowed_hosts: Option<String>,
+    /// Comma-separated browser origins (scheme://host[:port]) allowed to make cross-origin
+    /// requests; others get 403 origin_not_allowed (default none).
+    #[arg(long, env = "CLAWLEDGER_ALLOWED_ORIGINS")]
+    allowed_origins: Option<String>,
 }
 
 fn ledger_serve(a: LedgerServeArgs) -> Result<(), Fail> {
@@ -628,6 +687,17 @@ fn ledger_serve(a: LedgerServeArgs) -> Result<(), Fail> {
         max_checkpoint_bytes: a.max_checkpoint_bytes,
         max_entries_bytes: a.max_entries_bytes,
         fetch_timeout_ms: a.fetch_timeout_ms,
+    })
+    .and_then(|c| {
+        c.with_http(openexec_kit::HttpSettings {
+            header_timeout_ms: a.header_timeout_ms,
+            body_timeout_ms: a.body_timeout_ms,
+            idle_timeout_ms: a.idle_timeout_ms,
+            max_connections: a.max_connections,
+            shutdown_grace_ms: a.shutdown_grace_ms,
+            allowed_hosts: a.allowed_hosts.map(|h| vec![h]),
+            allowed_origins: a.allowed_origins.map(|o| vec![o]),
+        })
     })
     .map_err(usage)?;
     let rt = tokio::runtime::Runtime::new().map_err(|e| Fail(3, e.into()))?;

@@ -236,7 +236,7 @@ async fn bodies_not_declared_as_json_are_refused_415() {
         None,
     ] {
         let mut head = format!(
-            "POST /execute HTTP/1.1\r\nHost: {}\r\nOrigin: http://127.0.0.1\r\nContent-Length: {}\r\nConnection: close\r\n",
+            "POST /execute HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
             s.addr(),
             body.len()
         );

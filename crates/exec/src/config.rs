@@ -87,6 +87,20 @@ pub struct Settings {
     pub db_pool_size: Option<u32>,
     /// How long a starting process waits for PostgreSQL to accept connections (ms).
     pub db_connect_wait_ms: Option<u64>,
+    /// HTTP limits (openexec-kit's `HttpLimits`): a request's headers, its body, an idle
+    /// keep-alive connection (ms); most connections served at once; how long a stop waits for
+    /// requests being served (ms).
+    pub header_timeout_ms: Option<u64>,
+    pub body_timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub shutdown_grace_ms: Option<u64>,
+    /// Host names/addresses requests may name (default: loopback names when bound to
+    /// loopback). Comma-separated in the environment; a list in TOML.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Browser origins allowed to make cross-origin requests (default none). Comma-separated in
+    /// the environment; a list in TOML.
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 impl Settings {
@@ -119,6 +133,13 @@ impl Settings {
             db_busy_timeout_ms: self.db_busy_timeout_ms.or(lower.db_busy_timeout_ms),
             db_pool_size: self.db_pool_size.or(lower.db_pool_size),
             db_connect_wait_ms: self.db_connect_wait_ms.or(lower.db_connect_wait_ms),
+            header_timeout_ms: self.header_timeout_ms.or(lower.header_timeout_ms),
+            body_timeout_ms: self.body_timeout_ms.or(lower.body_timeout_ms),
+            idle_timeout_ms: self.idle_timeout_ms.or(lower.idle_timeout_ms),
+            max_connections: self.max_connections.or(lower.max_connections),
+            shutdown_grace_ms: self.shutdown_grace_ms.or(lower.shutdown_grace_ms),
+            allowed_hosts: self.allowed_hosts.or(lower.allowed_hosts),
+            allowed_origins: self.allowed_origins.or(lower.allowed_origins),
         }
     }
 
@@ -215,6 +236,8 @@ pub struct Config {
     pub db_busy_timeout: Duration,
     pub db_pool_size: u32,
     pub db_connect_wait: Duration,
+    /// HTTP limits and the Host/Origin guard's settings.
+    pub http: openexec_kit::HttpConfig,
 }
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:5000";
@@ -292,6 +315,17 @@ impl Config {
                 tenants.push(t.to_string());
             }
         }
+        let http = openexec_kit::HttpSettings {
+            header_timeout_ms: s.header_timeout_ms,
+            body_timeout_ms: s.body_timeout_ms,
+            idle_timeout_ms: s.idle_timeout_ms,
+            max_connections: s.max_connections,
+            shutdown_grace_ms: s.shutdown_grace_ms,
+            allowed_hosts: s.allowed_hosts,
+            allowed_origins: s.allowed_origins,
+        }
+        .validate("OPENEXEC")
+        .map_err(|e| ConfigError(e.to_string()))?;
         Ok(Config {
             mode,
             bind: s.bind.unwrap_or_else(|| DEFAULT_BIND.to_string()),
@@ -324,6 +358,7 @@ impl Config {
                     )))
                 }
             },
+            http,
         })
     }
 
@@ -441,5 +476,30 @@ mod tests {
             ok.db,
             DbTarget::Postgres("postgresql://app@db.internal/openexec".into())
         );
+    }
+
+    #[test]
+    fn http_settings_are_validated_and_named() {
+        let c = Config::from_settings(Settings::default()).unwrap();
+        assert_eq!(c.http.limits, openexec_kit::HttpLimits::DEFAULT);
+        let e = Config::from_settings(Settings {
+            header_timeout_ms: Some(0),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("OPENEXEC_HEADER_TIMEOUT_MS"), "{e}");
+        let e = Config::from_settings(Settings {
+            allowed_origins: Some(vec!["evil.example".into()]),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("OPENEXEC_ALLOWED_ORIGINS"), "{e}");
+        let toml: Settings = toml::from_str(
+            "header_timeout_ms = 1000\nmax_connections = 50\nallowed_hosts = [\"openexec.internal\"]\nallowed_origins = [\"https://console.example\"]",
+        )
+        .unwrap();
+        let c = Config::from_settings(toml).unwrap();
+        assert_eq!(c.http.limits.header_timeout, Duration::from_secs(1));
+        assert_eq!(c.http.limits.max_connections, 50);
     }
 }

@@ -26,9 +26,6 @@ pub use config::{Config, Mode, Settings};
 pub use engine::{Engine, Keys};
 pub use handler::{Handler, Registry};
 
-/// How long a graceful stop waits for running handlers before they are cut off.
-pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(15);
-
 /// A started service: bound, recovered, ready to serve.
 pub struct Service {
     pub engine: Arc<Engine>,
@@ -97,6 +94,7 @@ impl Service {
         log.load(&store)
             .await
             .context("cannot read the receipt log's checkpoints")?;
+        let shutdown_grace = cfg.http.limits.shutdown_grace;
         let engine = Engine::new(cfg, store, log, handlers, keys);
         let n = engine
             .recover_interrupted()
@@ -111,12 +109,13 @@ impl Service {
         Ok(Service {
             engine,
             listener,
-            shutdown_grace: SHUTDOWN_GRACE,
+            shutdown_grace,
         })
     }
 
-    /// How long a graceful stop waits for running handlers before they are cut off (their
-    /// requests become `interrupted`).
+    /// How long a graceful stop waits for open connections and running handlers
+    /// (`OPENEXEC_SHUTDOWN_GRACE_MS` unless set here); what still runs then is cut off and its
+    /// request becomes `interrupted`.
     pub fn with_shutdown_grace(mut self, grace: std::time::Duration) -> Service {
         self.shutdown_grace = grace;
         self
@@ -136,22 +135,30 @@ impl Service {
         let engine = self.engine.clone();
         let repair = tokio::spawn(engine.clone().repair_loop());
         let signer = tokio::spawn(engine.clone().log_loop());
-        let app = http::router(engine.clone());
+        let addr = self.listener.local_addr()?;
+        let http_cfg = engine.config().http.clone();
+        let guard = http_cfg.guard.for_addr(addr);
+        if guard.host_check() == openexec_kit::HostCheck::Off {
+            tracing::warn!(%addr, "requests naming any Host are served (no OPENEXEC_ALLOWED_HOSTS, or *): set it to the names clients use, against DNS rebinding");
+        }
+        let app = guard.apply(http::router(engine.clone()));
         let grace = self.shutdown_grace;
         let cutter = engine.clone();
         let shutdown = async move {
             shutdown.await;
-            // The grace runs from the stop request: connections waiting on a handler get its
-            // (interrupted) answer when it is cut off, so the HTTP drain ends with it.
+            // The grace runs from the stop request. Running handlers get three quarters of it;
+            // then they are cut off, and the last quarter lets their (interrupted) answers reach
+            // the waiting clients before the HTTP drain drops what is left.
             tokio::spawn(async move {
-                tokio::time::sleep(grace).await;
+                tokio::time::sleep(grace.mul_f64(0.75)).await;
                 cutter.cut_off_handlers();
             });
         };
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("server error")?;
+        let limits = openexec_kit::HttpLimits {
+            shutdown_grace: grace,
+            ..http_cfg.limits
+        };
+        openexec_kit::serve(self.listener, app, limits, shutdown).await;
         tracing::info!("stopped accepting; waiting for running handlers to finish");
         engine.shutdown(grace).await;
         repair.abort();

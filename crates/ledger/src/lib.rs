@@ -92,6 +92,8 @@ pub struct Config {
     pub catchup_chunk: u64,
     /// What a round may read from a watched log (answer sizes, fetch timeout).
     pub limits: Limits,
+    /// HTTP limits and the Host/Origin guard's settings (defaults unless [`Config::with_http`]).
+    pub http: openexec_kit::HttpConfig,
 }
 
 /// The flags of `openexec ledger serve`, as given (each `None` takes its default).
@@ -195,7 +197,15 @@ impl Config {
                 entries_bytes,
                 timeout: fetch_timeout,
             },
+            http: openexec_kit::HttpConfig::defaults("CLAWLEDGER"),
         })
+    }
+
+    /// The HTTP limits and guard settings (`CLAWLEDGER_HEADER_TIMEOUT_MS`, …,
+    /// `CLAWLEDGER_ALLOWED_HOSTS`, `CLAWLEDGER_ALLOWED_ORIGINS`), validated.
+    pub fn with_http(mut self, s: openexec_kit::HttpSettings) -> anyhow::Result<Config> {
+        self.http = s.validate("CLAWLEDGER")?;
+        Ok(self)
     }
 }
 
@@ -308,9 +318,18 @@ impl Ledger {
             verifier_key: self.cosigner.verifier_key(),
             metrics,
         });
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        let addr = self.listener.local_addr()?;
+        let guard = self.cfg.http.guard.for_addr(addr);
+        if guard.host_check() == openexec_kit::HostCheck::Off {
+            tracing::warn!(%addr, "requests naming any Host are served (no CLAWLEDGER_ALLOWED_HOSTS, or *): set it to the names clients use, against DNS rebinding");
+        }
+        openexec_kit::serve(
+            self.listener,
+            guard.apply(app),
+            self.cfg.http.limits,
+            shutdown,
+        )
+        .await;
         let _ = stop_tx.send(true);
         for t in tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;

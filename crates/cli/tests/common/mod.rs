@@ -40,6 +40,8 @@ pub fn load_vector(name: &str) -> Value {
 pub struct Server {
     dir: tempfile::TempDir,
     env: Vec<(String, String)>,
+    /// The open-files limit (`ulimit -n`) the process runs under, when lowered.
+    nofile: Option<u64>,
     child: Option<Child>,
     /// `http://127.0.0.1:PORT` of the current process.
     pub base: String,
@@ -65,13 +67,27 @@ fn log_tail(dir: &Path) -> String {
     text[i..].to_string()
 }
 
-fn spawn(dir: &Path, env: &[(String, String)]) -> Result<(Child, String), StartFailure> {
+fn spawn(
+    dir: &Path,
+    env: &[(String, String)],
+    nofile: Option<u64>,
+) -> Result<(Child, String), StartFailure> {
     let log = OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("server.log"))
         .expect("open server.log");
-    let mut cmd = Command::new(BIN);
+    let mut cmd = match nofile {
+        None => Command::new(BIN),
+        // The shell lowers its limit and then becomes the server (same pid).
+        Some(n) => {
+            let mut c = Command::new("sh");
+            c.arg("-c")
+                .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                .arg(BIN);
+            c
+        }
+    };
     cmd.arg("serve").current_dir(dir);
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy().to_string();
@@ -162,15 +178,30 @@ impl Server {
 
     /// Start a server in a fresh data directory, or say why it did not come up.
     pub fn try_start(env: &[(&str, &str)]) -> Result<Server, StartFailure> {
+        Server::try_start_with(env, None)
+    }
+
+    /// Start a server whose process may open at most `nofile` files (`ulimit -n`).
+    pub fn start_with_fd_limit(env: &[(&str, &str)], nofile: u64) -> Server {
+        Server::try_start_with(env, Some(nofile)).unwrap_or_else(|f| {
+            panic!(
+                "openexec serve did not start (status {:?}); log:\n{}",
+                f.status, f.log
+            )
+        })
+    }
+
+    fn try_start_with(env: &[(&str, &str)], nofile: Option<u64>) -> Result<Server, StartFailure> {
         let dir = tempfile::Builder::new()
             .prefix("openexec-e2e-")
             .tempdir()
             .expect("tempdir");
         let env = owned(env);
-        let (child, base) = spawn(dir.path(), &env)?;
+        let (child, base) = spawn(dir.path(), &env, nofile)?;
         Ok(Server {
             dir,
             env,
+            nofile,
             child: Some(child),
             base,
             client: client(),
@@ -202,7 +233,7 @@ impl Server {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let (child, base) = spawn(self.dir.path(), &self.env).unwrap_or_else(|f| {
+        let (child, base) = spawn(self.dir.path(), &self.env, self.nofile).unwrap_or_else(|f| {
             panic!(
                 "openexec serve did not restart (status {:?}); log:\n{}",
                 f.status, f.log
@@ -579,4 +610,113 @@ pub fn sans_inclusion(ev: &Value) -> Value {
         o.remove("inclusion");
     }
     v
+}
+
+/// A running `openexec ledger serve` in a fresh data directory with its own SQLite database,
+/// watching no log (for its HTTP side); killed when dropped.
+pub struct LedgerServer {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    pub client: reqwest::Client,
+}
+
+impl LedgerServer {
+    /// Start with these environment variables (no inherited CLAWLEDGER_*); panics with the log
+    /// if it does not come up.
+    pub fn start(env: &[(&str, &str)]) -> LedgerServer {
+        let dir = tempfile::Builder::new()
+            .prefix("clawledger-e2e-")
+            .tempdir()
+            .expect("tempdir");
+        let log_path = dir.path().join("ledger.log");
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("open ledger.log");
+        let mut cmd = Command::new(BIN);
+        cmd.args(["ledger", "serve"]).current_dir(dir.path());
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy().to_string();
+            if k.starts_with("CLAWLEDGER_") {
+                cmd.env_remove(&k);
+            }
+        }
+        cmd.env("CLAWLEDGER_BIND", "127.0.0.1:0")
+            .env("CLAWLEDGER_DATA_DIR", dir.path())
+            .env(
+                "CLAWLEDGER_DB_URL",
+                format!("sqlite:///{}", dir.path().join("clawledger.db").display()),
+            );
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        let mut child = cmd.spawn().expect("spawn openexec ledger serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(url) = line.strip_prefix("clawledger: listening on ") {
+                        return LedgerServer {
+                            base: url.trim().to_string(),
+                            dir,
+                            child: Some(child),
+                            client: client(),
+                        };
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let status = child.wait().ok();
+                    panic!(
+                        "ledger did not start (status {status:?}); log:\n{}",
+                        std::fs::read_to_string(&log_path).unwrap_or_default()
+                    );
+                }
+            }
+        }
+    }
+
+    /// The host:port it listens on.
+    pub fn addr(&self) -> String {
+        self.base
+            .strip_prefix("http://")
+            .expect("http base")
+            .to_string()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("ledger is running").id()
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("ledger.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for LedgerServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }

@@ -1,0 +1,50 @@
+//! # openexec-kit: the service kit
+//!
+//! What every service of the workspace (OpenExec, ClawLedger, and later ClawShield) needs around
+//! its HTTP API and must not get wrong on its own:
+//!
+//! - [`serve()`]: HTTP/1.1 on a TCP listener under [`HttpLimits`] — request headers must arrive
+//!   within `header_timeout`, a request body within `body_timeout` (else 408 `body_timeout`),
+//!   idle keep-alive connections close after `idle_timeout`, at most `max_connections` are served
+//!   at once, accept errors (file descriptors exhausted) back off instead of spinning, and a
+//!   graceful stop ends within `shutdown_grace` whatever the clients do.
+//! - [`guard`]: the [`Guard`] against DNS rebinding and cross-site requests — a `Host` that is not
+//!   allowed is a 403 `host_not_allowed`, an `Origin` that is neither the request's own nor
+//!   configured (or `Sec-Fetch-Site: cross-site`) a 403 `origin_not_allowed`.
+//! - [`settings`]: the raw settings of both ([`HttpSettings`], each optional, from a service's
+//!   flags, environment or file) validated into an [`HttpConfig`], with errors that name the
+//!   service's setting (`OPENEXEC_HEADER_TIMEOUT_MS`, `CLAWLEDGER_ALLOWED_HOSTS`, …).
+//!
+//! What it leaves to the services: their routes, their own error answers, which settings layer
+//! wins (they parse, the kit validates), and logging what the guard's defaults mean for them.
+//! The kit's own answers (403, 408) use the error shape of OpenExec's API,
+//! `{"detail": msg, "error": {"code": code, "message": msg}}` ([`error_response`]).
+//!
+//! *Dependency rule*: services depend on the kit; the kit depends on no service (nor on core or
+//! log: it knows nothing of receipts or logs).
+#![forbid(unsafe_code)]
+
+pub mod guard;
+pub mod serve;
+pub mod settings;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+pub use guard::{Guard, GuardConfig, HostCheck};
+pub use serve::{serve, HttpLimits};
+pub use settings::{HttpConfig, HttpSettings, SettingError};
+
+/// An error answer in the shape of OpenExec's API:
+/// `{"detail": message, "error": {"code": code, "message": message}}`.
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(serde_json::json!({
+            "detail": message,
+            "error": {"code": code, "message": message},
+        })),
+    )
+        .into_response()
+}
