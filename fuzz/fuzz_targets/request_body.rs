@@ -1,5 +1,6 @@
 //! `POST /execute` body path: bytes → `json::parse_ijson(bytes, 64)` → the body's fields →
-//! `payload::normalize` → `hash::request_hash` / `hash::intent_hash`.
+//! `payload::normalize` → `hash::request_hash` / `hash::intent_hash` /
+//! `hash::legacy_action_hash` (a v0 artifact is checked against the last).
 //!
 //! Properties:
 //! - no input panics;
@@ -11,20 +12,23 @@
 //!   `openexec_fuzz::has_unsafe_integral_float`), where it must fail with `number_out_of_range`;
 //! - normalisation follows SPEC §2 (missing/null → `{}`; a string starting with `{` → the object
 //!   it holds, else an error; anything else unchanged) and is idempotent;
-//! - `request_hash` and `intent_hash` are lowercase SHA-256 hex, and depend on the request only,
-//!   not on how the body was written: re-serialising the body (compact or pretty) gives the same
-//!   hashes, and so does sending the decoded object instead of the payload string.
+//! - `request_hash`, `intent_hash` and the v0 `legacy_action_hash` are lowercase SHA-256 hex, and
+//!   depend on the request only, not on how the body was written: re-serialising the body
+//!   (compact or pretty) gives the same hashes, and so does sending the decoded object instead of
+//!   the payload string;
+//! - the v0 legacy form (Python's `json.dumps(sort_keys=True)`) is printable ASCII and reads back
+//!   as the same `{"action", "payload"}`.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use openexec_core::hash::{intent_hash, request_hash};
+use openexec_core::hash::{intent_hash, legacy_action_hash, legacy_canonical, request_hash};
 use openexec_core::json::{canonicalize, parse_ijson, JsonError};
 use openexec_core::payload::normalize;
 use openexec_fuzz::{
     depth, has_unsafe_integral_float, is_sha256_hex, numbers_in_range, same_value, MAX_DEPTH,
 };
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 /// The typed fields of an `/execute` body, as `openexec_exec::http::exec_request` reads them
 /// today (the typing is moving into `openexec_core::request`; call it from here once it exists).
@@ -56,17 +60,34 @@ fn typed(v: &Value) -> Option<Body> {
 /// The default tenant of a request without `tenant_id`.
 const DEFAULT_TENANT: &str = "default";
 
-/// `(request_hash, intent_hash)` of a body, or `None` when it is refused before hashing, or
-/// `Some(Err)` when its payload is not valid (`invalid_payload`).
-fn hashes(v: &Value) -> Option<Result<(String, String), String>> {
+/// `(request_hash, intent_hash, legacy_action_hash)` of a body (the last is what a v0 artifact
+/// is checked against), or `None` when it is refused before hashing, or `Some(Err)` when its
+/// payload is not valid (`invalid_payload`).
+fn hashes(v: &Value) -> Option<Result<[String; 3], String>> {
     let b = typed(v)?;
     let tenant = b.tenant_id.as_deref().unwrap_or(DEFAULT_TENANT);
     Some(normalize(b.payload.as_ref(), MAX_DEPTH).map(|p| {
-        (
+        [
             request_hash(&b.action, &b.nonce, &p, tenant),
             intent_hash(&b.action, &p),
-        )
+            legacy_action_hash(&b.action, &p),
+        ]
     }))
+}
+
+/// The v0 `action_hash` input (Python's `json.dumps(sort_keys=True, separators=(",", ":"))`) is
+/// printable ASCII, and JSON for the same `{"action", "payload"}`.
+fn check_legacy(action: &str, payload: &Value) {
+    let text = legacy_canonical(action, payload);
+    assert!(
+        text.bytes().all(|c| (0x20..=0x7e).contains(&c)),
+        "legacy form is not printable ASCII: {text}"
+    );
+    let back: Value = serde_json::from_str(&text).expect("the legacy form is JSON");
+    assert!(
+        same_value(&back, &json!({"action": action, "payload": payload})),
+        "legacy form {text} is another value"
+    );
 }
 
 fn check_canonical(v: &Value) {
@@ -114,8 +135,10 @@ fn check_request(v: &Value) {
     let Some(b) = typed(v) else { return };
     check_normalize(b.payload.as_ref());
     let Some(first) = hashes(v) else { return };
-    if let Ok((rh, ih)) = &first {
-        assert!(is_sha256_hex(rh) && is_sha256_hex(ih));
+    if let Ok(hs) = &first {
+        assert!(hs.iter().all(|h| is_sha256_hex(h)));
+        let p = normalize(b.payload.as_ref(), MAX_DEPTH).expect("it normalised before");
+        check_legacy(&b.action, &p);
     }
     // However the same body is written, it is the same request.
     for bytes in [
