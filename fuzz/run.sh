@@ -8,7 +8,10 @@
 #   FUZZ_SECONDS    seconds of fuzzing per target (libFuzzer -max_total_time), default 20
 #   FUZZ_TIMEOUT    seconds one input may take before it counts as a hang, default 10
 #   FUZZ_SANITIZER  cargo-fuzz --sanitizer, default none: the only one that builds on stable Rust
-#                   (the others need -Zsanitizer, a nightly flag); our crates forbid unsafe code
+#                   (the others pass -Zsanitizer, a nightly flag; `RUSTC_BOOTSTRAP=1
+#                   FUZZ_SANITIZER=address` builds on stable too, for local runs, not CI). Our
+#                   crates forbid unsafe code, so ASan would only watch the dependencies
+#   FUZZ_PARALLEL   how many targets fuzz at once (one core each), default 1
 #   CARGO_BUILD_JOBS  as for any cargo build (cargo-fuzz has no --jobs of its own)
 #
 # Stable Rust: cargo-fuzz's instrumentation flags (-Cpasses=sancov-module, -Cllvm-args=...) are
@@ -24,6 +27,7 @@ CARGO_FUZZ_VERSION=0.13.2
 FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
 FUZZ_TIMEOUT="${FUZZ_TIMEOUT:-10}"
 FUZZ_SANITIZER="${FUZZ_SANITIZER:-none}"
+FUZZ_PARALLEL="${FUZZ_PARALLEL:-1}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 if ! cargo fuzz --version 2>/dev/null | grep -qx "cargo-fuzz $CARGO_FUZZ_VERSION"; then
@@ -56,48 +60,74 @@ if ! cargo fuzz build --sanitizer "$FUZZ_SANITIZER"; then
   exit 1
 fi
 
+# Run the built binaries directly (what `cargo fuzz run` does after building), FUZZ_PARALLEL at
+# a time.
+bin_dir="fuzz/target/$(rustc -vV | sed -n 's/^host: //p')/release"
 logs="fuzz/target/logs"
 mkdir -p "$logs"
+export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+
+start_one() {
+  local t=$1
+  mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
+  : >"$logs/$t.start"
+  rm -f "$logs/$t.rc"
+  echo "fuzz: $t for ${FUZZ_SECONDS}s"
+  # Seeds are read, never written: new inputs go to the first folder, fuzz/corpus/<target>.
+  (
+    "$bin_dir/$t" -artifact_prefix="fuzz/artifacts/$t/" -max_total_time="$FUZZ_SECONDS" \
+      -timeout="$FUZZ_TIMEOUT" -print_final_stats=1 "fuzz/corpus/$t" "fuzz/seeds/$t" \
+      >"$logs/$t.log" 2>&1
+    echo $? >"$logs/$t.rc"
+  ) &
+}
+
 passed=0
 failed=0
 failures=()
-for t in "${targets[@]}"; do
-  mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
-  marker="$logs/$t.start"
-  : >"$marker"
-  log="$logs/$t.log"
-  echo "fuzz: $t for ${FUZZ_SECONDS}s"
-  # Seeds are read, never written: new inputs go to the first folder, fuzz/corpus/<target>.
-  cargo fuzz run --sanitizer "$FUZZ_SANITIZER" "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
-    -max_total_time="$FUZZ_SECONDS" -timeout="$FUZZ_TIMEOUT" -print_final_stats=1 >"$log" 2>&1
-  rc=$?
-  found=$(find "fuzz/artifacts/$t" -type f -newer "$marker" 2>/dev/null | sort)
+report_one() {
+  local t=$1 log="$logs/$1.log" rc found runs cov why f
+  rc=$(cat "$logs/$t.rc" 2>/dev/null || echo "?")
+  found=$(find "fuzz/artifacts/$t" -type f -newer "$logs/$t.start" 2>/dev/null | sort)
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
   cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1)
-  if [ "$rc" -eq 0 ] && [ -z "$found" ]; then
+  if [ "$rc" = 0 ] && [ -z "$found" ]; then
     passed=$((passed + 1))
     echo "fuzz: $t ok: ${runs:-?} runs, ${cov:-cov: ?}"
-  else
-    failed=$((failed + 1))
-    echo "fuzz: $t FAILED (exit $rc); from its log ($log):"
-    why=$(grep -E -A8 'panicked at|ERROR: libFuzzer|ERROR: AddressSanitizer|deadly signal' "$log" | head -n 30)
-    if [ -z "$why" ]; then why=$(tail -n 30 "$log"); fi
-    sed 's/^/    /' <<<"$why"
-    if [ -z "$found" ]; then
-      failures+=("$t (exit $rc, no input saved; see $log)")
+    return
+  fi
+  failed=$((failed + 1))
+  echo "fuzz: $t FAILED (exit $rc); from its log ($log):"
+  why=$(grep -E -A8 'panicked at|ERROR: libFuzzer|ERROR: AddressSanitizer|deadly signal' "$log" | head -n 30)
+  if [ -z "$why" ]; then why=$(tail -n 30 "$log"); fi
+  sed 's/^/    /' <<<"$why"
+  if [ -z "$found" ]; then
+    failures+=("$t (exit $rc, no input saved; see $log)")
+  fi
+  for f in $found; do
+    echo "fuzz: $t: reproducing input: $f ($(wc -c <"$f") bytes)"
+    echo "fuzz:   reproduce: cargo fuzz run --sanitizer $FUZZ_SANITIZER $t $f"
+    if [ "$(wc -c <"$f")" -le 4096 ]; then
+      echo "fuzz:   input as base64: $(base64 -w0 "$f")"
     fi
-    for f in $found; do
-      echo "fuzz: $t: reproducing input: $f ($(wc -c <"$f") bytes)"
-      echo "fuzz:   reproduce: cargo fuzz run --sanitizer $FUZZ_SANITIZER $t $f"
-      if [ "$(wc -c <"$f")" -le 4096 ]; then
-        echo "fuzz:   input as base64: $(base64 -w0 "$f")"
-      fi
-      failures+=("$t: $f")
-    done
+    failures+=("$t: $f")
+  done
+}
+
+batch=()
+for t in "${targets[@]}"; do
+  start_one "$t"
+  batch+=("$t")
+  if [ ${#batch[@]} -ge "$FUZZ_PARALLEL" ]; then
+    wait
+    for b in "${batch[@]}"; do report_one "$b"; done
+    batch=()
   fi
 done
+wait
+for b in ${batch[@]+"${batch[@]}"}; do report_one "$b"; done
 
-echo "fuzz: ${FUZZ_SECONDS}s per target, sanitizer $FUZZ_SANITIZER"
+echo "fuzz: ${FUZZ_SECONDS}s per target, $FUZZ_PARALLEL at a time, sanitizer $FUZZ_SANITIZER"
 for f in ${failures[@]+"${failures[@]}"}; do
   echo "fuzz: failed: $f"
 done
