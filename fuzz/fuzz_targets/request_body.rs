@@ -25,36 +25,40 @@ use libfuzzer_sys::fuzz_target;
 use openexec_core::hash::{intent_hash, legacy_action_hash, legacy_canonical, request_hash};
 use openexec_core::json::{canonicalize, parse_ijson, JsonError};
 use openexec_core::payload::normalize;
+use openexec_core::request::ExecRequest;
 use openexec_fuzz::{
     depth, has_unsafe_integral_float, is_sha256_hex, numbers_in_range, same_value, MAX_DEPTH,
 };
 use serde_json::{json, Map, Value};
 
-/// The typed fields of an `/execute` body, as `openexec_exec::http::exec_request` reads them
-/// today (the typing is moving into `openexec_core::request`; call it from here once it exists).
-struct Body {
-    action: String,
-    nonce: String,
-    tenant_id: Option<String>,
-    payload: Option<Value>,
-}
-
-fn field(obj: &Map<String, Value>, name: &str, required: bool) -> Result<Option<String>, ()> {
-    match obj.get(name) {
-        None | Some(Value::Null) if !required => Ok(None),
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= 1024 => Ok(Some(s.clone())),
-        _ => Err(()),
+/// The typed fields of an `/execute` body, as the service reads them
+/// (`openexec_core::request::ExecRequest::from_value`). What it accepts keeps the identifier
+/// limits of SPEC §2: `action` 1–128 of `A–Z a–z 0–9 _ . : / -`, `tenant_id` 1–128 of
+/// `A–Z a–z 0–9 _ . : -`, `nonce` 1–256 characters, none a control character.
+fn typed(v: &Value) -> Option<ExecRequest> {
+    let r = ExecRequest::from_value(v.clone()).ok()?;
+    let n = r.action.chars().count();
+    assert!((1..=128).contains(&n), "action of {n} characters accepted");
+    assert!(
+        r.action
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.:/-".contains(c)),
+        "action {:?} accepted",
+        r.action
+    );
+    let n = r.nonce.chars().count();
+    assert!((1..=256).contains(&n), "nonce of {n} characters accepted");
+    assert!(
+        !r.nonce.chars().any(char::is_control),
+        "control character in a nonce"
+    );
+    if let Some(t) = &r.tenant_id {
+        assert!((1..=128).contains(&t.chars().count()));
+        assert!(t
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.:-".contains(c)));
     }
-}
-
-fn typed(v: &Value) -> Option<Body> {
-    let Value::Object(obj) = v else { return None };
-    Some(Body {
-        action: field(obj, "action", true).ok()??,
-        nonce: field(obj, "nonce", true).ok()??,
-        tenant_id: field(obj, "tenant_id", false).ok()?,
-        payload: obj.get("payload").cloned(),
-    })
+    Some(r)
 }
 
 /// The default tenant of a request without `tenant_id`.
