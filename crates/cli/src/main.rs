@@ -434,13 +434,13 @@ fn log_audit(
 }
 
 fn keygen(out: &std::path::Path) -> anyhow::Result<()> {
-    let sk = openexec_exec::keyfile::generate();
+    let sk = openexec_kit::keys::generate();
     let pk = sk.verifying_key();
     let pub_path = PathBuf::from(format!("{}.pub", out.display()));
     if pub_path.exists() {
         bail!("{} already exists; not overwriting", pub_path.display());
     }
-    openexec_exec::keyfile::write_private(out, &keys::signing_key_to_pem(&sk))?;
+    openexec_kit::keys::write_private(out, &keys::signing_key_to_pem(&sk))?;
     std::fs::write(&pub_path, keys::verifying_key_to_pem(&pk))
         .with_context(|| format!("cannot write {}", pub_path.display()))?;
     println!("key_id: {}", keys::key_id(&pk));
@@ -468,10 +468,7 @@ fn parse_payload(text: &str) -> anyhow::Result<Value> {
 }
 
 fn approve(a: ApproveArgs) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&a.key)
-        .with_context(|| format!("cannot read {}", a.key.display()))?;
-    let sk = keys::parse_signing_key(&text)
-        .with_context(|| format!("{} is not an Ed25519 private key", a.key.display()))?;
+    let sk = openexec_kit::keys::read_private_key(&a.key, "--key")?;
     let payload = parse_payload(&a.payload)?;
     if a.ttl <= 0 {
         bail!("--ttl must be positive");
@@ -614,9 +611,10 @@ struct LedgerServeArgs {
     /// /health reports it, and rounds retry until it is back.
     #[arg(long, env = "CLAWLEDGER_DB_TIMEOUT_MS")]
     db_timeout_ms: Option<u64>,
-    /// Witness key file (PKCS#8 PEM or raw base64 seed); default: generated under the data directory.
-    #[arg(long, env = "CLAWLEDGER_KEY")]
-    key: Option<PathBuf>,
+    /// Witness key: a key file's path, or the key itself (PKCS#8 PEM or raw base64 seed);
+    /// default: generated under the data directory.
+    #[arg(long, env = "CLAWLEDGER_KEY", allow_hyphen_values = true)]
+    key: Option<String>,
     /// Cosigner name (default clawledger/<key id>).
     #[arg(long, env = "CLAWLEDGER_NAME")]
     name: Option<String>,

@@ -663,3 +663,59 @@ async fn openapi_documents_statuses_and_bodies() {
         ["application/json"]["schema"];
     assert!(!verify.is_null(), "{doc}");
 }
+
+/// ClawLedger keeps the same key and file rules: an inline key works, a readable key file is
+/// refused with the fix, and its state is created private.
+#[tokio::test(flavor = "multi_thread")]
+async fn clawledger_keys_and_file_permissions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let k = tmp.path().join("w.pem");
+    let o = cli(&["keygen", "--out", k.to_str().unwrap()]);
+    assert_eq!(exit_code(&o), 0, "{}", stderr(&o));
+    std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = cli(&[
+        "ledger",
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--data-dir",
+        tmp.path().join("d").to_str().unwrap(),
+        "--db-url",
+        &format!("sqlite:///{}", tmp.path().join("l.db").display()),
+        "--key",
+        k.to_str().unwrap(),
+    ]);
+    assert_eq!(exit_code(&o), 3, "{}", stderr(&o));
+    assert!(stderr(&o).contains("chmod 600"), "{}", stderr(&o));
+
+    // The key inline (one meaning everywhere), state under fresh directories.
+    std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let pem = std::fs::read_to_string(&k).unwrap();
+    let l = LedgerServer::start(&[
+        ("CLAWLEDGER_KEY", pem.as_str()),
+        ("CLAWLEDGER_DATA_DIR", "state"),
+        ("CLAWLEDGER_DB_URL", "sqlite:///db/clawledger.db"),
+    ]);
+    let (st, _) = (
+        l.client
+            .get(l.url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        (),
+    );
+    assert_eq!(st, 200);
+    assert_eq!(mode(&l.dir().join("db")), 0o700);
+    assert_eq!(mode(&l.dir().join("db/clawledger.db")), 0o600);
+    assert!(
+        !l.dir().join("state/witness-key.pem").exists(),
+        "the inline key was used"
+    );
+
+    // Without a key: generated 0600 in a fresh 0700 data directory.
+    let g = LedgerServer::start(&[("CLAWLEDGER_DATA_DIR", "fresh")]);
+    assert_eq!(mode(&g.dir().join("fresh")), 0o700);
+    assert_eq!(mode(&g.dir().join("fresh/witness-key.pem")), 0o600);
+}

@@ -36,7 +36,7 @@ pub struct Service {
 impl Service {
     /// Load keys, open and migrate the store, turn interrupted claims into receipts, and bind.
     pub async fn start(cfg: Config, handlers: Registry) -> anyhow::Result<Service> {
-        keyfile::create_private_dir(&cfg.data_dir).with_context(|| {
+        openexec_kit::keys::create_private_dir(&cfg.data_dir).with_context(|| {
             format!(
                 "cannot create the data directory {}",
                 cfg.data_dir.display()

@@ -11,6 +11,9 @@
 //! - [`guard`]: the [`Guard`] against DNS rebinding and cross-site requests — a `Host` that is not
 //!   allowed is a 403 `host_not_allowed`, an `Origin` that is neither the request's own nor
 //!   configured (or `Sec-Fetch-Site: cross-site`) a 403 `origin_not_allowed`.
+//! - [`keys`]: key settings with one meaning everywhere (a key file's path or the key itself;
+//!   readable private key files refused; generated keys 0600; values never echoed), and private
+//!   state (directories 0700, database files 0600).
 //! - [`settings`]: the raw settings of both ([`HttpSettings`], each optional, from a service's
 //!   flags, environment or file) validated into an [`HttpConfig`], with errors that name the
 //!   service's setting (`OPENEXEC_HEADER_TIMEOUT_MS`, `CLAWLEDGER_ALLOWED_HOSTS`, …).
@@ -20,11 +23,12 @@
 //! The kit's own answers (403, 408) use the error shape of OpenExec's API,
 //! `{"detail": msg, "error": {"code": code, "message": msg}}` ([`error_response`]).
 //!
-//! *Dependency rule*: services depend on the kit; the kit depends on no service (nor on core or
-//! log: it knows nothing of receipts or logs).
+//! *Dependency rule*: services depend on the kit; the kit depends on no service. Of the pure
+//! libraries it uses only core's key parsing: it knows nothing of receipts or logs.
 #![forbid(unsafe_code)]
 
 pub mod guard;
+pub mod keys;
 pub mod serve;
 pub mod settings;
 

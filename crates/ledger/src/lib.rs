@@ -41,16 +41,14 @@ pub mod store;
 pub mod witness;
 
 use std::future::Future;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use openexec_core::keys::{self, SigningKey};
 use openexec_log::note::Cosigner;
-use rand_core::{OsRng, RngCore};
 
 pub use store::{parse_db_url, DbConfig, Store};
 pub use witness::{Limits, Outcome, Watch, Witness};
@@ -81,7 +79,7 @@ pub struct Config {
     /// The database (SQLite file or PostgreSQL) and its pool settings.
     pub db: DbConfig,
     /// The witness key file; generated under `data_dir` when absent.
-    pub key: Option<PathBuf>,
+    pub key: Option<String>,
     /// The cosigner name; default `clawledger/<key id>`.
     pub name: Option<String>,
     /// The logs to watch.
@@ -104,7 +102,7 @@ pub struct Flags {
     pub db_url: Option<String>,
     pub db_pool_size: Option<u32>,
     pub db_timeout_ms: Option<u64>,
-    pub key: Option<PathBuf>,
+    pub key: Option<String>,
     pub name: Option<String>,
     pub watch: Vec<String>,
     pub poll_ms: Option<u64>,
@@ -209,42 +207,19 @@ impl Config {
     }
 }
 
-/// The witness key: the configured file, else the one generated under the data directory.
+/// The witness key: `CLAWLEDGER_KEY` (a key file's path, or the key itself), else the one
+/// generated under the data directory (0700) on first start (0600). The rules are the kit's, as
+/// in every service.
 pub fn load_key(cfg: &Config) -> anyhow::Result<SigningKey> {
-    let read = |p: &Path| -> anyhow::Result<SigningKey> {
-        let text =
-            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
-        keys::parse_signing_key(&text)
-            .with_context(|| format!("{} does not hold an Ed25519 private key", p.display()))
-    };
-    if let Some(p) = &cfg.key {
-        return read(p).context("CLAWLEDGER_KEY");
+    if cfg.key.is_none() {
+        openexec_kit::keys::create_private_dir(&cfg.data_dir)?;
     }
-    let generated = cfg.data_dir.join(GENERATED_KEY);
-    if generated.exists() {
-        return read(&generated);
-    }
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("cannot create {}", cfg.data_dir.display()))?;
-    let mut seed = [0u8; 32];
-    OsRng.fill_bytes(&mut seed);
-    let sk = keys::signing_key_from_seed(seed);
-    write_private(&generated, &keys::signing_key_to_pem(&sk))?;
-    tracing::warn!(path = %generated.display(), "no witness key configured (CLAWLEDGER_KEY): generated one");
-    Ok(sk)
-}
-
-fn write_private(path: &Path, pem: &str) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create key file {}", path.display()))?;
-    f.write_all(pem.as_bytes())?;
-    f.sync_all()?;
-    Ok(())
+    Ok(openexec_kit::keys::signing_key(
+        cfg.key.as_deref(),
+        "CLAWLEDGER_KEY",
+        &cfg.data_dir.join(GENERATED_KEY),
+        "witness",
+    )?)
 }
 
 /// The default cosigner name of a key: `clawledger/<first 16 hex of SHA-256(public key)>`.

@@ -292,11 +292,8 @@ impl Store {
         let pool_size = cfg.pool_size.max(1);
         let store = match &cfg.url.0 {
             Backend::Sqlite(path) => {
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).with_context(|| {
-                        format!("cannot create database directory {}", dir.display())
-                    })?;
-                }
+                // The mirror is the operator's: created 0700/0600 (WAL files follow).
+                openexec_kit::keys::prepare_sqlite_file(path)?;
                 let opts = SqliteConnectOptions::from_str("sqlite://")?
                     .filename(path)
                     .create_if_missing(true)

@@ -79,14 +79,14 @@ async fn postgres_outage_answers_503_and_the_witness_resumes() {
     let tmp = tempfile::tempdir().unwrap();
     let key = tmp.path().join("witness.pem");
     let sk = openexec_core::keys::signing_key_from_seed([7; 32]); // support::cosigner()'s
-    std::fs::write(&key, openexec_core::keys::signing_key_to_pem(&sk)).unwrap();
+    openexec_kit::keys::write_private(&key, &openexec_core::keys::signing_key_to_pem(&sk)).unwrap();
     let cfg = Config::from_flags(Flags {
         bind: Some("127.0.0.1:0".into()),
         data_dir: Some(tmp.path().to_path_buf()),
         db_url: Some(url),
         db_pool_size: Some(2),
         db_timeout_ms: Some(300),
-        key: Some(key),
+        key: Some(key.display().to_string()),
         name: Some(WITNESS.into()),
         watch: vec![format!("{}={}", log.url, log.verifier_key)],
         poll_ms: Some(50),

@@ -698,6 +698,11 @@ impl LedgerServer {
             .to_string()
     }
 
+    /// Its working (and default data) directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }

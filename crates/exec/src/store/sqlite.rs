@@ -49,13 +49,8 @@ impl SqliteStore {
     /// Open (creating if needed) and migrate the database.
     pub async fn open(path: &Path, busy_timeout: Duration) -> anyhow::Result<SqliteStore> {
         let path = path.to_path_buf();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            crate::keyfile::create_private_dir(dir).map_err(|e| {
-                anyhow::anyhow!("cannot create database directory {}: {e:#}", dir.display())
-            })?;
-        }
-        // Receipts, claims and the log are the operator's: created 0600 (WAL files follow).
-        crate::keyfile::create_private_file(&path)?;
+        // Receipts, claims and the log are the operator's: created 0700/0600 (WAL files follow).
+        openexec_kit::keys::prepare_sqlite_file(&path)?;
         let opts = Self::options(&path, busy_timeout)?;
         let owners_dir = PathBuf::from(format!("{}.owners", path.display()));
         let (owner, owner_lock) = take_owner_lock(&owners_dir)?;
@@ -398,7 +393,7 @@ async fn checkpoint_loop(pool: SqlitePool) {
 /// Create this process's lock file under `dir` and hold an exclusive lock on it.
 fn take_owner_lock(dir: &Path) -> anyhow::Result<(String, std::fs::File)> {
     use rand_core::RngCore;
-    crate::keyfile::create_private_dir(dir)?;
+    openexec_kit::keys::create_private_dir(dir)?;
     let mut id = [0u8; 8];
     rand_core::OsRng.fill_bytes(&mut id);
     let owner = hex::encode(id);
