@@ -641,6 +641,23 @@ async fn openapi_documents_statuses_and_bodies() {
             );
         }
     }
+    // The answers of the guard and the body rules are on every operation.
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.contains_key("/log/checkpoint"), "{doc}");
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            let codes: Vec<&String> = op["responses"].as_object().unwrap().keys().collect();
+            assert!(
+                codes.iter().any(|c| *c == "403"),
+                "{method} {path}: {codes:?}"
+            );
+            if method == "post" {
+                for c in ["408", "413"] {
+                    assert!(codes.iter().any(|x| *x == c), "{method} {path} lacks {c}");
+                }
+            }
+        }
+    }
     // What a generator needs to produce valid bodies: required fields and the SPEC §2 limits.
     let schemas = &doc["components"]["schemas"];
     let body = &schemas["ExecuteBody"];
