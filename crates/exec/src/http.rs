@@ -1,7 +1,7 @@
 //! The HTTP API (SPEC §8). Handlers extract, call one engine or store function, and map the
 //! result; JSON error shapes live here and nowhere else.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use openexec_core::json::{self, JsonError};
 use openexec_core::keys::{key_id, verifying_key_b64, verifying_key_to_pem, VerifyingKey};
 use openexec_core::receipt::{verify_evidence, Evidence};
@@ -28,25 +28,10 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
 }
 
-/// The process-wide Prometheus recorder (installed once).
-pub fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let builder = PrometheusBuilder::new();
-            match builder.install_recorder() {
-                Ok(h) => h,
-                // Another recorder is installed (an embedder's): keep serving our own view.
-                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
-            }
-        })
-        .clone()
-}
-
 pub fn router(engine: Arc<Engine>) -> Router {
     let state = AppState {
         engine,
-        metrics: metrics_handle(),
+        metrics: openexec_kit::metrics::handle(),
     };
     Router::new()
         .route("/", get(root))

@@ -14,6 +14,7 @@
 //! - [`keys`]: key settings with one meaning everywhere (a key file's path or the key itself;
 //!   readable private key files refused; generated keys 0600; values never echoed), and private
 //!   state (directories 0700, database files 0600).
+//! - [`metrics`]: the one Prometheus recorder of the process, which every service renders.
 //! - [`settings`]: the raw settings of both ([`HttpSettings`], each optional, from a service's
 //!   flags, environment or file) validated into an [`HttpConfig`], with errors that name the
 //!   service's setting (`OPENEXEC_HEADER_TIMEOUT_MS`, `CLAWLEDGER_ALLOWED_HOSTS`, …).
@@ -29,6 +30,7 @@
 
 pub mod guard;
 pub mod keys;
+pub mod metrics;
 pub mod serve;
 pub mod settings;
 

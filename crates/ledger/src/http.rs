@@ -1,7 +1,7 @@
 //! ClawLedger's HTTP API: health, metrics, alerts, its key, the checkpoints it cosigned and the
 //! evidence it mirrored.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine as _;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use openexec_log::plan_inclusion;
 use serde_json::json;
 
@@ -26,16 +26,6 @@ pub struct AppState {
 }
 
 /// The process-wide Prometheus recorder (installed once).
-pub fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
-            Ok(h) => h,
-            Err(_) => PrometheusBuilder::new().build_recorder().handle(),
-        })
-        .clone()
-}
-
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))

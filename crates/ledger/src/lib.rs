@@ -268,7 +268,7 @@ impl Ledger {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         // The recorder first: the witness loops count from their first round.
-        let metrics = http::metrics_handle();
+        let metrics = openexec_kit::metrics::handle();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
