@@ -724,6 +724,17 @@ async fn clawledger_keys_and_file_permissions() {
         (),
     );
     assert_eq!(st, 200);
+    // Its errors have the one shape of every service: detail and error.{code, message}.
+    let r = l
+        .client
+        .get(l.url("/checkpoint/no/such/origin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let b: Value = r.json().await.unwrap();
+    assert!(b["error"]["code"].is_string(), "{b}");
+    assert_eq!(b["detail"], b["error"]["message"], "{b}");
     assert_eq!(mode(&l.dir().join("db")), 0o700);
     assert_eq!(mode(&l.dir().join("db/clawledger.db")), 0o600);
     assert!(

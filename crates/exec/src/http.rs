@@ -56,11 +56,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        Json(json!({"detail": message, "error": {"code": code, "message": message}})),
-    )
-        .into_response()
+    openexec_kit::error_response(status, code, message)
 }
 
 async fn not_found() -> Response {

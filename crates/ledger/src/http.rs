@@ -37,12 +37,10 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Errors have the one shape of every service (`openexec_kit::error_response`):
+/// `{"detail", "error": {"code", "message"}}`.
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(json!({"error": {"code": code, "message": message.into()}})),
-    )
-        .into_response()
+    openexec_kit::error_response(status, code, &message.into())
 }
 
 /// A database error: 503, so that clients and load balancers retry (the database may be back

@@ -59,6 +59,7 @@ async fn assert_unavailable(base: &str) {
         let (st, v) = get(base, &path).await;
         assert_eq!(st, 503, "GET {path}: {v}");
         assert_eq!(v["error"]["code"], "store_unavailable", "GET {path}: {v}");
+        assert_eq!(v["detail"], v["error"]["message"], "GET {path}: {v}");
     }
     // What needs no database still answers.
     let (st, _) = get(base, "/keys").await;
