@@ -377,6 +377,16 @@ impl Store {
 }
 
 /// The receipt log's storage (see `openexec_log::LogStore` for the contract).
+impl openexec_logstore::Sequenced for Store {
+    fn watch_head(&self) -> watch::Receiver<LogHead> {
+        self.watch_log_head()
+    }
+
+    async fn sequencer(&self) -> Result<bool, StoreError> {
+        Store::sequencer(self).await
+    }
+}
+
 impl LogStore for Store {
     type Error = StoreError;
 

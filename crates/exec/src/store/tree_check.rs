@@ -14,31 +14,7 @@ pub(crate) fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
-/// The head of the log: how many receipts it holds and the root over them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LogHead {
-    pub size: u64,
-    pub root: Hash,
-}
-
-impl LogHead {
-    pub(crate) fn of(tree: &Frontier) -> LogHead {
-        LogHead {
-            size: tree.size(),
-            root: tree.root(),
-        }
-    }
-
-    /// Publish `tree`'s head after a commit (watchers wake only when it moved).
-    pub(crate) fn publish(head: &tokio::sync::watch::Sender<LogHead>, tree: &Frontier) {
-        head.send_if_modified(|h| {
-            let new = LogHead::of(tree);
-            let changed = *h != new;
-            *h = new;
-            changed
-        });
-    }
-}
+pub use openexec_logstore::LogHead;
 
 /// The latest stored checkpoint, as [`checkpoint_row`] reads it (the same text on both backends).
 pub(crate) const LATEST_CHECKPOINT: &str =
