@@ -537,3 +537,29 @@ async fn the_store_refuses_contradicting_checkpoints_from_any_replica() {
     a.close().await;
     b.close().await;
 }
+
+/// PostgreSQL: a replica that finds the head row's frontier edited (it reloads it when another
+/// replica appended since its last commit) reports the store as corrupt, not as unavailable
+/// (which would send clients to retry something no retry fixes), and acknowledges nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_postgres_frontier_is_reported_as_corrupt() {
+    let Some(db) = Db::postgres("corrupt_frontier").await else {
+        return;
+    };
+    let store = open(&db, 2000).await;
+    let Db::Postgres(pg) = &db else {
+        unreachable!()
+    };
+    assert_eq!(store.add_receipt(receipt("h0", "e0")).await.unwrap(), 0);
+    // As if another replica had appended, with a frontier that does not read back.
+    let mut conn = sqlx::PgConnection::connect(&pg.url).await.unwrap();
+    sqlx::query("UPDATE log_state SET size = size + 1, frontier = 'zz' WHERE id = 1")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let e = store.add_receipt(receipt("h1", "e1")).await.unwrap_err();
+    assert!(matches!(e, StoreError::Corrupt(_)), "{e}");
+    assert!(e.to_string().contains("log_state.frontier"), "{e}");
+    assert!(store.receipt_by_hash("h1").await.unwrap().is_none());
+    store.close().await;
+}

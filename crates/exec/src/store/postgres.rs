@@ -616,7 +616,7 @@ async fn writer_loop(
                 let before = tree.clone();
                 match commit_batch(&pool, &ops, &owner, &mut tree).await {
                     Ok(applied) => break Ok(applied),
-                    Err(e) => {
+                    Err(BatchError::Db(e)) => {
                         tree = before;
                         if retryable(&e) && attempt < RETRIES {
                             metrics::counter!("openexec_store_retries_total").increment(1);
@@ -624,6 +624,10 @@ async fn writer_loop(
                             continue;
                         }
                         break Err(db_err(e));
+                    }
+                    Err(BatchError::Corrupt(e)) => {
+                        tree = before;
+                        break Err(e);
                     }
                 }
             };
@@ -738,7 +742,27 @@ async fn add_checkpoint(pool: &PgPool, cp: &StoredCheckpoint) -> Result<(), Stor
 }
 
 /// What a batch's transaction decided, before commit.
-type Applied2 = Result<Vec<Applied>, sqlx::Error>;
+type Applied2 = Result<Vec<Applied>, BatchError>;
+
+/// Why a batch's transaction failed: the database (retried when transient), or stored data
+/// that does not read back (never retried: the next attempt would read the same).
+#[derive(Debug)]
+enum BatchError {
+    Db(sqlx::Error),
+    Corrupt(StoreError),
+}
+
+impl From<sqlx::Error> for BatchError {
+    fn from(e: sqlx::Error) -> Self {
+        BatchError::Db(e)
+    }
+}
+
+impl From<StoreError> for BatchError {
+    fn from(e: StoreError) -> Self {
+        BatchError::Corrupt(e)
+    }
+}
 
 /// One batch in one transaction. Errors of the database come back as `sqlx::Error` so the
 /// caller can retry serialization failures; a batch that fails is rolled back whole.
@@ -943,19 +967,14 @@ async fn apply_batch(
         };
         if size as u64 != tree.size() {
             // Another replica appended since our last commit.
-            *tree = frontier_of_head(size as u64, &root, &frontier)
-                .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+            *tree = frontier_of_head(size as u64, &root, &frontier)?;
         }
         let rows = assign_indices(&receipts, &mut index, size, &mut out);
         if !rows.is_empty() {
             let mut new_nodes: Vec<(NodeId, Hash)> = Vec::new();
             for (_, r) in &rows {
-                let data = leaf_data(&r.receipt, &r.signature, &r.key_id, &now)
-                    .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-                new_nodes.extend(
-                    tree.append(leaf_hash(&data))
-                        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?,
-                );
+                let data = leaf_data(&r.receipt, &r.signature, &r.key_id, &now)?;
+                new_nodes.extend(tree.append(leaf_hash(&data)).map_err(corrupt)?);
             }
             let text = |f: fn(&NewReceipt) -> &str| -> Vec<String> {
                 rows.iter().map(|(_, r)| f(r).to_string()).collect()
@@ -1009,7 +1028,7 @@ async fn apply_batch(
 
     out.into_iter()
         .map(|a| {
-            a.ok_or_else(|| sqlx::Error::Protocol("a write of the batch got no result".into()))
+            a.ok_or_else(|| BatchError::Corrupt(corrupt("a write of the batch got no result")))
         })
         .collect()
 }
