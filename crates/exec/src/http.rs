@@ -96,16 +96,9 @@ fn json_error(e: &JsonError) -> Response {
     error(StatusCode::BAD_REQUEST, e.code(), &e.to_string())
 }
 
+/// 413 `body_too_large`, closing the connection (the log's routes answer the same).
 fn too_large(limit: usize) -> Response {
-    let mut r = error(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body_too_large",
-        &format!("The request body is larger than the limit of {limit} bytes"),
-    );
-    // The rest of the body is not read, so this connection cannot be reused.
-    r.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    r
+    openexec_logstore::http::body_too_large(limit)
 }
 
 /// Whether `Content-Type` names JSON: media type `application/json`, any case, parameters

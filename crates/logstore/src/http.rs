@@ -184,6 +184,20 @@ fn refused(r: LogRefusal) -> Response {
 
 type Params = Query<HashMap<String, String>>;
 
+/// 413 `body_too_large` for a body past `limit` bytes (the kit's error shape), closing the
+/// connection: the rest of the body is not read, so it cannot be reused. OpenExec's other
+/// bodies are refused with it too.
+pub fn body_too_large(limit: usize) -> Response {
+    let mut r = error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        &format!("The request body is larger than the limit of {limit} bytes"),
+    );
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
 /// Two required whole-number query parameters; a 400 naming the one at fault.
 fn params(q: &Params, a: &str, b: &str) -> Result<(u64, u64), Box<Response>> {
     let get = |name: &str| -> Result<u64, Box<Response>> {
@@ -265,17 +279,7 @@ async fn log_cosignatures(State(s): State<Shared>, req: Request) -> Response {
     let limit = COSIGNATURE_BODY_LIMIT;
     let bytes = match Limited::new(req.into_body(), limit).collect().await {
         Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => {
-            let mut r = error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                &format!("The request body is larger than the limit of {limit} bytes"),
-            );
-            // The rest of the body is not read, so this connection cannot be reused.
-            r.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return r;
-        }
+        Err(e) if e.is::<LengthLimitError>() => return body_too_large(limit),
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
