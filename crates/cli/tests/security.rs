@@ -658,6 +658,23 @@ async fn openapi_documents_statuses_and_bodies() {
             }
         }
     }
+    // The receipt log's routes (served by openexec-logstore's router, documented by its
+    // LogApi merged into this document) are there with their statuses.
+    for (path, method, want) in [
+        ("/log/checkpoint", "get", &["200", "404"][..]),
+        ("/log/entries", "get", &["200", "400"][..]),
+        ("/log/proof/inclusion", "get", &["200", "400"][..]),
+        ("/log/proof/consistency", "get", &["200", "400"][..]),
+        ("/log/cosignatures", "post", &["200", "403", "413"][..]),
+    ] {
+        let got = statuses(path, method);
+        for w in want {
+            assert!(
+                got.iter().any(|g| g == w),
+                "{method} {path} lacks {w}: {got:?}"
+            );
+        }
+    }
     // What a generator needs to produce valid bodies: required fields and the SPEC §2 limits.
     let schemas = &doc["components"]["schemas"];
     let body = &schemas["ExecuteBody"];

@@ -339,6 +339,11 @@ impl Engine {
         &self.store
     }
 
+    /// The store, shared (the log's routes hold it).
+    pub fn store_arc(&self) -> Arc<Store> {
+        self.store.clone()
+    }
+
     pub fn log(&self) -> &ReceiptLog {
         &self.log
     }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -29,6 +29,12 @@ pub struct AppState {
 }
 
 pub fn router(engine: Arc<Engine>) -> Router {
+    // The receipt log's `/log/*` routes (SPEC §7) are `openexec_logstore`'s.
+    let log_routes = openexec_logstore::router(
+        engine.log().service(),
+        engine.store_arc(),
+        crate::log::WITNESS_SETTING,
+    );
     let state = AppState {
         engine,
         metrics: openexec_kit::metrics::handle(),
@@ -44,15 +50,11 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/execute", post(execute))
         .route("/receipts/verify", post(verify_receipt))
         .route("/receipts/{exec_id}", get(get_receipt))
-        .route("/log/checkpoint", get(log_checkpoint))
-        .route("/log/entries", get(log_entries))
-        .route("/log/proof/inclusion", get(log_inclusion))
-        .route("/log/proof/consistency", get(log_consistency))
-        .route("/log/cosignatures", post(log_cosignatures))
+        .with_state(state)
+        .merge(log_routes)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::disable())
-        .with_state(state)
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -75,16 +77,9 @@ fn json_error(e: &JsonError) -> Response {
     error(StatusCode::BAD_REQUEST, e.code(), &e.to_string())
 }
 
+/// 413 `body_too_large`, closing the connection (the log's routes answer the same).
 fn too_large(limit: usize) -> Response {
-    let mut r = error(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body_too_large",
-        &format!("The request body is larger than the limit of {limit} bytes"),
-    );
-    // The rest of the body is not read, so this connection cannot be reused.
-    r.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    r
+    openexec_logstore::http::body_too_large(limit)
 }
 
 /// Whether `Content-Type` names JSON: media type `application/json`, any case, parameters
@@ -552,129 +547,13 @@ async fn verify_receipt(State(s): State<AppState>, req: Request) -> Response {
         .into_response()
 }
 
-fn log_refusal(r: crate::log::LogRefusal) -> Response {
-    error(
-        StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        r.code,
-        &r.message,
-    )
-}
-
-type Params = Query<std::collections::HashMap<String, String>>;
-
-/// Two required whole-number query parameters; a 400 naming the one at fault.
-fn params(q: &Params, a: &str, b: &str) -> Result<(u64, u64), Box<Response>> {
-    let get = |name: &str| -> Result<u64, Box<Response>> {
-        let bad = |m: String| Box::new(error(StatusCode::BAD_REQUEST, "invalid_request", &m));
-        let v = q
-            .get(name)
-            .ok_or_else(|| bad(format!("query parameter '{name}' is required")))?;
-        v.parse::<u64>().map_err(|_| {
-            bad(format!(
-                "query parameter '{name}' must be a whole number, got '{v}'"
-            ))
-        })
-    };
-    Ok((get(a)?, get(b)?))
-}
-
-#[utoipa::path(get, path = "/log/checkpoint", responses((status = 200, description = "The latest signed checkpoint (C2SP signed note, text/plain) with witness cosignatures"), (status = 404, description = "No checkpoint yet", body = ErrorBody)))]
-async fn log_checkpoint(State(s): State<AppState>) -> Response {
-    match s.engine.log().checkpoint_text() {
-        Some(t) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], t).into_response(),
-        None => error(
-            StatusCode::NOT_FOUND,
-            "no_checkpoint",
-            "the log has not signed a checkpoint yet",
-        ),
-    }
-}
-
-#[utoipa::path(get, path = "/log/entries", params(("start" = u64, Query, description = "first index"), ("end" = u64, Query, description = "one past the last index (at most 1000 per answer)")),
-    responses((status = 200, description = "JSON array: standard base64 of each leaf's data"), (status = 400, description = "Bad range", body = ErrorBody)))]
-async fn log_entries(State(s): State<AppState>, q: Params) -> Response {
-    let (start, end) = match params(&q, "start", "end") {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
-    match s.engine.log().entries(s.engine.store(), start, end).await {
-        Ok(v) => Json(v).into_response(),
-        Err(r) => log_refusal(r),
-    }
-}
-
-#[utoipa::path(get, path = "/log/proof/inclusion", params(("index" = u64, Query, description = "leaf index"), ("tree_size" = u64, Query, description = "tree size")),
-    responses((status = 200, description = "{hashes: [base64]}"), (status = 400, description = "Bad parameters", body = ErrorBody)))]
-async fn log_inclusion(State(s): State<AppState>, q: Params) -> Response {
-    let (index, size) = match params(&q, "index", "tree_size") {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
-    match s
-        .engine
-        .log()
-        .proof_inclusion(s.engine.store(), index, size)
-        .await
-    {
-        Ok(h) => Json(json!({"hashes": h})).into_response(),
-        Err(r) => log_refusal(r),
-    }
-}
-
-#[utoipa::path(get, path = "/log/proof/consistency", params(("first" = u64, Query, description = "older size"), ("second" = u64, Query, description = "newer size")),
-    responses((status = 200, description = "{hashes: [base64]}"), (status = 400, description = "Bad parameters", body = ErrorBody)))]
-async fn log_consistency(State(s): State<AppState>, q: Params) -> Response {
-    let (first, second) = match params(&q, "first", "second") {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
-    match s
-        .engine
-        .log()
-        .proof_consistency(s.engine.store(), first, second)
-        .await
-    {
-        Ok(h) => Json(json!({"hashes": h})).into_response(),
-        Err(r) => log_refusal(r),
-    }
-}
-
-#[utoipa::path(post, path = "/log/cosignatures", request_body(content = String, content_type = "text/plain", description = "one or more C2SP tlog-cosignature lines for the latest checkpoint"),
-    responses((status = 200, description = "{stored: n}: lines stored (new, or newer than the stored line of their witness)"), (status = 403, description = "Not a configured witness's valid cosignature; nothing stored", body = ErrorBody), (status = 413, description = "too_many_cosignatures: more lines than configured witnesses; nothing stored", body = ErrorBody)))]
-async fn log_cosignatures(State(s): State<AppState>, req: Request) -> Response {
-    let limit = 64 * 1024;
-    let bytes = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => return too_large(limit),
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                &format!("could not read the body: {e}"),
-            )
-        }
-    };
-    let Ok(text) = std::str::from_utf8(&bytes) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "the body must be UTF-8 text",
-        );
-    };
-    match s
-        .engine
-        .log()
-        .add_cosignatures(s.engine.store(), text)
-        .await
-    {
-        Ok(n) => Json(json!({"stored": n})).into_response(),
-        Err(r) => log_refusal(r),
-    }
-}
-
 #[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "This document")))]
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+    let mut doc = ApiDoc::openapi();
+    doc.merge(openexec_logstore::LogApi::openapi());
+    // After the merge, so the log's routes get the guard's answers too.
+    utoipa::Modify::modify(&GuardStatuses, &mut doc);
+    Json(doc)
 }
 
 /// The `/execute` request body (identifier limits of SPEC §2).
@@ -793,11 +672,6 @@ struct ErrorBody {
         metrics_text,
         get_receipt,
         verify_receipt,
-        log_checkpoint,
-        log_entries,
-        log_inclusion,
-        log_consistency,
-        log_cosignatures,
         openapi
     ),
     components(schemas(
@@ -807,8 +681,7 @@ struct ErrorBody {
         VerifyBody,
         VerifyTriple,
         EvidenceBody
-    )),
-    modifiers(&GuardStatuses)
+    ))
 )]
 struct ApiDoc;
 

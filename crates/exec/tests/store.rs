@@ -537,3 +537,162 @@ async fn the_store_refuses_contradicting_checkpoints_from_any_replica() {
     a.close().await;
     b.close().await;
 }
+
+/// PostgreSQL: a replica that finds the head row's frontier edited (it reloads it when another
+/// replica appended since its last commit) reports the store as corrupt, not as unavailable
+/// (which would send clients to retry something no retry fixes), and acknowledges nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_postgres_frontier_is_reported_as_corrupt() {
+    let Some(db) = Db::postgres("corrupt_frontier").await else {
+        return;
+    };
+    let store = open(&db, 2000).await;
+    let Db::Postgres(pg) = &db else {
+        unreachable!()
+    };
+    assert_eq!(store.add_receipt(receipt("h0", "e0")).await.unwrap(), 0);
+    // As if another replica had appended, with a frontier that does not read back.
+    let mut conn = sqlx::PgConnection::connect(&pg.url).await.unwrap();
+    sqlx::query("UPDATE log_state SET size = size + 1, frontier = 'zz' WHERE id = 1")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let e = store.add_receipt(receipt("h1", "e1")).await.unwrap_err();
+    assert!(matches!(e, StoreError::Corrupt(_)), "{e}");
+    assert!(e.to_string().contains("log_state.frontier"), "{e}");
+    assert!(store.receipt_by_hash("h1").await.unwrap().is_none());
+    store.close().await;
+}
+
+/// The log tables as the migrations leave them, one row per column in order.
+async fn log_columns_sqlite(
+    conn: &mut sqlx::SqliteConnection,
+) -> Vec<(String, String, String, i64, Option<String>, i64)> {
+    let mut out = Vec::new();
+    for table in [
+        "log_nodes",
+        "log_checkpoints",
+        "log_cosignatures",
+        "log_identity",
+    ] {
+        let cols: Vec<(String, String, i64, Option<String>, i64)> = sqlx::query_as(
+            "SELECT name, type, \"notnull\", dflt_value, pk FROM pragma_table_info(?) ORDER BY cid",
+        )
+        .bind(table)
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+        assert!(!cols.is_empty(), "no table {table}");
+        out.extend(
+            cols.into_iter()
+                .map(|(n, t, nn, d, pk)| (table.to_string(), n, t, nn, d, pk)),
+        );
+    }
+    out
+}
+
+async fn sqlite_at(path: &std::path::Path) -> sqlx::SqliteConnection {
+    sqlx::SqliteConnection::connect_with(
+        &sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true),
+    )
+    .await
+    .unwrap()
+}
+
+/// The migration scheme (ARCHITECTURE.md, "crates/logstore"): openexec-logstore's own
+/// migrations (version 1000, for a new service such as ClawShield) create exactly the log tables
+/// OpenExec's historical migrations 0001–0004 built step by step, so the statements of
+/// `openexec_logstore::store` run on either; and a service's migrator and the log's share the
+/// one `_sqlx_migrations` table when both ignore the other's versions.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_logs_own_migrations_make_the_tables_openexec_built_and_share_the_history() {
+    let dir = tempfile::tempdir().unwrap();
+    // SQLite: OpenExec's history against the log crate's migration.
+    let mut exec_db = sqlite_at(&dir.path().join("exec.db")).await;
+    sqlx::migrate!("./migrations/sqlite")
+        .run(&mut exec_db)
+        .await
+        .unwrap();
+    let mut log_db = sqlite_at(&dir.path().join("log.db")).await;
+    openexec_logstore::store::sqlite::MIGRATOR
+        .run(&mut log_db)
+        .await
+        .unwrap();
+    assert_eq!(
+        log_columns_sqlite(&mut exec_db).await,
+        log_columns_sqlite(&mut log_db).await
+    );
+
+    // A new service: its own migrations (below 1000) and the log's on one database.
+    let service_dir = dir.path().join("service-migrations");
+    std::fs::create_dir(&service_dir).unwrap();
+    std::fs::write(
+        service_dir.join("0001_decisions.sql"),
+        "CREATE TABLE decisions (log_index INTEGER PRIMARY KEY, decision TEXT NOT NULL);",
+    )
+    .unwrap();
+    let mut service = sqlx::migrate::Migrator::new(service_dir.as_path())
+        .await
+        .unwrap();
+    service.set_ignore_missing(true);
+    let log =
+        openexec_logstore::store::shared_migrator(&openexec_logstore::store::sqlite::MIGRATOR);
+    let mut db = sqlite_at(&dir.path().join("service.db")).await;
+    for _ in 0..2 {
+        // Either order, and again at every start.
+        service.run(&mut db).await.unwrap();
+        log.run(&mut db).await.unwrap();
+    }
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(versions, vec![1, 1000]);
+    // Without ignore_missing, each migrator refuses the other's version in the shared table.
+    let strict = sqlx::migrate::Migrator::new(service_dir.as_path())
+        .await
+        .unwrap();
+    assert!(strict.run(&mut db).await.is_err());
+
+    // PostgreSQL, when there is one: the same comparison (the head row included).
+    let (Some(a), Some(b)) = (
+        TestDb::create("log_migrations_exec").await,
+        TestDb::create("log_migrations_log").await,
+    ) else {
+        return;
+    };
+    let mut exec_pg = sqlx::PgConnection::connect(&a.url).await.unwrap();
+    sqlx::migrate!("./migrations/postgres")
+        .run(&mut exec_pg)
+        .await
+        .unwrap();
+    let mut log_pg = sqlx::PgConnection::connect(&b.url).await.unwrap();
+    openexec_logstore::store::postgres::MIGRATOR
+        .run(&mut log_pg)
+        .await
+        .unwrap();
+    async fn columns(
+        c: &mut sqlx::PgConnection,
+    ) -> Vec<(String, String, String, String, Option<String>)> {
+        sqlx::query_as(
+            "SELECT table_name::text, column_name::text, data_type::text, is_nullable::text, column_default::text \
+             FROM information_schema.columns WHERE table_schema = current_schema() AND table_name LIKE 'log\\_%' \
+             ORDER BY table_name, ordinal_position",
+        )
+        .fetch_all(c)
+        .await
+        .unwrap()
+    }
+    let (want, got) = (columns(&mut exec_pg).await, columns(&mut log_pg).await);
+    assert!(want.len() >= 17, "{want:?}");
+    assert_eq!(want, got);
+    let head = "SELECT size, root, frontier FROM log_state";
+    let want: Vec<(i64, String, String)> =
+        sqlx::query_as(head).fetch_all(&mut exec_pg).await.unwrap();
+    let got: Vec<(i64, String, String)> =
+        sqlx::query_as(head).fetch_all(&mut log_pg).await.unwrap();
+    assert_eq!(want, got);
+}

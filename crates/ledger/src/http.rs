@@ -54,6 +54,17 @@ fn internal(e: anyhow::Error) -> Response {
     )
 }
 
+/// The mirror cannot prove what it cosigned (a node below its cosigned checkpoint is missing
+/// or unreadable): 500, a fault of this ledger's data that no retry fixes, not an outage.
+fn mirror_corrupt(origin: &str, index: u64, size: u64, e: impl std::fmt::Display) -> Response {
+    tracing::error!(%origin, index, size, error = %e, "the mirror cannot prove an entry it cosigned");
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "mirror_corrupt",
+        format!("the mirror of '{origin}' cannot prove entry {index} in its cosigned checkpoint of size {size}: {e}"),
+    )
+}
+
 /// Liveness and readiness in one: 200 when the database answers, else 503 with its error.
 async fn health(State(s): State<AppState>) -> Response {
     match s.store.check().await {
@@ -157,7 +168,7 @@ async fn evidence(State(s): State<AppState>, Path(rest): Path<String>) -> Respon
     };
     let plan = match plan_inclusion(index, cosigned.size) {
         Ok(p) => p,
-        Err(e) => return internal(e.into()),
+        Err(e) => return mirror_corrupt(origin, index, cosigned.size, e),
     };
     let nodes = match s.store.nodes(origin, &plan.nodes()).await {
         Ok(n) => n,
@@ -165,7 +176,7 @@ async fn evidence(State(s): State<AppState>, Path(rest): Path<String>) -> Respon
     };
     let hashes = match plan.assemble_from_map(&nodes) {
         Ok(h) => h,
-        Err(e) => return internal(e.into()),
+        Err(e) => return mirror_corrupt(origin, index, cosigned.size, e),
     };
     Json(json!({
         "origin": origin,

@@ -24,120 +24,38 @@ use std::time::Duration;
 use base64::Engine as _;
 use openexec_log::note::{self, Checkpoint, Cosigner, SignatureLine, Verifier};
 use openexec_log::{leaf_hash, verify_consistency, Frontier, Hash, NodeId};
-use reqwest::StatusCode;
-use serde::Deserialize;
+use openexec_logstore::{ClientError, LogClient};
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 use crate::store::{Advance, Chunk, LogState, Store};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
-/// Default most bytes of a `GET /log/checkpoint` answer (`CLAWLEDGER_MAX_CHECKPOINT_BYTES`):
-/// a checkpoint is three short lines and a signature line, plus one line of about 100 bytes per
-/// witness cosignature the log serves beside it.
-pub const DEFAULT_MAX_CHECKPOINT_BYTES: u64 = 64 * 1024;
-/// Default most bytes of one `GET /log/entries` answer (`CLAWLEDGER_MAX_ENTRIES_BYTES`): a page
-/// is at most 1,000 entries, each the base64 of a leaf; a receipt leaf is a few KiB at most
-/// (SPEC §2 bounds its identifiers), so a legitimate page stays under about 6 MiB.
-pub const DEFAULT_MAX_ENTRIES_BYTES: u64 = 16 * 1024 * 1024;
-/// Default longest time one request to a watched log may take, its whole body included
-/// (`CLAWLEDGER_FETCH_TIMEOUT_MS`).
-pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(30);
-/// Most bytes of a consistency proof answer: a proof is at most about 64 hashes, some 3 KiB of
-/// JSON.
-pub const MAX_PROOF_BYTES: u64 = 64 * 1024;
-/// Most bytes of the log's answer to a cosignature delivery (`{"stored": n}`, or an error).
-pub const MAX_REPLY_BYTES: u64 = 64 * 1024;
-/// How much of an error answer (a status other than 2xx) is read, for the message.
-const ERROR_PREFIX_BYTES: u64 = 1024;
+/// What one round may read from a watched log (the client's limits): the checkpoint
+/// (`CLAWLEDGER_MAX_CHECKPOINT_BYTES`), one entries page (`CLAWLEDGER_MAX_ENTRIES_BYTES`; a
+/// catch-up chunk also ends after the page that brings its data to this many bytes, so one
+/// chunk holds less than twice this in memory) and the time of one request
+/// (`CLAWLEDGER_FETCH_TIMEOUT_MS`); proofs and the answer to a delivery are capped at
+/// [`MAX_PROOF_BYTES`] and [`MAX_REPLY_BYTES`].
+pub use openexec_logstore::client::Limits;
+pub use openexec_logstore::client::{
+    DEFAULT_FETCH_TIMEOUT, DEFAULT_MAX_CHECKPOINT_BYTES, DEFAULT_MAX_ENTRIES_BYTES,
+    MAX_PROOF_BYTES, MAX_REPLY_BYTES,
+};
 
 /// The alert kinds of an answer refused for its size or its slowness (not for its content).
 const RESPONSE_ALERTS: [&str; 2] = ["response_too_large", "response_timeout"];
 
-/// What one round may read from a watched log.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// Most bytes of a checkpoint answer.
-    pub checkpoint_bytes: u64,
-    /// Most bytes of one entries answer; a catch-up chunk also ends after the page that brings
-    /// its data to this many bytes, so one chunk holds less than twice this in memory.
-    pub entries_bytes: u64,
-    /// Longest time one request may take, from sending it to the end of its body.
-    pub timeout: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
-            checkpoint_bytes: DEFAULT_MAX_CHECKPOINT_BYTES,
-            entries_bytes: DEFAULT_MAX_ENTRIES_BYTES,
-            timeout: DEFAULT_FETCH_TIMEOUT,
-        }
-    }
-}
-
-/// Why a response body was not read whole.
-enum BodyError {
-    /// Over the cap: declared so by Content-Length (not read at all), or streamed past it.
-    TooLarge { declared: Option<u64> },
-    /// Not finished before the deadline.
-    Timeout,
-    /// The connection failed.
-    Transport(reqwest::Error),
-}
-
-/// Read a body of at most `cap` bytes, chunk by chunk (each as the connection delivers it),
-/// before `deadline`. Nothing beyond the cap is ever buffered.
-async fn read_body(
-    r: &mut reqwest::Response,
-    cap: u64,
-    deadline: Instant,
-) -> Result<Vec<u8>, BodyError> {
-    let declared = r.content_length();
-    if let Some(n) = declared.filter(|n| *n > cap) {
-        return Err(BodyError::TooLarge { declared: Some(n) });
-    }
-    let mut body = Vec::with_capacity(declared.unwrap_or(0).min(cap) as usize);
-    loop {
-        let chunk = match tokio::time::timeout_at(deadline, r.chunk()).await {
-            Err(_) => return Err(BodyError::Timeout),
-            Ok(Err(e)) if e.is_timeout() => return Err(BodyError::Timeout),
-            Ok(Err(e)) => return Err(BodyError::Transport(e)),
-            Ok(Ok(None)) => return Ok(body),
-            Ok(Ok(Some(c))) => c,
-        };
-        if body.len() as u64 + chunk.len() as u64 > cap {
-            return Err(BodyError::TooLarge { declared: None });
-        }
-        body.extend_from_slice(&chunk);
-    }
-}
-
-/// The first `n` bytes of a body (less if it ends, fails or runs out of time first), as text.
-async fn read_prefix(r: &mut reqwest::Response, n: u64, deadline: Instant) -> String {
-    let mut body = Vec::new();
-    while (body.len() as u64) < n {
-        match tokio::time::timeout_at(deadline, r.chunk()).await {
-            Ok(Ok(Some(c))) => body.extend_from_slice(&c[..c.len().min(n as usize - body.len())]),
-            _ => break,
-        }
-    }
-    String::from_utf8_lossy(&body).into_owned()
-}
-
-/// A 2xx answer's whole body, or another status and the start of its body.
-struct Answer {
-    status: StatusCode,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    /// The body as text (invalid UTF-8 replaced), without a copy when it is valid.
-    fn into_text(self) -> String {
-        String::from_utf8(self.body)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-    }
+/// What a failed request to the log means for the round: an answer over its cap is a
+/// `response_too_large` alert and one too slow a `response_timeout` alert (about `cp`, when the
+/// answer serves one); anything else is a retry (an outage, or an answer the caller judges).
+fn client_stop(e: ClientError, cp: Option<&Checkpoint>) -> Stop {
+    let kind = match &e {
+        ClientError::TooLarge { .. } => "response_too_large",
+        ClientError::Timeout { .. } => "response_timeout",
+        _ => return Stop::Transient(anyhow::Error::new(e)),
+    };
+    alert(kind, e.to_string(), cp.map(|c| c.size), cp.map(|c| c.root))
 }
 
 /// One log to watch: where it is and the key its checkpoints must be signed with (whose name is
@@ -217,23 +135,18 @@ fn alert(kind: &'static str, detail: String, size: Option<u64>, root: Option<Has
     }
 }
 
-#[derive(Deserialize)]
-struct Hashes {
-    hashes: Vec<String>,
-}
-
 pub struct Witness {
     watch: Watch,
     cosigner: Cosigner,
     store: Arc<Store>,
     http: reqwest::Client,
+    /// The log's public endpoints, read within the limits.
+    client: LogClient,
     poll: Duration,
     /// Most entries caught up (held in memory, stored in one transaction) per chunk.
     chunk: u64,
     /// Where the next re-check of already mirrored entries starts.
     recheck_from: std::sync::atomic::AtomicU64,
-    /// What a round may read from the log.
-    limits: Limits,
 }
 
 /// How many mirrored entries one quiet round re-checks against what the log serves now.
@@ -248,21 +161,22 @@ impl Witness {
         poll: Duration,
         chunk: u64,
     ) -> Witness {
+        let client = LogClient::new(http.clone(), &watch.url, Limits::default());
         Witness {
             watch,
             cosigner,
             store,
             http,
+            client,
             poll,
             chunk: chunk.max(1),
             recheck_from: std::sync::atomic::AtomicU64::new(0),
-            limits: Limits::default(),
         }
     }
 
     /// Read the log within these limits instead of the defaults.
     pub fn with_limits(mut self, limits: Limits) -> Witness {
-        self.limits = limits;
+        self.client = LogClient::new(self.http.clone(), &self.watch.url, limits);
         self
     }
 
@@ -329,107 +243,20 @@ impl Witness {
         }
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.watch.url, path)
-    }
-
-    /// Send `req` (`what` names it in messages) and read its answer within the limits: a 2xx
-    /// body of at most `cap` bytes, or another status with the start of its body. An answer over
-    /// its cap or not finished within the fetch timeout is an alert (about `cp`, when the
-    /// answer serves one); failing to reach the log is a retry.
-    async fn fetch(
-        &self,
-        req: reqwest::RequestBuilder,
-        what: &str,
-        cap: u64,
-        cp: Option<&Checkpoint>,
-    ) -> Result<Answer, Stop> {
-        let timeout = self.limits.timeout;
-        let deadline = Instant::now() + timeout;
-        let mut r = req
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| Stop::Transient(anyhow::anyhow!("{what}: {e}")))?;
-        let status = r.status();
-        if !status.is_success() {
-            let body = read_prefix(&mut r, ERROR_PREFIX_BYTES, deadline)
-                .await
-                .into_bytes();
-            return Ok(Answer { status, body });
-        }
-        let refused = |kind, detail: String| {
-            alert(
-                kind,
-                format!("{what}: {detail}"),
-                cp.map(|c| c.size),
-                cp.map(|c| c.root),
-            )
-        };
-        match read_body(&mut r, cap, deadline).await {
-            Ok(body) => Ok(Answer { status, body }),
-            Err(BodyError::TooLarge { declared: Some(n) }) => Err(refused(
-                "response_too_large",
-                format!("the answer declares {n} bytes (Content-Length), over the cap of {cap} bytes; not read"),
-            )),
-            Err(BodyError::TooLarge { declared: None }) => Err(refused(
-                "response_too_large",
-                format!("the answer runs past the cap of {cap} bytes; reading stopped there"),
-            )),
-            Err(BodyError::Timeout) => Err(refused(
-                "response_timeout",
-                format!(
-                    "the answer did not finish within the fetch timeout of {} ms; reading stopped",
-                    timeout.as_millis()
-                ),
-            )),
-            Err(BodyError::Transport(e)) => Err(Stop::Transient(anyhow::anyhow!(
-                "{what}: reading the answer: {e}"
-            ))),
-        }
-    }
-
-    /// GET `path`: its 2xx body as text (at most `cap` bytes); any other status is a retry.
-    async fn get_text(&self, path: &str, cap: u64, cp: &Checkpoint) -> Result<String, Stop> {
-        let what = format!("GET {path}");
-        let a = self
-            .fetch(self.http.get(self.url(path)), &what, cap, Some(cp))
-            .await?;
-        if !a.status.is_success() {
-            let status = a.status;
-            return Err(Stop::Transient(anyhow::anyhow!(
-                "{what}: {status}: {}",
-                a.into_text().chars().take(300).collect::<String>()
-            )));
-        }
-        Ok(a.into_text())
-    }
-
     /// One round: see the doc of the module. The verified state is read from the database
     /// each round: it is the only source of truth.
     async fn round(&self) -> Result<Outcome, Stop> {
         let origin = self.watch.origin();
         let state = self.store.state(origin).await.map_err(store_err)?;
-        let a = self
-            .fetch(
-                self.http.get(self.url("/log/checkpoint")),
-                "GET /log/checkpoint",
-                self.limits.checkpoint_bytes,
-                None,
-            )
-            .await?;
-        if a.status == StatusCode::NOT_FOUND {
+        let Some(text) = self
+            .client
+            .checkpoint()
+            .await
+            .map_err(|e| client_stop(e, None))?
+        else {
             tracing::debug!(%origin, "the log has no checkpoint yet");
             return Ok(Outcome::Quiet);
-        }
-        let status = a.status;
-        let text = a.into_text();
-        if !status.is_success() {
-            return Err(Stop::Transient(anyhow::anyhow!(
-                "GET /log/checkpoint: {status}: {}",
-                text.chars().take(300).collect::<String>()
-            )));
-        }
+        };
         let opened = note::open_note(&text, &self.watch.verifier).map_err(|e| {
             alert(
                 "bad_signature",
@@ -491,27 +318,21 @@ impl Witness {
                     self.recheck(&cp).await?;
                     return Ok(Outcome::Quiet);
                 }
-                let proof = self
-                    .get_text(
-                        &format!(
-                            "/log/proof/consistency?first={}&second={}",
-                            last.size, cp.size
-                        ),
-                        MAX_PROOF_BYTES,
-                        &cp,
-                    )
-                    .await?;
-                let hashes = parse_hashes(&proof).map_err(|e| {
-                    alert(
-                        "bad_proof",
-                        format!(
-                            "consistency proof {}→{} is malformed: {e}",
-                            last.size, cp.size
-                        ),
-                        Some(cp.size),
-                        Some(cp.root),
-                    )
-                })?;
+                let hashes = match self.client.consistency(last.size, cp.size).await {
+                    Ok(h) => h,
+                    Err(ClientError::Malformed { detail, .. }) => {
+                        return Err(alert(
+                            "bad_proof",
+                            format!(
+                                "consistency proof {}→{} is malformed: {detail}",
+                                last.size, cp.size
+                            ),
+                            Some(cp.size),
+                            Some(cp.root),
+                        ))
+                    }
+                    Err(e) => return Err(client_stop(e, Some(&cp))),
+                };
                 verify_consistency(last.size, cp.size, &last.root, &cp.root, &hashes).map_err(
                     |e| {
                         alert(
@@ -679,14 +500,7 @@ impl Witness {
         let mut out = Vec::with_capacity((end - start).min(1000) as usize);
         let mut bytes = 0u64;
         let mut next = start;
-        while next < end && bytes < self.limits.entries_bytes {
-            let text = self
-                .get_text(
-                    &format!("/log/entries?start={next}&end={end}"),
-                    self.limits.entries_bytes,
-                    cp,
-                )
-                .await?;
+        while next < end && bytes < self.client.limits().entries_bytes {
             let at = next;
             let bad = |why: String| {
                 alert(
@@ -696,15 +510,15 @@ impl Witness {
                     Some(cp.root),
                 )
             };
-            let items: Vec<String> =
-                serde_json::from_str(&text).map_err(|e| bad(format!("not a JSON array: {e}")))?;
-            if items.is_empty() || items.len() as u64 > end - next {
-                return Err(bad(format!("{} entries", items.len())));
+            let page = match self.client.entries(next, end).await {
+                Ok(p) => p,
+                Err(ClientError::Malformed { detail, .. }) => return Err(bad(detail)),
+                Err(e) => return Err(client_stop(e, Some(cp))),
+            };
+            if page.is_empty() || page.len() as u64 > end - next {
+                return Err(bad(format!("{} entries", page.len())));
             }
-            for item in items {
-                let data = B64
-                    .decode(&item)
-                    .map_err(|e| bad(format!("an entry is not base64: {e}")))?;
+            for data in page {
                 bytes += data.len() as u64;
                 out.push(data);
                 next += 1;
@@ -725,58 +539,74 @@ impl Witness {
         let end = (start + RECHECK_PAGE).min(cp.size);
         self.recheck_from.store(end % cp.size, Ordering::Relaxed);
         let path = format!("/log/entries?start={start}&end={end}");
-        let a = self
-            .fetch(
-                self.http.get(self.url(&path)),
-                &format!("GET {path}"),
-                self.limits.entries_bytes,
-                Some(cp),
-            )
-            .await?;
-        let status = a.status;
-        let text = a.into_text();
-        if status.is_client_error() {
-            // The log will not serve entries its own signed checkpoint covers.
-            return Err(alert(
+        let entries_unavailable = |status: reqwest::StatusCode, body: &str| {
+            alert(
                 "entries_unavailable",
                 format!(
                     "GET {path} answered {status} although the checkpoint covers {} entries: {}",
                     cp.size,
-                    text.chars().take(200).collect::<String>()
+                    body.chars().take(200).collect::<String>()
                 ),
                 Some(cp.size),
                 Some(cp.root),
-            ));
-        }
-        if !status.is_success() {
-            return Err(Stop::Transient(anyhow::anyhow!("GET {path}: {status}")));
-        }
-        let items: Vec<String> = serde_json::from_str(&text)
-            .map_err(|e| Stop::Transient(anyhow::anyhow!("GET {path}: not a JSON array: {e}")))?;
-        let ids: Vec<NodeId> = (start..start + items.len() as u64)
-            .map(NodeId::leaf)
-            .collect();
-        let mirrored = self
-            .store
-            .nodes(self.watch.origin(), &ids)
-            .await
-            .map_err(store_err)?;
-        for (i, item) in items.iter().enumerate() {
+            )
+        };
+        let entry_changed = |index: u64| {
+            alert(
+                "entry_changed",
+                format!(
+                    "entry {index} no longer hashes to the leaf verified under the checkpoint of size {}",
+                    cp.size
+                ),
+                Some(cp.size),
+                Some(cp.root),
+            )
+        };
+        let page = self.client.entries(start, end).await;
+        let ids: Vec<NodeId> = match &page {
+            Ok(items) => (start..start + items.len() as u64)
+                .map(NodeId::leaf)
+                .collect(),
+            Err(ClientError::Malformed { entry: Some(i), .. }) => {
+                vec![NodeId::leaf(start + *i as u64)]
+            }
+            Err(_) => Vec::new(),
+        };
+        let mirrored = if ids.is_empty() {
+            Default::default()
+        } else {
+            self.store
+                .nodes(self.watch.origin(), &ids)
+                .await
+                .map_err(store_err)?
+        };
+        let items = match page {
+            Ok(items) => items,
+            // The log will not serve entries its own signed checkpoint covers.
+            Err(ClientError::Status { status, body, .. }) if status.is_client_error() => {
+                return Err(entries_unavailable(status, &body))
+            }
+            Err(ClientError::Status { status, .. }) => {
+                return Err(Stop::Transient(anyhow::anyhow!("GET {path}: {status}")))
+            }
+            // An entry that is not base64 no longer hashes to the leaf mirrored for it.
+            Err(ClientError::Malformed { entry: Some(i), .. })
+                if mirrored.contains_key(&NodeId::leaf(start + i as u64)) =>
+            {
+                return Err(entry_changed(start + i as u64))
+            }
+            Err(e @ ClientError::Malformed { .. }) => {
+                return Err(Stop::Transient(anyhow::Error::new(e)))
+            }
+            Err(e) => return Err(client_stop(e, Some(cp))),
+        };
+        for (i, data) in items.iter().enumerate() {
             let index = start + i as u64;
             let Some(want) = mirrored.get(&NodeId::leaf(index)) else {
                 continue;
             };
-            let got = B64.decode(item).map(|d| leaf_hash(&d)).ok();
-            if got.as_ref() != Some(want) {
-                return Err(alert(
-                    "entry_changed",
-                    format!(
-                        "entry {index} no longer hashes to the leaf verified under the checkpoint of size {}",
-                        cp.size
-                    ),
-                    Some(cp.size),
-                    Some(cp.root),
-                ));
+            if leaf_hash(data) != *want {
+                return Err(entry_changed(index));
             }
         }
         Ok(())
@@ -786,31 +616,25 @@ impl Witness {
     /// tries again; an answer over its cap or too slow is also an alert.
     async fn deliver(&self, line: &str, cp: &Checkpoint) {
         let origin = self.watch.origin();
-        let req = self
-            .http
-            .post(self.url("/log/cosignatures"))
-            .header("content-type", "text/plain")
-            .body(format!("{line}\n"));
-        match self
-            .fetch(req, "POST /log/cosignatures", MAX_REPLY_BYTES, Some(cp))
-            .await
-        {
-            Ok(a) if a.status.is_success() => {
-                tracing::info!(%origin, "cosignature delivered");
+        match self.client.post_cosignatures(&format!("{line}\n")).await {
+            Ok(_) => tracing::info!(%origin, "cosignature delivered"),
+            Err(ClientError::Status { status, body, .. }) => {
+                tracing::warn!(%origin, %status, %body, "cosignature not accepted; retrying next round");
             }
-            Ok(a) => {
-                let status = a.status;
-                tracing::warn!(%origin, %status, body = %a.into_text().chars().take(300).collect::<String>(), "cosignature not accepted; retrying next round");
+            Err(ClientError::Malformed { detail, .. }) => {
+                tracing::warn!(%origin, %detail, "cosignature delivered, but the log's answer is not {{\"stored\": n}}");
             }
-            Err(Stop::Alert {
-                kind,
-                detail,
-                size,
-                root,
-            }) => self.raise(kind, &detail, size, root).await,
-            Err(Stop::Transient(e) | Stop::Store(e)) => {
-                tracing::warn!(%origin, error = %format!("{e:#}"), "cosignature not delivered; retrying next round");
-            }
+            Err(e) => match client_stop(e, Some(cp)) {
+                Stop::Alert {
+                    kind,
+                    detail,
+                    size,
+                    root,
+                } => self.raise(kind, &detail, size, root).await,
+                Stop::Transient(e) | Stop::Store(e) => {
+                    tracing::warn!(%origin, error = %format!("{e:#}"), "cosignature not delivered; retrying next round");
+                }
+            },
         }
     }
 
@@ -832,17 +656,4 @@ impl Witness {
             }
         }
     }
-}
-
-fn parse_hashes(text: &str) -> Result<Vec<Hash>, String> {
-    let h: Hashes = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    h.hashes
-        .iter()
-        .map(|s| {
-            let raw = B64
-                .decode(s)
-                .map_err(|e| format!("'{s}' is not base64: {e}"))?;
-            <Hash>::try_from(raw.as_slice()).map_err(|_| format!("'{s}' is not 32 bytes"))
-        })
-        .collect()
 }

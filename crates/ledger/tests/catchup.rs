@@ -70,6 +70,39 @@ async fn catch_up_in_chunks_cosigns_and_serves_evidence(url: &str) {
 }
 on_both_backends!(catch_up_in_chunks_cosigns_and_serves_evidence);
 
+/// A mirror that lost a node below its cosigned checkpoint cannot prove the entries that need
+/// it: that is a 500 `mirror_corrupt` (this ledger's data is at fault, and no retry fixes it),
+/// not a 503 `store_unavailable`; entries whose proofs do not need the node are still served.
+#[tokio::test(flavor = "multi_thread")]
+async fn evidence_the_mirror_cannot_prove_is_an_internal_error_not_an_outage() {
+    use sqlx::Connection;
+    let db = sqlite();
+    let log = FakeLog::start().await;
+    log.grow_to(8);
+    let store = open(&db.url).await;
+    let w = witness(&log, store.clone(), 100);
+    assert_eq!(w.step().await, Outcome::Cosigned(8));
+    let path = db.url.strip_prefix("sqlite://").unwrap();
+    let mut conn = sqlx::SqliteConnection::connect_with(
+        &sqlx::sqlite::SqliteConnectOptions::new().filename(path),
+    )
+    .await
+    .unwrap();
+    // Leaf 1 is the sibling in the proof of entry 0; no proof of entries 4..8 needs it.
+    sqlx::query("DELETE FROM nodes WHERE level = 0 AND idx = 1")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let api = serve_api(store.clone()).await;
+    let (st, ev) = get(&api, &format!("/evidence/{ORIGIN}/0")).await;
+    assert_eq!(st, 500, "{ev}");
+    assert_eq!(ev["error"]["code"], "mirror_corrupt", "{ev}");
+    let (st, ev) = get(&api, &format!("/evidence/{ORIGIN}/5")).await;
+    assert_eq!(st, 200, "{ev}");
+    check_evidence(&ev, &log.verifier(), 5, 8);
+    store.close().await;
+}
+
 async fn an_interrupted_catch_up_resumes_after_its_last_stored_chunk(url: &str) {
     let log = FakeLog::start().await;
     log.grow_to(100);

@@ -34,9 +34,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_PROBE_GAP_MS: u64 = 250;
 
 /// The tree size of a C2SP signed note checkpoint: its second line.
-pub fn checkpoint_size(note: &str) -> Option<u64> {
-    note.lines().nth(1)?.trim().parse().ok()
-}
+pub use openexec_logstore::client::checkpoint_size;
 
 /// The `id` (exec_id) of an `/execute` answer.
 pub fn exec_id_of(body: &[u8]) -> Option<String> {
@@ -69,11 +67,8 @@ pub fn check_inclusion_samples(samples: &[Bytes], size: u64) -> Result<usize, St
     let max = max_proof_len(size);
     let min = usize::from(size > 1);
     for (i, b) in samples.iter().enumerate() {
-        let v: Value = serde_json::from_slice(b).map_err(|e| format!("sample {i}: {e}"))?;
-        let n = v
-            .get("hashes")
-            .and_then(Value::as_array)
-            .ok_or_else(|| format!("sample {i} has no \"hashes\" array: {v}"))?
+        let n = openexec_logstore::client::decode_hashes(b)
+            .map_err(|e| format!("sample {i}: {e}"))?
             .len();
         if n < min || n > max {
             return Err(format!(
@@ -591,13 +586,17 @@ mod tests {
         assert_eq!(max_proof_len(1_000_000), 20);
         assert_eq!(max_proof_len(1 << 20), 20);
         assert_eq!(max_proof_len((1 << 20) + 1), 21);
-        let ok = Bytes::from(json!({"hashes": ["a", "b", "c"]}).to_string());
+        // Each a standard base64 hash of 32 bytes (the client's decoding checks them).
+        let h = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        let ok = Bytes::from(json!({"hashes": [h, h, h]}).to_string());
         assert_eq!(check_inclusion_samples(std::slice::from_ref(&ok), 8), Ok(1));
         assert!(check_inclusion_samples(&[ok], 4).is_err());
         let empty = Bytes::from(json!({"hashes": []}).to_string());
         assert!(check_inclusion_samples(std::slice::from_ref(&empty), 8).is_err());
         assert_eq!(check_inclusion_samples(&[empty], 1), Ok(1));
         assert!(check_inclusion_samples(&[Bytes::from_static(b"{}")], 8).is_err());
+        let short = Bytes::from(json!({"hashes": ["a", "b", "c"]}).to_string());
+        assert!(check_inclusion_samples(&[short], 8).is_err());
     }
 
     #[test]

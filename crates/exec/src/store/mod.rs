@@ -20,7 +20,6 @@ use crate::config::DbTarget;
 
 mod postgres;
 mod sqlite;
-mod sqlite_log;
 mod tree_check;
 
 pub use tree_check::LogHead;
@@ -377,6 +376,16 @@ impl Store {
 }
 
 /// The receipt log's storage (see `openexec_log::LogStore` for the contract).
+impl openexec_logstore::Sequenced for Store {
+    fn watch_head(&self) -> watch::Receiver<LogHead> {
+        self.watch_log_head()
+    }
+
+    async fn sequencer(&self) -> Result<bool, StoreError> {
+        Store::sequencer(self).await
+    }
+}
+
 impl LogStore for Store {
     type Error = StoreError;
 
@@ -436,13 +445,6 @@ impl LogStore for Store {
         };
         on!(self, s => s.writer().write(op).await)
     }
-}
-
-/// A cosignature timestamp as both backends store it (a signed 64-bit integer): tlog-cosignature
-/// bounds it by 2^63 − 1 and `openexec_log` refuses a line beyond, so nothing is clamped in
-/// practice.
-pub(crate) fn cosigned_at(timestamp: u64) -> i64 {
-    i64::try_from(timestamp).unwrap_or(i64::MAX)
 }
 
 /// Rows of either backend.
@@ -516,13 +518,13 @@ where
 
 /// The refusal of a process whose log identity differs from the recorded one.
 pub(crate) fn identity_conflict(
-    recorded: (&str, &str),
+    recorded: openexec_logstore::store::IdentityMismatch,
     presented: (&str, &str),
-) -> Option<StoreError> {
-    if recorded == presented {
-        return None;
-    }
-    Some(StoreError::Conflict(format!(
+) -> Result<(), StoreError> {
+    let Some(recorded) = recorded else {
+        return Ok(());
+    };
+    Err(StoreError::Conflict(format!(
         "this database holds the receipt log '{}' signed by {}, but this process has origin '{}' and log key {}: \
          every replica (and every restart) must use the same OPENEXEC_LOG_KEY and OPENEXEC_LOG_ORIGIN",
         recorded.0, recorded.1, presented.0, presented.1

@@ -29,15 +29,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 use openexec_core::url::redact_password;
 use openexec_log::{leaf_hash, Frontier, Hash, NodeId, StoredCheckpoint};
 
-use super::tree_check::{
-    checkpoint_row, checkpoint_rule, corrupt, hash_from_hex, hash_hex, leaf_data, node_row,
-    LogHead, TreeCheck, LATEST_CHECKPOINT,
-};
+use super::tree_check::{corrupt, hash_hex, leaf_data, LogHead, RECEIPT_LEAVES};
 use super::{
     assign_indices, claim_row, now_text, receipts_to_log, reply, settle, stored_receipt,
     unavailable, Applied, Batch, Claim, ClaimResult, ClaimRow, LogWrite, NewReceipt, StoreError,
     StoreLimits, StoredReceipt, WriteOp, WriterHandle, CLAIM_ROW_COLUMNS, MAX_BATCH,
 };
+use openexec_logstore::store::postgres as logstore;
+use openexec_logstore::store::postgres::{frontier_of_head, frontier_text};
 
 /// A replica whose heartbeat is older than this is gone.
 pub(crate) const LEASE: Duration = Duration::from_secs(10);
@@ -134,8 +133,9 @@ impl PgStore {
         .await
         .map_err(|e| anyhow::anyhow!("cannot register this replica: {e}"))?;
 
-        let opened = open_tree(&pool)
+        let opened = logstore::open_tree(&pool, RECEIPT_LEAVES)
             .await
+            .map(|o| (o.tree, o.problem))
             .map_err(|e| anyhow::anyhow!("cannot read the receipt log: {e}"))?;
         if let Some(p) = &opened.1 {
             tracing::error!(problem = %p, "THE RECEIPT LOG DOES NOT MATCH ITS LAST SIGNED CHECKPOINT: it will not sign, and /ready fails");
@@ -376,32 +376,17 @@ impl PgStore {
     }
 
     pub async fn head(&self) -> Result<(u64, Hash), StoreError> {
-        let (size, root): (i64, String) =
-            sqlx::query_as("SELECT size, root FROM log_state WHERE id = 1")
-                .fetch_one(&self.pool)
-                .await
-                .map_err(db_err)?;
-        Ok((size as u64, hash_from_hex(&root)?))
+        Ok(logstore::head(&self.pool).await?)
     }
 
     pub async fn nodes(&self, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>, StoreError> {
-        nodes_on(&self.pool, ids).await
+        Ok(logstore::nodes_on(&self.pool, ids).await?)
     }
 
     pub async fn latest_checkpoint(
         &self,
     ) -> Result<Option<(StoredCheckpoint, Vec<String>)>, StoreError> {
-        let Some(cp) = latest_checkpoint_on(&self.pool).await? else {
-            return Ok(None);
-        };
-        let lines: Vec<String> = sqlx::query_scalar(
-            "SELECT line FROM log_cosignatures WHERE size = $1 ORDER BY witness",
-        )
-        .bind(cp.size as i64)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
-        Ok(Some((cp, lines)))
+        Ok(logstore::latest_checkpoint(&self.pool).await?)
     }
 }
 
@@ -457,143 +442,11 @@ async fn prune_gone_replicas(pool: &PgPool) -> Result<u64, sqlx::Error> {
     .rows_affected())
 }
 
-/// Recompute the tree from the stored receipts, in one consistent snapshot, and check it
-/// against the last signed checkpoint.
-async fn open_tree(pool: &PgPool) -> Result<(Frontier, Option<String>), StoreError> {
-    use futures_util::TryStreamExt;
-    let mut tx = pool.begin().await.map_err(db_err)?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-    let last = latest_checkpoint_on(&mut *tx).await?;
-    // Every node is stored with its receipt on this backend: none is ever written here.
-    let mut check = TreeCheck::new(last, u64::MAX);
-    {
-        let mut rows = sqlx::query(
-            "SELECT log_index, receipt, signature, key_id, created_at FROM receipts ORDER BY log_index",
-        )
-        .fetch(&mut *tx);
-        while let Some(r) = rows.try_next().await.map_err(db_err)? {
-            let go_on = check.push_row(&r)?;
-            if !go_on {
-                break;
-            }
-        }
-    }
-    if let Some(size) = check.finish() {
-        let stored: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT idx, hash FROM log_nodes WHERE level = 0 AND idx < $1 ORDER BY idx",
-        )
-        .bind(size as i64)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        check.explain(&stored);
-    }
-    let (size, root, frontier): (i64, String, String) =
-        sqlx::query_as("SELECT size, root, frontier FROM log_state WHERE id = 1")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db_err)?;
-    let recomputed = (
-        check.tree.size(),
-        hash_hex(&check.tree.root()),
-        frontier_text(&check.tree),
-    );
-    // A head row from before the frontier column has none yet: filled in below.
-    let backfill = frontier.is_empty() && size > 0;
-    let stored_frontier = if backfill { &recomputed.2 } else { &frontier };
-    if check.problem.is_none()
-        && (size as u64, &root, stored_frontier) != (recomputed.0, &recomputed.1, &recomputed.2)
-    {
-        check.problem = Some(format!(
-            "the log's head row says size {size} root {root}, but its {} entries give root {}",
-            recomputed.0, recomputed.1
-        ));
-    }
-    tx.rollback().await.map_err(db_err)?;
-    if backfill && check.problem.is_none() {
-        sqlx::query(
-            "UPDATE log_state SET frontier = $1 WHERE id = 1 AND size = $2 AND frontier = ''",
-        )
-        .bind(&recomputed.2)
-        .bind(size)
-        .execute(pool)
-        .await
-        .map_err(db_err)?;
-    }
-    Ok((check.tree, check.problem))
-}
-
-async fn latest_checkpoint_on<'c, E>(exec: E) -> Result<Option<StoredCheckpoint>, StoreError>
-where
-    E: sqlx::Executor<'c, Database = sqlx::Postgres>,
-{
-    let row = sqlx::query_as(LATEST_CHECKPOINT)
-        .fetch_optional(exec)
-        .await
-        .map_err(db_err)?;
-    checkpoint_row(row)
-}
-
-/// Nodes by id: a parameterised index lookup per id (the LIMIT keeps the planner from turning
-/// the lateral join into a scan of the whole table, e.g. while its statistics are stale).
-const NODES_BY_ID: &str =
-    "SELECT n.level, n.idx, n.hash FROM UNNEST($1::int[], $2::bigint[]) AS u(l, i) \
-     CROSS JOIN LATERAL (SELECT level, idx, hash FROM log_nodes \
-     WHERE level = u.l AND idx = u.i LIMIT 1) n";
-
 /// Stored receipts' indices by hash: an index lookup per hash, for the same reason.
 const RECEIPTS_BY_HASH: &str =
     "SELECT r.receipt_hash, r.log_index FROM UNNEST($1::text[]) AS u(h) \
      CROSS JOIN LATERAL (SELECT receipt_hash, log_index FROM receipts \
      WHERE receipt_hash = u.h LIMIT 1) r";
-
-async fn nodes_on<'c, E>(exec: E, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>, StoreError>
-where
-    E: sqlx::Executor<'c, Database = sqlx::Postgres>,
-{
-    if ids.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let levels: Vec<i32> = ids.iter().map(|n| i32::from(n.level)).collect();
-    let idxs: Vec<i64> = ids.iter().map(|n| n.index as i64).collect();
-    let rows: Vec<(i32, i64, String)> = sqlx::query_as(NODES_BY_ID)
-        .bind(levels)
-        .bind(idxs)
-        .fetch_all(exec)
-        .await
-        .map_err(db_err)?;
-    rows.into_iter()
-        .map(|(l, i, h)| node_row(i64::from(l), i, &h))
-        .collect()
-}
-
-/// The frontier as `log_state.frontier` keeps it: the hex of its hashes, concatenated.
-fn frontier_text(tree: &Frontier) -> String {
-    tree.hashes().iter().map(hash_hex).collect()
-}
-
-/// The frontier of the head row, checked against the head's root.
-fn frontier_of_head(size: u64, root: &str, text: &str) -> Result<Frontier, StoreError> {
-    if !text.is_ascii() || !text.len().is_multiple_of(64) {
-        return Err(corrupt(format!(
-            "log_state.frontier has {} characters",
-            text.len()
-        )));
-    }
-    let hashes = (0..text.len() / 64)
-        .map(|i| hash_from_hex(&text[i * 64..(i + 1) * 64]))
-        .collect::<Result<Vec<_>, _>>()?;
-    let tree = Frontier::from_parts(size, hashes).map_err(corrupt)?;
-    if hash_hex(&tree.root()) != root {
-        return Err(corrupt(format!(
-            "log_state at size {size}: its frontier does not give its root"
-        )));
-    }
-    Ok(tree)
-}
 
 async fn writer_loop(
     pool: PgPool,
@@ -616,7 +469,7 @@ async fn writer_loop(
                 let before = tree.clone();
                 match commit_batch(&pool, &ops, &owner, &mut tree).await {
                     Ok(applied) => break Ok(applied),
-                    Err(e) => {
+                    Err(BatchError::Db(e)) => {
                         tree = before;
                         if retryable(&e) && attempt < RETRIES {
                             metrics::counter!("openexec_store_retries_total").increment(1);
@@ -624,6 +477,10 @@ async fn writer_loop(
                             continue;
                         }
                         break Err(db_err(e));
+                    }
+                    Err(BatchError::Corrupt(e)) => {
+                        tree = before;
+                        break Err(e);
                     }
                 }
             };
@@ -644,101 +501,59 @@ async fn writer_loop(
         }
         for op in log_ops {
             if let WriteOp::Log(w, reply) = op {
-                let r = match &w {
-                    LogWrite::Identity {
-                        origin,
-                        verifier_key,
-                    } => bind_identity(&pool, origin, verifier_key)
-                        .await
-                        .map(|()| true),
-                    LogWrite::Checkpoint(cp) => add_checkpoint(&pool, cp).await.map(|()| true),
-                    LogWrite::Cosignature {
-                        size,
-                        witness,
-                        timestamp,
-                        line,
-                    } => add_cosignature(&pool, *size, witness, *timestamp, line).await,
-                };
+                let r = log_write(&pool, &w).await;
                 let _ = reply.send(r);
             }
         }
     }
 }
 
-/// Store a witness's cosignature line made at `timestamp` for a checkpoint, unless the stored
-/// line of that witness and size is as new or newer (one statement: atomic against every
-/// replica); whether it stored it.
-async fn add_cosignature(
-    pool: &PgPool,
-    size: u64,
-    witness: &str,
-    timestamp: u64,
-    line: &str,
-) -> Result<bool, StoreError> {
-    let done = sqlx::query(
-        "INSERT INTO log_cosignatures (size, witness, line, cosigned_at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (size, witness) DO UPDATE SET line = excluded.line, cosigned_at = excluded.cosigned_at \
-         WHERE excluded.cosigned_at > log_cosignatures.cosigned_at",
-    )
-    .bind(size as i64)
-    .bind(witness)
-    .bind(line)
-    .bind(super::cosigned_at(timestamp))
-    .execute(pool)
-    .await
-    .map_err(db_err)?;
-    Ok(done.rows_affected() == 1)
-}
-
-/// Record the log's identity, or check it against the recorded one.
-async fn bind_identity(pool: &PgPool, origin: &str, verifier_key: &str) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO log_identity (id, origin, verifier_key) VALUES (1, $1, $2) ON CONFLICT DO NOTHING",
-    )
-    .bind(origin)
-    .bind(verifier_key)
-    .execute(pool)
-    .await
-    .map_err(db_err)?;
-    let (o, k): (String, String) =
-        sqlx::query_as("SELECT origin, verifier_key FROM log_identity WHERE id = 1")
-            .fetch_one(pool)
-            .await
-            .map_err(db_err)?;
-    match super::identity_conflict((&o, &k), (origin, verifier_key)) {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
-}
-
-/// Store a checkpoint, refusing (under a transaction lock every replica takes) a smaller size or
-/// the same size with another root.
-async fn add_checkpoint(pool: &PgPool, cp: &StoredCheckpoint) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await.map_err(db_err)?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(CHECKPOINT_LOCK)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-    let last = latest_checkpoint_on(&mut *tx).await?;
-    if !checkpoint_rule(last.as_ref(), cp)? {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO log_checkpoints (size, root, note, created_at) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(cp.size as i64)
-    .bind(hash_hex(&cp.root))
-    .bind(&cp.note)
-    .bind(now_text())
-    .execute(&mut *tx)
-    .await
-    .map_err(db_err)?;
-    tx.commit().await.map_err(db_err)
+/// A log write of the writer (the statements are `openexec_logstore`'s).
+async fn log_write(pool: &PgPool, w: &LogWrite) -> Result<bool, StoreError> {
+    Ok(match w {
+        LogWrite::Identity {
+            origin,
+            verifier_key,
+        } => {
+            let recorded = logstore::bind_identity(pool, origin, verifier_key).await?;
+            super::identity_conflict(recorded, (origin, verifier_key))?;
+            true
+        }
+        LogWrite::Checkpoint(cp) => {
+            logstore::add_checkpoint(pool, CHECKPOINT_LOCK, cp, &now_text()).await?;
+            true
+        }
+        LogWrite::Cosignature {
+            size,
+            witness,
+            timestamp,
+            line,
+        } => logstore::add_cosignature(pool, *size, witness, *timestamp, line).await?,
+    })
 }
 
 /// What a batch's transaction decided, before commit.
-type Applied2 = Result<Vec<Applied>, sqlx::Error>;
+type Applied2 = Result<Vec<Applied>, BatchError>;
+
+/// Why a batch's transaction failed: the database (retried when transient), or stored data
+/// that does not read back (never retried: the next attempt would read the same).
+#[derive(Debug)]
+enum BatchError {
+    Db(sqlx::Error),
+    Corrupt(StoreError),
+}
+
+impl From<sqlx::Error> for BatchError {
+    fn from(e: sqlx::Error) -> Self {
+        BatchError::Db(e)
+    }
+}
+
+impl From<StoreError> for BatchError {
+    fn from(e: StoreError) -> Self {
+        BatchError::Corrupt(e)
+    }
+}
 
 /// One batch in one transaction. Errors of the database come back as `sqlx::Error` so the
 /// caller can retry serialization failures; a batch that fails is rolled back whole.
@@ -943,19 +758,14 @@ async fn apply_batch(
         };
         if size as u64 != tree.size() {
             // Another replica appended since our last commit.
-            *tree = frontier_of_head(size as u64, &root, &frontier)
-                .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+            *tree = frontier_of_head(size as u64, &root, &frontier).map_err(StoreError::from)?;
         }
         let rows = assign_indices(&receipts, &mut index, size, &mut out);
         if !rows.is_empty() {
             let mut new_nodes: Vec<(NodeId, Hash)> = Vec::new();
             for (_, r) in &rows {
-                let data = leaf_data(&r.receipt, &r.signature, &r.key_id, &now)
-                    .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-                new_nodes.extend(
-                    tree.append(leaf_hash(&data))
-                        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?,
-                );
+                let data = leaf_data(&r.receipt, &r.signature, &r.key_id, &now)?;
+                new_nodes.extend(tree.append(leaf_hash(&data)).map_err(corrupt)?);
             }
             let text = |f: fn(&NewReceipt) -> &str| -> Vec<String> {
                 rows.iter().map(|(_, r)| f(r).to_string()).collect()
@@ -963,6 +773,7 @@ async fn apply_batch(
             let opt = |f: fn(&NewReceipt) -> Option<&str>| -> Vec<Option<String>> {
                 rows.iter().map(|(_, r)| f(r).map(str::to_string)).collect()
             };
+            let (levels, indices, hashes) = logstore::node_columns(&new_nodes);
             // One statement: the receipts, their tree nodes and the new head.
             sqlx::query(
                 "WITH r AS (INSERT INTO receipts (log_index, receipt_hash, exec_id, receipt, signature, key_id, result, message, created_at) \
@@ -981,24 +792,9 @@ async fn apply_batch(
             .bind(opt(|r| r.result.as_deref()))
             .bind(opt(|r| r.message.as_deref()))
             .bind(&now)
-            .bind(
-                new_nodes
-                    .iter()
-                    .map(|(n, _)| i32::from(n.level))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                new_nodes
-                    .iter()
-                    .map(|(n, _)| n.index as i64)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                new_nodes
-                    .iter()
-                    .map(|(_, h)| hash_hex(h))
-                    .collect::<Vec<_>>(),
-            )
+            .bind(levels)
+            .bind(indices)
+            .bind(hashes)
             .bind(tree.size() as i64)
             .bind(hash_hex(&tree.root()))
             .bind(frontier_text(tree))
@@ -1009,7 +805,7 @@ async fn apply_batch(
 
     out.into_iter()
         .map(|a| {
-            a.ok_or_else(|| sqlx::Error::Protocol("a write of the batch got no result".into()))
+            a.ok_or_else(|| BatchError::Corrupt(corrupt("a write of the batch got no result")))
         })
         .collect()
 }
@@ -1033,30 +829,6 @@ mod tests {
         .await
         .unwrap();
         Some((db, store))
-    }
-
-    #[test]
-    fn the_head_rows_frontier_round_trips_and_must_give_its_root() {
-        let mut tree = Frontier::empty();
-        for i in 0..1234u32 {
-            tree.append(leaf_hash(&i.to_be_bytes())).unwrap();
-        }
-        let text = frontier_text(&tree);
-        let root = hash_hex(&tree.root());
-        let back = frontier_of_head(tree.size(), &root, &text).unwrap();
-        assert_eq!(back.root(), tree.root());
-        assert_eq!(back.size(), 1234);
-        // Another root, a flipped hash, a cut text, a wrong size: refused.
-        assert!(frontier_of_head(1234, &hash_hex(&[0; 32]), &text).is_err());
-        let flipped = format!(
-            "{}{}",
-            if text.starts_with('0') { "1" } else { "0" },
-            &text[1..]
-        );
-        assert!(frontier_of_head(1234, &root, &flipped).is_err());
-        assert!(frontier_of_head(1234, &root, &text[..text.len() - 64]).is_err());
-        assert!(frontier_of_head(1235, &root, &text).is_err());
-        assert!(frontier_of_head(0, &hash_hex(&openexec_log::EMPTY_ROOT), "").is_ok());
     }
 
     #[tokio::test]
@@ -1098,7 +870,10 @@ mod tests {
         let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
         for stmt in [
             "SET plan_cache_mode = force_generic_plan".to_string(),
-            format!("PREPARE nodes_q(int[], bigint[]) AS {NODES_BY_ID}"),
+            format!(
+                "PREPARE nodes_q(int[], bigint[]) AS {}",
+                logstore::NODES_BY_ID
+            ),
             format!("PREPARE receipts_q(text[]) AS {RECEIPTS_BY_HASH}"),
             // planned now, on the empty tables, and kept
             "EXECUTE nodes_q(ARRAY[0], ARRAY[0])".to_string(),
@@ -1133,7 +908,7 @@ mod tests {
             assert!(plan.contains("Index"), "{table}: {plan}");
             assert!(!plan.contains(&format!("Seq Scan on {table}")), "{plan}");
         }
-        let got = nodes_on(
+        let got = logstore::nodes_on(
             &pool,
             &[
                 NodeId {

@@ -16,13 +16,15 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use openexec_log::{leaf_hash, Frontier, Hash, NodeId, StoredCheckpoint};
 
-use super::sqlite_log as logstore;
-use super::tree_check::{checkpoint_row, frontier_from, leaf_data, LogHead, LATEST_CHECKPOINT};
+use super::tree_check::{
+    checkpoint_row, frontier_from, leaf_data, LogHead, LATEST_CHECKPOINT, RECEIPT_LEAVES,
+};
 use super::{
     assign_indices, claim_row, now_text, receipts_to_log, reply, settle, stored_receipt,
     unavailable, Applied, Batch, Claim, ClaimResult, ClaimRow, Done, LogWrite, StoreError,
     StoredReceipt, WriteOp, WriterHandle, CLAIM_ROW_COLUMNS, MAX_BATCH,
 };
+use openexec_logstore::store::sqlite as logstore;
 
 /// The store on SQLite.
 pub(crate) struct SqliteStore {
@@ -106,7 +108,7 @@ impl SqliteStore {
                                     writer_path.display()
                                 )
                             })?;
-                        let opened = logstore::open_tree(&mut conn)
+                        let opened = logstore::open_tree(&mut conn, RECEIPT_LEAVES)
                             .await
                             .map_err(|e| anyhow::anyhow!("cannot read the receipt log: {e}"))?;
                         anyhow::Ok((conn, opened))
@@ -448,20 +450,23 @@ async fn writer_loop(
                     LogWrite::Identity {
                         origin,
                         verifier_key,
-                    } => logstore::bind_identity(&mut conn, origin, verifier_key)
-                        .await
-                        .map(|()| true),
+                    } => match logstore::bind_identity(&mut conn, origin, verifier_key).await {
+                        Ok(recorded) => super::identity_conflict(recorded, (origin, verifier_key))
+                            .map(|()| true),
+                        Err(e) => Err(e.into()),
+                    },
                     LogWrite::Checkpoint(cp) => logstore::add_checkpoint(&mut conn, cp, &now)
                         .await
-                        .map(|()| true),
+                        .map(|()| true)
+                        .map_err(StoreError::from),
                     LogWrite::Cosignature {
                         size,
                         witness,
                         timestamp,
                         line,
-                    } => {
-                        logstore::add_cosignature(&mut conn, *size, witness, *timestamp, line).await
-                    }
+                    } => logstore::add_cosignature(&mut conn, *size, witness, *timestamp, line)
+                        .await
+                        .map_err(StoreError::from),
                 };
                 let _ = reply.send(r);
             }
@@ -801,7 +806,7 @@ impl SqliteStore {
     }
 
     pub async fn nodes(&self, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>, StoreError> {
-        logstore::nodes_on(&self.read, ids).await
+        Ok(logstore::nodes_on(&self.read, ids).await?)
     }
 
     pub async fn latest_checkpoint(

@@ -1,9 +1,6 @@
-//! The receipt log's storage in SQLite (SPEC §7): tree nodes, checkpoints and
-//! witness cosignatures. The maths and formats are `openexec-log`'s; this module only keeps them.
-//!
-//! Trust boundary: the database is not trusted to stay as the log wrote it. At start-up the tree
-//! is recomputed from the stored receipts and compared with the last signed checkpoint; any
-//! difference is reported with the first index that differs, and the log then refuses to sign.
+//! A log's storage in SQLite: tree nodes, checkpoints, witness cosignatures and the log's
+//! identity, as statements over the service's connection (its writer's, inside the writer's
+//! own transaction where it appends; its read pool for the rest).
 
 use std::collections::HashMap;
 
@@ -12,33 +9,31 @@ use openexec_log::{Frontier, Hash, NodeId, StoredCheckpoint};
 use serde_json::Value;
 use sqlx::SqliteConnection;
 
-use super::tree_check::{
-    checkpoint_row, checkpoint_rule, frontier_from, hash_hex, node_row, TreeCheck,
-    LATEST_CHECKPOINT,
+use super::tree_check::{LeafSource, Opened, TreeCheck};
+use super::{
+    checkpoint_row, checkpoint_rule, frontier_from, hash_hex, identity_mismatch, node_row,
+    unavailable, IdentityMismatch, LogStoreError, LATEST_CHECKPOINT,
 };
-use super::{unavailable, StoreError};
 
-/// What start-up found.
-pub struct Opened {
-    pub tree: Frontier,
-    /// Set when the stored log does not match its last checkpoint: the log must not sign.
-    pub problem: Option<String>,
-}
+/// The log tables' DDL for a new service on SQLite (versions from 1000 on, disjoint from a
+/// service's own; run both migrators with `set_ignore_missing(true)`). OpenExec creates the
+/// same tables with its historical migrations 0001–0004 and does not run this one.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// Recompute the tree from the stored receipts (writing any node that is missing, e.g. for a
-/// database that predates the log), and check it against the last signed checkpoint.
-pub async fn open_tree(conn: &mut SqliteConnection) -> Result<Opened, StoreError> {
-    let last = latest_checkpoint_on(conn).await?;
+/// Recompute the tree from the records `source` reads (writing any node that is missing, e.g.
+/// for a database that predates the log), and check it against the last signed checkpoint.
+pub async fn open_tree(
+    conn: &mut SqliteConnection,
+    source: LeafSource,
+) -> Result<Opened, LogStoreError> {
+    let last = latest_checkpoint_on(&mut *conn).await?;
     let stored_nodes: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM log_nodes WHERE level = 0")
         .fetch_one(&mut *conn)
         .await
         .map_err(unavailable)?;
-    let mut check = TreeCheck::new(last, stored_nodes as u64);
-    // Streamed: a log of millions of receipts is read once, never held in memory.
-    let mut rows = sqlx::query(
-        "SELECT log_index, receipt, signature, key_id, created_at FROM receipts ORDER BY log_index",
-    )
-    .fetch(&mut *conn);
+    let mut check = TreeCheck::new(source, last, stored_nodes as u64);
+    // Streamed: a log of millions of records is read once, never held in memory.
+    let mut rows = sqlx::query(source.query).fetch(&mut *conn);
     while let Some(r) = rows.try_next().await.map_err(unavailable)? {
         let go_on = check.push_row(&r)?;
         if !go_on {
@@ -66,7 +61,10 @@ pub async fn open_tree(conn: &mut SqliteConnection) -> Result<Opened, StoreError
 }
 
 /// The stored nodes of a frontier at `size` (another process appended since we last looked).
-pub async fn load_frontier(conn: &mut SqliteConnection, size: u64) -> Result<Frontier, StoreError> {
+pub async fn load_frontier(
+    conn: &mut SqliteConnection,
+    size: u64,
+) -> Result<Frontier, LogStoreError> {
     let got = nodes_on(conn, &Frontier::node_ids(size)).await?;
     frontier_from(size, &got)
 }
@@ -81,7 +79,10 @@ fn ids_json(ids: &[NodeId]) -> String {
 }
 
 /// Nodes by id (those that exist).
-pub async fn nodes_on<'c, E>(exec: E, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>, StoreError>
+pub async fn nodes_on<'c, E>(
+    exec: E,
+    ids: &[NodeId],
+) -> Result<HashMap<NodeId, Hash>, LogStoreError>
 where
     E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
 {
@@ -101,7 +102,7 @@ where
         .collect()
 }
 
-/// The JSON rows of `insert_nodes`' statement.
+/// The JSON rows of [`INSERT_NODES`]' one parameter.
 pub fn nodes_json(nodes: &[(NodeId, Hash)]) -> String {
     Value::Array(
         nodes
@@ -112,13 +113,15 @@ pub fn nodes_json(nodes: &[(NodeId, Hash)]) -> String {
     .to_string()
 }
 
+/// The nodes `Frontier::append` handed back, in one statement over [`nodes_json`] (what a
+/// writer runs in the transaction that stores the records).
 pub const INSERT_NODES: &str = "INSERT INTO log_nodes (level, idx, hash) \
      SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?)";
 
 async fn insert_nodes(
     conn: &mut SqliteConnection,
     nodes: &[(NodeId, Hash)],
-) -> Result<(), StoreError> {
+) -> Result<(), LogStoreError> {
     for chunk in nodes.chunks(10_000) {
         sqlx::query(INSERT_NODES)
             .bind(nodes_json(chunk))
@@ -129,29 +132,44 @@ async fn insert_nodes(
     Ok(())
 }
 
-async fn latest_checkpoint_on(
-    conn: &mut SqliteConnection,
-) -> Result<Option<StoredCheckpoint>, StoreError> {
+/// The latest stored checkpoint.
+pub async fn latest_checkpoint_on<'c, E>(exec: E) -> Result<Option<StoredCheckpoint>, LogStoreError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
+{
     let row = sqlx::query_as(LATEST_CHECKPOINT)
-        .fetch_optional(&mut *conn)
+        .fetch_optional(exec)
         .await
         .map_err(unavailable)?;
     checkpoint_row(row)
 }
 
+/// The cosignature lines stored for the checkpoint of `size`, by witness.
+pub async fn cosignatures_on<'c, E>(exec: E, size: u64) -> Result<Vec<String>, LogStoreError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
+{
+    sqlx::query_scalar("SELECT line FROM log_cosignatures WHERE size = ? ORDER BY witness")
+        .bind(size as i64)
+        .fetch_all(exec)
+        .await
+        .map_err(unavailable)
+}
+
 /// Store a signed checkpoint, refusing anything that would contradict an earlier one: a smaller
-/// size, or the same size with another root (single-writer safety).
+/// size, or the same size with another root (in one `BEGIN IMMEDIATE` transaction: against
+/// every process on the file).
 pub async fn add_checkpoint(
     conn: &mut SqliteConnection,
     cp: &StoredCheckpoint,
     now: &str,
-) -> Result<(), StoreError> {
+) -> Result<(), LogStoreError> {
     sqlx::query("BEGIN IMMEDIATE")
         .execute(&mut *conn)
         .await
         .map_err(unavailable)?;
     let r = async {
-        let last = latest_checkpoint_on(conn).await?;
+        let last = latest_checkpoint_on(&mut *conn).await?;
         if !checkpoint_rule(last.as_ref(), cp)? {
             return Ok(());
         }
@@ -184,8 +202,8 @@ pub async fn add_cosignature(
     witness: &str,
     timestamp: u64,
     line: &str,
-) -> Result<bool, StoreError> {
-    let done = sqlx::query(COSIGNATURE_UPSERT_SQLITE)
+) -> Result<bool, LogStoreError> {
+    let done = sqlx::query(COSIGNATURE_UPSERT)
         .bind(size as i64)
         .bind(witness)
         .bind(line)
@@ -198,17 +216,17 @@ pub async fn add_cosignature(
 
 /// Keep the newest line per witness and checkpoint: an update only for a newer timestamp (an
 /// equal or older one affects no row).
-const COSIGNATURE_UPSERT_SQLITE: &str =
+const COSIGNATURE_UPSERT: &str =
     "INSERT INTO log_cosignatures (size, witness, line, cosigned_at) VALUES (?, ?, ?, ?) \
      ON CONFLICT (size, witness) DO UPDATE SET line = excluded.line, cosigned_at = excluded.cosigned_at \
      WHERE excluded.cosigned_at > log_cosignatures.cosigned_at";
 
-/// Record the log's identity, or check it against the recorded one.
+/// Record the log's identity on first use; the recorded one when another was presented.
 pub async fn bind_identity(
     conn: &mut SqliteConnection,
     origin: &str,
     verifier_key: &str,
-) -> Result<(), StoreError> {
+) -> Result<IdentityMismatch, LogStoreError> {
     sqlx::query(
         "INSERT INTO log_identity (id, origin, verifier_key) VALUES (1, ?, ?) ON CONFLICT DO NOTHING",
     )
@@ -217,13 +235,10 @@ pub async fn bind_identity(
     .execute(&mut *conn)
     .await
     .map_err(unavailable)?;
-    let (o, k): (String, String) =
+    let recorded: (String, String) =
         sqlx::query_as("SELECT origin, verifier_key FROM log_identity WHERE id = 1")
             .fetch_one(&mut *conn)
             .await
             .map_err(unavailable)?;
-    match super::identity_conflict((&o, &k), (origin, verifier_key)) {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+    Ok(identity_mismatch(recorded, (origin, verifier_key)))
 }
