@@ -26,17 +26,10 @@ fn fixture() -> Fixture {
     }
 }
 
-fn start(f: &Fixture, extra: &[(&str, &str)]) -> Server {
-    let env = clawshield_env(f.vectors["public_key_pem"].as_str().unwrap());
-    let mut e = env_ref(&env);
-    e.extend_from_slice(extra);
-    Server::start(&e)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn vector_artifacts_behave_as_expected() {
     let f = fixture();
-    let s = start(&f, &[]);
+    let s = clawshield_server(&[]);
     let keys = s.keys().await;
     assert_eq!(
         keys["approval_keys"][0]["key_id"],
@@ -114,8 +107,7 @@ async fn vector_artifacts_behave_as_expected() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn honest_retry_after_expiry_is_a_replay() {
-    let f = fixture();
-    let s = start(&f, &[("OPENEXEC_CLOCK_SKEW_SECONDS", "0")]);
+    let s = clawshield_server(&[("OPENEXEC_CLOCK_SKEW_SECONDS", "0")]);
     let sk = vector_signing_key();
     let now = Utc::now();
     let expires = now + Duration::seconds(2);
@@ -164,7 +156,7 @@ async fn honest_retry_after_expiry_is_a_replay() {
 #[tokio::test(flavor = "multi_thread")]
 async fn v1_artifacts_are_bound_to_their_nonce() {
     let f = fixture();
-    let s = start(&f, &[]);
+    let s = clawshield_server(&[]);
     let sk = vector_signing_key();
     let now = Utc::now();
     let p = json!({"amount": 5, "to": "acct_1"});
@@ -200,8 +192,7 @@ async fn v1_artifacts_are_bound_to_their_nonce() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_uses_of_one_v0_artifact_run_once() {
-    let f = fixture();
-    let s = Arc::new(start(&f, &[]));
+    let s = Arc::new(clawshield_server(&[]));
     let sk = vector_signing_key();
     let now = Utc::now();
     let p = json!({"msg": "race"});

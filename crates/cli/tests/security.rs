@@ -310,13 +310,8 @@ fn v1(
 /// is authentic and bound to it; tenants not served are refused with a receipt.
 #[tokio::test(flavor = "multi_thread")]
 async fn no_nonce_oracle_for_strangers_and_only_served_tenants() {
-    let pem = vectors_pem();
     let sk = vector_signing_key();
-    let s = Server::start(&[
-        ("OPENEXEC_MODE", "clawshield"),
-        ("CLAWSHIELD_PUBLIC_KEY", &pem),
-        ("CLAWSHIELD_TENANT_ID", "tenant-001"),
-    ]);
+    let s = clawshield_server(&[]);
     let p = json!({"m": "first"});
     let art = v1("echo", &p, "shared", "tenant-001", (-5, 300), &sk);
     let (st, b) = s
@@ -367,12 +362,7 @@ async fn no_nonce_oracle_for_strangers_and_only_served_tenants() {
     assert_eq!(b["evidence"]["receipt"]["tenant_id"], "tenant-002", "{b}");
 
     // Listed, it is served.
-    let s2 = Server::start(&[
-        ("OPENEXEC_MODE", "clawshield"),
-        ("CLAWSHIELD_PUBLIC_KEY", &pem),
-        ("CLAWSHIELD_TENANT_ID", "tenant-001"),
-        ("OPENEXEC_TENANTS", "tenant-002"),
-    ]);
+    let s2 = clawshield_server(&[("OPENEXEC_TENANTS", "tenant-002")]);
     let (st, b) = s2
         .execute(
             &json!({"action": "echo", "payload": p, "nonce": "t2", "tenant_id": "tenant-002",
@@ -473,14 +463,8 @@ async fn add_is_exact_and_refuses_sums_beyond_the_safe_integers() {
 /// malformed.
 #[tokio::test(flavor = "multi_thread")]
 async fn approval_time_window_rules() {
-    let pem = vectors_pem();
     let sk = vector_signing_key();
-    let s = Server::start(&[
-        ("OPENEXEC_MODE", "clawshield"),
-        ("CLAWSHIELD_PUBLIC_KEY", &pem),
-        ("CLAWSHIELD_TENANT_ID", "tenant-001"),
-        ("OPENEXEC_MAX_APPROVAL_TTL_SECONDS", "86400"),
-    ]);
+    let s = clawshield_server(&[("OPENEXEC_MAX_APPROVAL_TTL_SECONDS", "86400")]);
     let p = json!({});
     // A v1 artifact whose times we set, signed again.
     let with_times = |nonce: &str, issued: &str, expires: &str| {

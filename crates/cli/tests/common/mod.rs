@@ -597,6 +597,16 @@ pub fn clawshield_env(pem: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// A clawshield-mode server trusting the vectors' key for tenant-001 ([`clawshield_env`]),
+/// with `extra` settings on top.
+pub fn clawshield_server(extra: &[(&str, &str)]) -> Server {
+    let v = load_vector("legacy_v0.json");
+    let env = clawshield_env(v["public_key_pem"].as_str().expect("public_key_pem"));
+    let mut e = env_ref(&env);
+    e.extend_from_slice(extra);
+    Server::start(&e)
+}
+
 /// Borrow a `(&str, String)` list as the `(&str, &str)` list `Server::start` takes.
 pub fn env_ref<'a>(env: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
     env.iter().map(|(k, v)| (*k, v.as_str())).collect()
