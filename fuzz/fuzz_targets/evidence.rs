@@ -121,7 +121,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let Value::Object(obj) = &body else { return };
-    // As `verify_receipt` in crates/exec/src/http.rs picks the evidence.
+    // As `verify_receipt` in services/exec/src/http.rs picks the evidence.
     let ev = match obj.get("evidence") {
         Some(e) if e.is_object() => e,
         _ if obj.get("receipt").is_some_and(Value::is_object) => &body,

@@ -83,7 +83,7 @@ async fn execute(base: &str, body: &Value) -> (u16, Value) {
 }
 
 fn registry(runs: &Arc<AtomicUsize>) -> Registry {
-    let mut reg = Registry::builtin();
+    let mut reg = openexec_builtin::registry();
     for (name, effects, timeout, ms) in [
         ("pure_slow", false, 200, 5_000),
         ("effect_slow", true, 200, 5_000),

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use openexec_core::{artifact, hash, json, keys, payload};
-use openexec_exec::{Config, Registry, Service, Settings};
+use openexec_exec::{Config, Service, Settings};
 use serde_json::{json, Value};
 
 #[derive(Parser)]
@@ -349,7 +349,7 @@ fn serve(a: ServeArgs) -> Result<(), Fail> {
         // Take over SIGTERM/SIGINT before anyone can learn our address: from the listening line
         // on, a signal means a graceful stop, never an abrupt one.
         let stop = stop_signal()?;
-        let svc = Service::start(cfg, Registry::builtin()).await?;
+        let svc = Service::start(cfg, openexec_builtin::registry()).await?;
         let addr = svc.local_addr()?;
         // One line on stdout that scripts and tests can wait for.
         println!("openexec: listening on http://{addr}");

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use openexec_exec::{Config, Registry, Service, Settings};
+use openexec_exec::{Config, Service, Settings};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -37,7 +37,9 @@ async fn both_services_serve_the_counters_of_the_one_recorder() {
         ..Default::default()
     })
     .unwrap();
-    let svc = Service::start(cfg, Registry::builtin()).await.unwrap();
+    let svc = Service::start(cfg, openexec_builtin::registry())
+        .await
+        .unwrap();
     let ebase = format!("http://{}", svc.local_addr().unwrap());
     let (estop, erx) = tokio::sync::oneshot::channel::<()>();
     let edone = tokio::spawn(svc.run(async move {

@@ -601,7 +601,7 @@ async fn sqlite_at(path: &std::path::Path) -> sqlx::SqliteConnection {
     .unwrap()
 }
 
-/// The migration scheme (ARCHITECTURE.md, "crates/logstore"): openexec-logstore's own
+/// The migration scheme (ARCHITECTURE.md, "libs/logstore"): openexec-logstore's own
 /// migrations (version 1000, for a new service such as ClawShield) create exactly the log tables
 /// OpenExec's historical migrations 0001–0004 built step by step, so the statements of
 /// `openexec_logstore::store` run on either; and a service's migrator and the log's share the

@@ -1,124 +1,35 @@
-//! # openexec-handler: the handler API
+//! # openexec-builtin: the built-in actions
 //!
-//! The one trait every action runs behind ([`Handler`]), the [`Registry`] of actions by name, and
-//! the built-in actions of SPEC §8 (`echo`, `add`, `sleep`).
+//! The actions of SPEC §8 every OpenExec serves unless configured otherwise: `echo` (answers its
+//! payload), `add` (two JSON numbers, exactly), `sleep` (waits `ms`, at most [`SLEEP_MAX_MS`],
+//! and stops when cancelled). `echo` and `add` have no effects; `sleep` counts as one that has
+//! (it stands in for an action whose second run could be observed). Each is a [`Handler`] like
+//! any other kind; its digest is the hash of `{"handler": "builtin:<name>", "version": 1}`.
 //!
-//! A handler declares how its payload is validated (before anything is claimed, so a bad payload
-//! never uses up a nonce), whether running it twice could be observed outside
-//! ([`Handler::effects`]), and how long it may run ([`Handler::timeout`]); it runs with the
-//! validated payload, a deadline and a cancellation token ([`Invocation`]). Its `name` and
-//! `digest` go into every receipt, pinning exactly what ran. Later kinds (HTTP with one
-//! configured destination, WebAssembly under wasmtime, commands without a shell) and embedders'
-//! own handlers implement the same trait and are put in a [`Registry`]; the engine that runs them
-//! does not know which kind it runs.
-//!
-//! What it leaves to others: claims, receipts and the at-most-once guarantee are the execution
-//! service's; the service enforces the timeout (a handler that overruns is cut off whatever it
-//! does with its deadline) and decides what a cut-off run becomes (SPEC §5: `failed` with
-//! `handler_timeout` for a handler without effects, `interrupted` for one with effects).
-
+//! A new handler kind is a crate beside this one under `handlers/`, depending on
+//! `openexec-handler` only (ARCHITECTURE.md, "Adding a handler kind").
 #![forbid(unsafe_code)]
 
-use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(test)]
+use openexec_handler::CancellationToken;
+use openexec_handler::{Handler, HandlerError, HandlerFuture, Invocation, Registry};
 use serde_json::{json, Value};
-pub use tokio_util::sync::CancellationToken;
 
-/// The future a handler returns.
-pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<Value, HandlerError>> + Send + 'a>>;
-
-/// How long a handler may run when it does not say ([`Handler::timeout`]).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// What a handler is told about the attempt it runs for.
-#[derive(Debug, Clone)]
-pub struct Invocation<'a> {
-    pub exec_id: &'a str,
-    pub tenant_id: &'a str,
-    pub action: &'a str,
-    pub nonce: &'a str,
-    pub payload: &'a Value,
-    /// When the service stops waiting for this run (its start plus [`Handler::timeout`]). A
-    /// handler that talks to the outside should give up on its own by then.
-    pub deadline: tokio::time::Instant,
-    /// Cancelled when the service stops waiting: the deadline passed or the process is shutting
-    /// down. A handler with work in flight should stop at the next safe point.
-    pub cancel: CancellationToken,
+/// A registry of the built-in actions: `echo`, `add`, `sleep`.
+pub fn registry() -> Registry {
+    let mut r = Registry::new();
+    register(&mut r);
+    r
 }
 
-/// A handler that started but did not produce a result. The request counts as `failed`: its
-/// nonce is used up and it is never re-run by itself.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
-pub struct HandlerError {
-    /// A short machine-readable code, recorded in the receipt.
-    pub code: String,
-    pub message: String,
-}
-
-impl HandlerError {
-    pub fn new(code: impl Into<String>, message: impl Into<String>) -> HandlerError {
-        HandlerError {
-            code: code.into(),
-            message: message.into(),
-        }
-    }
-}
-
-pub trait Handler: Send + Sync {
-    /// The name recorded in receipts, e.g. `builtin:echo`.
-    fn name(&self) -> &str;
-    /// Pins what runs: the module's hash for WebAssembly, the config entry's hash otherwise.
-    fn digest(&self) -> &str;
-    /// Whether running it twice could be observed outside (SPEC §10). A run with effects that
-    /// is cut off has an unknown outcome (`interrupted`); one without is simply `failed`.
-    fn effects(&self) -> bool;
-    /// How long a run may take before the service cuts it off.
-    fn timeout(&self) -> Duration {
-        DEFAULT_TIMEOUT
-    }
-    /// Check the payload before anything is claimed. `Err` is a 400 `invalid_payload` with this
-    /// message.
-    fn validate(&self, payload: &Value) -> Result<(), String>;
-    /// Run the action. Called at most once per (tenant, nonce), after the claim is durable.
-    fn run<'a>(&'a self, inv: &'a Invocation<'a>) -> HandlerFuture<'a>;
-}
-
-/// Actions by name.
-#[derive(Clone, Default)]
-pub struct Registry {
-    handlers: BTreeMap<String, Arc<dyn Handler>>,
-}
-
-impl Registry {
-    pub fn new() -> Registry {
-        Registry::default()
-    }
-
-    /// The built-in actions of SPEC §8: `echo`, `add`, `sleep`.
-    pub fn builtin() -> Registry {
-        let mut r = Registry::new();
-        r.register("echo", Arc::new(Builtin::new("echo", BuiltinKind::Echo)));
-        r.register("add", Arc::new(Builtin::new("add", BuiltinKind::Add)));
-        r.register("sleep", Arc::new(Builtin::new("sleep", BuiltinKind::Sleep)));
-        r
-    }
-
-    pub fn register(&mut self, action: &str, handler: Arc<dyn Handler>) {
-        self.handlers.insert(action.to_string(), handler);
-    }
-
-    pub fn get(&self, action: &str) -> Option<&Arc<dyn Handler>> {
-        self.handlers.get(action)
-    }
-
-    pub fn actions(&self) -> impl Iterator<Item = &str> {
-        self.handlers.keys().map(String::as_str)
-    }
+/// Put the built-in actions into `r` (beside an embedder's own).
+pub fn register(r: &mut Registry) {
+    r.register("echo", Arc::new(Builtin::new("echo", BuiltinKind::Echo)));
+    r.register("add", Arc::new(Builtin::new("add", BuiltinKind::Add)));
+    r.register("sleep", Arc::new(Builtin::new("sleep", BuiltinKind::Sleep)));
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -299,7 +210,7 @@ mod tests {
     use super::*;
 
     fn run(action: &str, payload: Value) -> Result<Value, HandlerError> {
-        let reg = Registry::builtin();
+        let reg = registry();
         let h = reg.get(action).unwrap().clone();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -344,7 +255,7 @@ mod tests {
             json!({"sum": -(big as i64)})
         );
         // beyond it the sum is refused, never a number other parties cannot hash alike
-        let reg = Registry::builtin();
+        let reg = registry();
         let h = reg.get("add").unwrap();
         for (a, b) in [
             (json!(big), json!(big)),
@@ -364,7 +275,7 @@ mod tests {
 
     #[test]
     fn add_rejects_non_numbers_in_validation() {
-        let reg = Registry::builtin();
+        let reg = registry();
         let h = reg.get("add").unwrap();
         for p in [
             json!({"a": "x", "b": 1}),
@@ -380,7 +291,7 @@ mod tests {
 
     #[test]
     fn sleep_bounds() {
-        let reg = Registry::builtin();
+        let reg = registry();
         let h = reg.get("sleep").unwrap();
         assert!(h.validate(&json!({"ms": 10_001})).is_err());
         assert!(h.validate(&json!({"ms": -1})).is_err());
@@ -394,7 +305,7 @@ mod tests {
 
     #[test]
     fn sleep_stops_when_cancelled() {
-        let reg = Registry::builtin();
+        let reg = registry();
         let h = reg.get("sleep").unwrap().clone();
         assert!(h.effects());
         assert!(!reg.get("echo").unwrap().effects());
@@ -431,8 +342,8 @@ mod tests {
 
     #[test]
     fn digests_differ_and_are_stable() {
-        let a = Registry::builtin();
-        let b = Registry::builtin();
+        let a = registry();
+        let b = registry();
         assert_eq!(
             a.get("echo").unwrap().digest(),
             b.get("echo").unwrap().digest()
