@@ -32,7 +32,7 @@ impl Db {
     fn target(&self) -> DbTarget {
         match self {
             Db::Sqlite(dir) => DbTarget::Sqlite(dir.path().join("s.db")),
-            Db::Postgres(db) => DbTarget::Postgres(db.url.clone()),
+            Db::Postgres(db) => openexec_exec::config::parse_db_url(&db.url).unwrap(),
         }
     }
 }
