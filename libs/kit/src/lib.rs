@@ -14,7 +14,12 @@
 //! - [`keys`]: key settings with one meaning everywhere (a key file's path or the key itself;
 //!   readable private key files refused; generated keys 0600; values never echoed), and private
 //!   state (directories 0700, database files 0600).
+//! - [`clock`]: the [`Clock`] services read the time from (the system's, or one tests set).
 //! - [`metrics`]: the one Prometheus recorder of the process, which every service renders.
+//! - [`body`]: request bodies as every service reads them — JSON declared as such (415), within
+//!   a size (413) and depth, parsed as I-JSON (400 naming what is wrong).
+//! - [`probe`]: the operational routes `/health`, `/ready`, `/version`, `/metrics` over a
+//!   service's [`Probes`], with their OpenAPI operations.
 //! - [`settings`]: the raw settings of both ([`HttpSettings`], each optional, from a service's
 //!   flags, environment or file) validated into an [`HttpConfig`], with errors that name the
 //!   service's setting (`OPENEXEC_HEADER_TIMEOUT_MS`, `CLAWLEDGER_ALLOWED_HOSTS`, …).
@@ -28,9 +33,12 @@
 //! libraries it uses only core's key parsing: it knows nothing of receipts or logs.
 #![forbid(unsafe_code)]
 
+pub mod body;
+pub mod clock;
 pub mod guard;
 pub mod keys;
 pub mod metrics;
+pub mod probe;
 pub mod serve;
 pub mod settings;
 
@@ -38,7 +46,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+pub use body::{read_ijson, JsonLimits};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use guard::{Guard, GuardConfig, HostCheck};
+pub use probe::{Probes, Readiness};
 pub use serve::{serve, HttpLimits};
 pub use settings::{HttpConfig, HttpSettings, SettingError};
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openexec_ledger::{Config, Flags, Ledger};
-use openexec_testpg::PrivatePg;
+use openexec_testkit::PrivatePg;
 use serde_json::Value;
 use support::*;
 
