@@ -6,10 +6,10 @@
 mod support;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use openexec_ledger::{Config, Flags, Ledger};
-use openexec_testkit::PrivatePg;
+use openexec_testkit::{eventually, PrivatePg};
 use serde_json::Value;
 use support::*;
 
@@ -23,27 +23,21 @@ async fn set_up(pg: &Arc<PrivatePg>, up: bool) {
 
 /// Poll `path` until `ok` holds for its answer (within 30 s).
 async fn wait_for(base: &str, path: &str, ok: impl Fn(u16, &Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let what = format!("GET {path} answers as wanted");
+    eventually(Duration::from_secs(30), &what, || async {
         let (st, v) = get(base, path).await;
-        if ok(st, &v) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "GET {path}: still {st} {v}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        ok(st, &v).then_some(v)
+    })
+    .await
 }
 
 /// Wait until the witness delivered its cosignature of `size` to the log.
 async fn wait_delivered(log: &FakeLog, size: u64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !log.cosigned(size) {
-        assert!(
-            Instant::now() < deadline,
-            "no cosignature of {size} delivered"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = format!("a cosignature of {size} is delivered");
+    eventually(Duration::from_secs(30), &what, || async {
+        log.cosigned(size).then_some(())
+    })
+    .await
 }
 
 async fn assert_unavailable(base: &str) {
