@@ -11,6 +11,9 @@
 //!   [`Layers::load`] merges flags > environment > file > default, an unknown key in the file
 //!   being an error that names it. A group declared once ([`HttpSettings`]) is embedded by each
 //!   service under its own prefix. A new setting is one line in its service's declaration.
+//! - [`run`]: start-up plumbing of a service binary — [`run::init_logging`], the SIGTERM/SIGINT
+//!   [`run::stop_signal`], and [`run::until_stopped`], the runtime that takes the signals before
+//!   the service can announce its address.
 //! - [`serve()`]: HTTP/1.1 on a TCP listener under [`HttpLimits`] — request headers must arrive
 //!   within `header_timeout`, a request body within `body_timeout` (else 408 `body_timeout`),
 //!   idle keep-alive connections close after `idle_timeout`, at most `max_connections` are served
@@ -42,6 +45,7 @@ pub mod config;
 pub mod guard;
 pub mod keys;
 pub mod metrics;
+pub mod run;
 pub mod serve;
 pub mod settings;
 

@@ -15,6 +15,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use openexec_core::{artifact, hash, json, keys, payload};
 use openexec_exec::{Config, Service, Settings};
+use openexec_kit::run::{init_logging, until_stopped};
 use serde_json::{json, Value};
 
 #[derive(Parser)]
@@ -344,19 +345,16 @@ fn serve(a: ServeArgs) -> Result<(), Fail> {
         .settings()
         .and_then(|s| Ok(Config::from_settings(s)?))
         .map_err(usage)?;
-    let rt = tokio::runtime::Runtime::new().map_err(|e| Fail(3, e.into()))?;
-    rt.block_on(async move {
-        // Take over SIGTERM/SIGINT before anyone can learn our address: from the listening line
-        // on, a signal means a graceful stop, never an abrupt one.
-        let stop = stop_signal()?;
+    until_stopped(|stop| async move {
         let svc = Service::start(cfg, openexec_builtin::registry()).await?;
         let addr = svc.local_addr()?;
-        // One line on stdout that scripts and tests can wait for.
+        // One line on stdout that scripts and tests can wait for (the stop signal is taken
+        // over before it: from here on a signal means a graceful stop).
         println!("openexec: listening on http://{addr}");
         tracing::info!(%addr, "listening");
         svc.run(stop).await
     })
-    .map_err(|e| Fail(3, e))
+    .map_err(|e: anyhow::Error| Fail(3, e))
 }
 
 /// `--key` values: each a public key (PEM or raw base64) or a file holding some.
@@ -375,34 +373,6 @@ fn public_keys(key_args: &[String]) -> Result<Vec<keys::VerifyingKey>, Fail> {
         );
     }
     Ok(out)
-}
-
-/// Logs to stderr, filtered by the environment variable `var` (default `info`).
-fn init_logging(var: &str) {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env(var)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal, never in files or log collectors.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-}
-
-/// Register SIGTERM and SIGINT now; the future resolves when either arrives. Must be called
-/// inside the runtime.
-fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = int.recv() => {},
-        }
-        tracing::info!("shutdown requested");
-    })
 }
 
 fn log_audit(
@@ -698,9 +668,7 @@ fn ledger_serve(a: LedgerServeArgs) -> Result<(), Fail> {
         })
     })
     .map_err(usage)?;
-    let rt = tokio::runtime::Runtime::new().map_err(|e| Fail(3, e.into()))?;
-    rt.block_on(async move {
-        let stop = stop_signal()?;
+    until_stopped(|stop| async move {
         let ledger = openexec_ledger::Ledger::start(cfg).await?;
         let addr = ledger.local_addr()?;
         println!("clawledger: cosigner key {}", ledger.verifier_key());
@@ -708,5 +676,5 @@ fn ledger_serve(a: LedgerServeArgs) -> Result<(), Fail> {
         tracing::info!(%addr, "listening");
         ledger.run(stop).await
     })
-    .map_err(|e| Fail(3, e))
+    .map_err(|e: anyhow::Error| Fail(3, e))
 }
