@@ -14,8 +14,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use openexec_core::{artifact, hash, json, keys, payload};
-use openexec_exec::{Config, Service, Settings};
+use openexec_exec::{Config, Service};
 use openexec_kit::run::{init_logging, until_stopped};
+use openexec_kit::Layers;
 use serde_json::{json, Value};
 
 #[derive(Parser)]
@@ -32,7 +33,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the execution service.
-    Serve(Box<ServeArgs>),
+    Serve(Box<Layers<openexec_exec::Settings>>),
     /// Write a new Ed25519 key pair; print its key id and public key.
     Keygen {
         /// Where to write the private key (PKCS#8 PEM, mode 0600); the public key goes to <OUT>.pub.
@@ -95,158 +96,6 @@ enum LogCmd {
         #[arg(long)]
         state: Option<PathBuf>,
     },
-}
-
-#[derive(Args)]
-struct ServeArgs {
-    /// Optional TOML file with the same settings (lowest precedence).
-    #[arg(long, env = "OPENEXEC_CONFIG")]
-    config: Option<PathBuf>,
-    /// demo | clawshield
-    #[arg(long, env = "OPENEXEC_MODE")]
-    mode: Option<String>,
-    /// Address to listen on (default 127.0.0.1:5000; port 0 picks a free one).
-    #[arg(long, env = "OPENEXEC_BIND")]
-    bind: Option<String>,
-    /// Where generated keys live (default ./.openexec).
-    #[arg(long, env = "OPENEXEC_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// sqlite:///relative.db or sqlite:////absolute.db (default sqlite:///openexec.db).
-    #[arg(long, env = "OPENEXEC_DB_URL")]
-    db_url: Option<String>,
-    /// Receipt signing key file (PKCS#8 PEM or raw base64 seed).
-    #[arg(long, env = "OPENEXEC_RECEIPT_KEY")]
-    receipt_key: Option<String>,
-    /// Public keys of earlier receipt keys (after a rotation): published and trusted, not used to sign.
-    #[arg(long, env = "OPENEXEC_PREVIOUS_RECEIPT_KEYS")]
-    previous_receipt_keys: Option<String>,
-    /// Origin line of the receipt log (default openexec/receipts/<key id of the log key>).
-    #[arg(long, env = "OPENEXEC_LOG_ORIGIN")]
-    log_origin: Option<String>,
-    /// The receipt log's signing key file (default: generated under the data directory).
-    #[arg(long, env = "OPENEXEC_LOG_KEY")]
-    log_key: Option<String>,
-    /// Witness verifier keys (<name>+<hex>+<base64>) whose cosignatures the log accepts.
-    #[arg(long, env = "OPENEXEC_WITNESS_KEYS")]
-    witness_keys: Option<String>,
-    /// Sign a checkpoint at least this often while the log grows, in ms (default 250).
-    #[arg(long, env = "OPENEXEC_LOG_INTERVAL_MS")]
-    log_interval_ms: Option<u64>,
-    /// ...or as soon as this many entries wait for one (default 256).
-    #[arg(long, env = "OPENEXEC_LOG_BATCH")]
-    log_batch: Option<u64>,
-    /// Comma-separated actions allowed to run (default: all registered).
-    #[arg(long, env = "OPENEXEC_ALLOWED_ACTIONS")]
-    allowed_actions: Option<String>,
-    /// ClawShield public key(s), PEM or raw base64, or a file holding them.
-    #[arg(long, env = "CLAWSHIELD_PUBLIC_KEY")]
-    clawshield_public_key: Option<String>,
-    /// Tenant of requests that name none (default "default").
-    #[arg(long, env = "CLAWSHIELD_TENANT_ID")]
-    clawshield_tenant_id: Option<String>,
-    /// Tenants served, comma-separated (default: the configured tenant alone); others get 403
-    /// tenant_not_served.
-    #[arg(long, env = "OPENEXEC_TENANTS")]
-    tenants: Option<String>,
-    /// Rejections without a verified artifact that enter the receipt log, per second per tenant
-    /// (token bucket; default 50). Past it the answer still carries a signed receipt, unlogged.
-    #[arg(long, env = "OPENEXEC_REJECTION_LOG_RATE")]
-    rejection_log_rate: Option<u32>,
-    /// Longest validity (expires_at - issued_at) of an approval artifact, in seconds.
-    #[arg(long, env = "OPENEXEC_MAX_APPROVAL_TTL_SECONDS")]
-    max_approval_ttl_seconds: Option<i64>,
-    /// Clock skew allowed on approval time windows, in seconds (default 30).
-    #[arg(long, env = "OPENEXEC_CLOCK_SKEW_SECONDS")]
-    clock_skew_seconds: Option<i64>,
-    /// Largest request body in bytes (default 1048576).
-    #[arg(long, env = "OPENEXEC_MAX_BODY_BYTES")]
-    max_body_bytes: Option<usize>,
-    /// Deepest JSON nesting accepted (default 64).
-    #[arg(long, env = "OPENEXEC_MAX_DEPTH")]
-    max_depth: Option<usize>,
-    /// How long a duplicate waits for a running request, in ms (default 30000).
-    #[arg(long, env = "OPENEXEC_REPLAY_WAIT_MS")]
-    replay_wait_ms: Option<u64>,
-    /// How long a write waits for a database lock (SQLite) or a connection (PostgreSQL)
-    /// before answering 503, in ms (default 5000).
-    #[arg(long, env = "OPENEXEC_DB_BUSY_TIMEOUT_MS")]
-    db_busy_timeout_ms: Option<u64>,
-    /// PostgreSQL only: most connections this process opens (default 16, at least 3).
-    #[arg(long, env = "OPENEXEC_DB_POOL_SIZE")]
-    db_pool_size: Option<u32>,
-    /// PostgreSQL only: how long a starting process waits for the database to accept
-    /// connections before giving up (exit 3), in ms (default 30000).
-    #[arg(long, env = "OPENEXEC_DB_CONNECT_WAIT_MS")]
-    db_connect_wait_ms: Option<u64>,
-    /// A request's headers must arrive within this, in ms, else the connection is closed
-    /// (default 10000).
-    #[arg(long, env = "OPENEXEC_HEADER_TIMEOUT_MS")]
-    header_timeout_ms: Option<u64>,
-    /// A request's body must arrive within this after its headers, in ms, else 408
-    /// body_timeout (default 30000).
-    #[arg(long, env = "OPENEXEC_BODY_TIMEOUT_MS")]
-    body_timeout_ms: Option<u64>,
-    /// A keep-alive connection idle this long is closed, in ms (default 60000).
-    #[arg(long, env = "OPENEXEC_IDLE_TIMEOUT_MS")]
-    idle_timeout_ms: Option<u64>,
-    /// Most connections served at once (default 1024); keep it below `ulimit -n`.
-    #[arg(long, env = "OPENEXEC_MAX_CONNECTIONS")]
-    max_connections: Option<usize>,
-    /// On SIGTERM, how long requests being served may take before their connections are
-    /// dropped, in ms (default 15000).
-    #[arg(long, env = "OPENEXEC_SHUTDOWN_GRACE_MS")]
-    shutdown_grace_ms: Option<u64>,
-    /// Comma-separated Host names/addresses (name, name:port, or *) requests may name; others
-    /// get 403 host_not_allowed (default: loopback names when bound to loopback, else any).
-    #[arg(long, env = "OPENEXEC_ALLOWED_HOSTS")]
-    allowed_hosts: Option<String>,
-    /// Comma-separated browser origins (scheme://host[:port]) allowed to make cross-origin
-    /// requests; others get 403 origin_not_allowed (default none).
-    #[arg(long, env = "OPENEXEC_ALLOWED_ORIGINS")]
-    allowed_origins: Option<String>,
-}
-
-impl ServeArgs {
-    fn settings(self) -> anyhow::Result<Settings> {
-        let file = match &self.config {
-            Some(p) => Settings::from_toml_file(p)?,
-            None => Settings::default(),
-        };
-        let given = Settings {
-            mode: self.mode,
-            bind: self.bind,
-            data_dir: self.data_dir,
-            db_url: self.db_url,
-            receipt_key: self.receipt_key,
-            previous_receipt_keys: self.previous_receipt_keys,
-            log_origin: self.log_origin,
-            log_key: self.log_key,
-            witness_keys: self.witness_keys,
-            log_interval_ms: self.log_interval_ms,
-            log_batch: self.log_batch,
-            allowed_actions: self.allowed_actions.map(|a| vec![a]),
-            clawshield_public_key: self.clawshield_public_key,
-            clawshield_tenant_id: self.clawshield_tenant_id,
-            tenants: self.tenants.map(|t| vec![t]),
-            rejection_log_rate: self.rejection_log_rate,
-            max_approval_ttl_seconds: self.max_approval_ttl_seconds,
-            clock_skew_seconds: self.clock_skew_seconds,
-            max_body_bytes: self.max_body_bytes,
-            max_depth: self.max_depth,
-            replay_wait_ms: self.replay_wait_ms,
-            db_busy_timeout_ms: self.db_busy_timeout_ms,
-            db_pool_size: self.db_pool_size,
-            db_connect_wait_ms: self.db_connect_wait_ms,
-            header_timeout_ms: self.header_timeout_ms,
-            body_timeout_ms: self.body_timeout_ms,
-            idle_timeout_ms: self.idle_timeout_ms,
-            max_connections: self.max_connections,
-            shutdown_grace_ms: self.shutdown_grace_ms,
-            allowed_hosts: self.allowed_hosts.map(|a| vec![a]),
-            allowed_origins: self.allowed_origins.map(|a| vec![a]),
-        };
-        Ok(given.over(file))
-    }
 }
 
 #[derive(Args)]
@@ -339,12 +188,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(a: ServeArgs) -> Result<(), Fail> {
+fn serve(a: Layers<openexec_exec::Settings>) -> Result<(), Fail> {
     init_logging("OPENEXEC_LOG");
     let cfg = a
-        .settings()
-        .and_then(|s| Ok(Config::from_settings(s)?))
-        .map_err(usage)?;
+        .load()
+        .map_err(usage)
+        .and_then(|s| Config::from_settings(s).map_err(usage))?;
     until_stopped(|stop| async move {
         let svc = Service::start(cfg, openexec_builtin::registry()).await?;
         let addr = svc.local_addr()?;
