@@ -407,116 +407,15 @@ fn hash_cmd(a: HashArgs) -> anyhow::Result<()> {
 enum LedgerCmd {
     /// Watch logs: verify each new checkpoint, mirror its entries, cosign it and deliver the
     /// cosignature to the log; serve alerts, cosigned checkpoints and mirrored evidence.
-    Serve(Box<LedgerServeArgs>),
+    Serve(Box<Layers<openexec_ledger::Settings>>),
 }
 
-#[derive(Args)]
-struct LedgerServeArgs {
-    /// Address to listen on (default 127.0.0.1:5100; port 0 picks a free one).
-    #[arg(long, env = "CLAWLEDGER_BIND")]
-    bind: Option<String>,
-    /// Where the generated witness key lives (default ./.clawledger).
-    #[arg(long, env = "CLAWLEDGER_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// sqlite:///relative.db, sqlite:////absolute.db, or postgres://user[:password]@host[:port]/db
-    /// (also postgresql://…) (default sqlite:///clawledger.db).
-    #[arg(long, env = "CLAWLEDGER_DB_URL")]
-    db_url: Option<String>,
-    /// Most database connections open at once (default 8).
-    #[arg(long, env = "CLAWLEDGER_DB_POOL_SIZE")]
-    db_pool_size: Option<u32>,
-    /// How long to wait for a database connection, connecting included, in ms (default 5000;
-    /// also SQLite's busy timeout). An unreachable database is not fatal: requests answer 503,
-    /// /health reports it, and rounds retry until it is back.
-    #[arg(long, env = "CLAWLEDGER_DB_TIMEOUT_MS")]
-    db_timeout_ms: Option<u64>,
-    /// Witness key: a key file's path, or the key itself (PKCS#8 PEM or raw base64 seed);
-    /// default: generated under the data directory.
-    #[arg(long, env = "CLAWLEDGER_KEY", allow_hyphen_values = true)]
-    key: Option<String>,
-    /// Cosigner name (default clawledger/<key id>).
-    #[arg(long, env = "CLAWLEDGER_NAME")]
-    name: Option<String>,
-    /// A log to watch: URL=VERIFIER_KEY (the origin is the key's name); repeatable.
-    #[arg(long = "watch", env = "CLAWLEDGER_WATCH", value_delimiter = ',')]
-    watch: Vec<String>,
-    /// How often each log is polled, in ms (default 1000).
-    #[arg(long, env = "CLAWLEDGER_POLL_MS")]
-    poll_ms: Option<u64>,
-    /// Most new entries caught up per chunk (default 10000, at most 1000000): each chunk is
-    /// stored before the next is fetched, and a restart resumes after the last stored one.
-    /// Nothing is cosigned or served as evidence before all chunks hash to the checkpoint's root.
-    #[arg(long, env = "CLAWLEDGER_CATCHUP_CHUNK")]
-    catchup_chunk: Option<u64>,
-    /// Most bytes of a watched log's checkpoint answer (default 65536, 1024 to 16 MiB); a larger
-    /// answer is refused (not read past the cap) as a response_too_large alert.
-    #[arg(long, env = "CLAWLEDGER_MAX_CHECKPOINT_BYTES")]
-    max_checkpoint_bytes: Option<u64>,
-    /// Most bytes of one entries page a watched log answers (default 16777216, 64 KiB to 1 GiB);
-    /// a larger answer is a response_too_large alert. Proofs are capped at 64 KiB.
-    #[arg(long, env = "CLAWLEDGER_MAX_ENTRIES_BYTES")]
-    max_entries_bytes: Option<u64>,
-    /// Longest time one request to a watched log may take, its whole body included, in ms
-    /// (default 30000). A body not finished by then is a response_timeout alert.
-    #[arg(long, env = "CLAWLEDGER_FETCH_TIMEOUT_MS")]
-    fetch_timeout_ms: Option<u64>,
-    /// A request's headers must arrive within this, in ms, else the connection is closed
-    /// (default 10000).
-    #[arg(long, env = "CLAWLEDGER_HEADER_TIMEOUT_MS")]
-    header_timeout_ms: Option<u64>,
-    /// A request's body must arrive within this after its headers, in ms, else 408
-    /// body_timeout (default 30000).
-    #[arg(long, env = "CLAWLEDGER_BODY_TIMEOUT_MS")]
-    body_timeout_ms: Option<u64>,
-    /// A keep-alive connection idle this long is closed, in ms (default 60000).
-    #[arg(long, env = "CLAWLEDGER_IDLE_TIMEOUT_MS")]
-    idle_timeout_ms: Option<u64>,
-    /// Most connections served at once (default 1024); keep it below `ulimit -n`.
-    #[arg(long, env = "CLAWLEDGER_MAX_CONNECTIONS")]
-    max_connections: Option<usize>,
-    /// On SIGTERM, how long requests being served may take before their connections are
-    /// dropped, in ms (default 15000).
-    #[arg(long, env = "CLAWLEDGER_SHUTDOWN_GRACE_MS")]
-    shutdown_grace_ms: Option<u64>,
-    /// Comma-separated Host names/addresses (name, name:port, or *) requests may name; others
-    /// get 403 host_not_allowed (default: loopback names when bound to loopback, else any).
-    #[arg(long, env = "CLAWLEDGER_ALLOWED_HOSTS")]
-    allowed_hosts: Option<String>,
-    /// Comma-separated browser origins (scheme://host[:port]) allowed to make cross-origin
-    /// requests; others get 403 origin_not_allowed (default none).
-    #[arg(long, env = "CLAWLEDGER_ALLOWED_ORIGINS")]
-    allowed_origins: Option<String>,
-}
-
-fn ledger_serve(a: LedgerServeArgs) -> Result<(), Fail> {
+fn ledger_serve(a: Layers<openexec_ledger::Settings>) -> Result<(), Fail> {
     init_logging("CLAWLEDGER_LOG");
-    let cfg = openexec_ledger::Config::from_flags(openexec_ledger::Flags {
-        bind: a.bind,
-        data_dir: a.data_dir,
-        db_url: a.db_url,
-        db_pool_size: a.db_pool_size,
-        db_timeout_ms: a.db_timeout_ms,
-        key: a.key,
-        name: a.name,
-        watch: a.watch,
-        poll_ms: a.poll_ms,
-        catchup_chunk: a.catchup_chunk,
-        max_checkpoint_bytes: a.max_checkpoint_bytes,
-        max_entries_bytes: a.max_entries_bytes,
-        fetch_timeout_ms: a.fetch_timeout_ms,
-    })
-    .and_then(|c| {
-        c.with_http(openexec_kit::HttpSettings {
-            header_timeout_ms: a.header_timeout_ms,
-            body_timeout_ms: a.body_timeout_ms,
-            idle_timeout_ms: a.idle_timeout_ms,
-            max_connections: a.max_connections,
-            shutdown_grace_ms: a.shutdown_grace_ms,
-            allowed_hosts: a.allowed_hosts.map(|h| vec![h]),
-            allowed_origins: a.allowed_origins.map(|o| vec![o]),
-        })
-    })
-    .map_err(usage)?;
+    let cfg = a
+        .load()
+        .map_err(usage)
+        .and_then(|s| openexec_ledger::Config::from_settings(s).map_err(usage))?;
     until_stopped(|stop| async move {
         let ledger = openexec_ledger::Ledger::start(cfg).await?;
         let addr = ledger.local_addr()?;
