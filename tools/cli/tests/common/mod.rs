@@ -633,9 +633,33 @@ pub struct LedgerServer {
 }
 
 impl LedgerServer {
-    /// Start with these environment variables (no inherited CLAWLEDGER_*); panics with the log
-    /// if it does not come up.
+    /// Start with these environment variables (no inherited CLAWLEDGER_*) on top of a free
+    /// loopback port, the fresh directory and a SQLite database in it; panics with the log if it
+    /// does not come up.
     pub fn start(env: &[(&str, &str)]) -> LedgerServer {
+        LedgerServer::try_start_with(&[], env, true).unwrap_or_else(|f| {
+            panic!(
+                "ledger did not start (status {:?}); log:\n{}",
+                f.status, f.log
+            )
+        })
+    }
+
+    /// Start with these flags and environment variables only (no inherited CLAWLEDGER_*, and
+    /// no default bind address, data directory or database: a config file may give them), in a
+    /// fresh working directory; or say why it did not come up.
+    pub fn try_start_bare(
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<LedgerServer, StartFailure> {
+        LedgerServer::try_start_with(args, env, false)
+    }
+
+    fn try_start_with(
+        args: &[&str],
+        env: &[(&str, &str)],
+        defaults: bool,
+    ) -> Result<LedgerServer, StartFailure> {
         let dir = tempfile::Builder::new()
             .prefix("clawledger-e2e-")
             .tempdir()
@@ -647,19 +671,23 @@ impl LedgerServer {
             .open(&log_path)
             .expect("open ledger.log");
         let mut cmd = Command::new(BIN);
-        cmd.args(["ledger", "serve"]).current_dir(dir.path());
+        cmd.args(["ledger", "serve"])
+            .args(args)
+            .current_dir(dir.path());
         for (k, _) in std::env::vars_os() {
             let k = k.to_string_lossy().to_string();
             if k.starts_with("CLAWLEDGER_") {
                 cmd.env_remove(&k);
             }
         }
-        cmd.env("CLAWLEDGER_BIND", "127.0.0.1:0")
-            .env("CLAWLEDGER_DATA_DIR", dir.path())
-            .env(
-                "CLAWLEDGER_DB_URL",
-                format!("sqlite:///{}", dir.path().join("clawledger.db").display()),
-            );
+        if defaults {
+            cmd.env("CLAWLEDGER_BIND", "127.0.0.1:0")
+                .env("CLAWLEDGER_DATA_DIR", dir.path())
+                .env(
+                    "CLAWLEDGER_DB_URL",
+                    format!("sqlite:///{}", dir.path().join("clawledger.db").display()),
+                );
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -674,27 +702,39 @@ impl LedgerServer {
                 let _ = tx.send(line);
             }
         });
+        let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(url) = line.strip_prefix("clawledger: listening on ") {
-                        return LedgerServer {
+                        return Ok(LedgerServer {
                             base: url.trim().to_string(),
                             dir,
                             child: Some(child),
                             client: client(),
-                        };
+                        });
                     }
                 }
-                Err(_) => {
+                Err(mpsc::RecvTimeoutError::Timeout) => {
                     let _ = child.kill();
                     let status = child.wait().ok();
-                    panic!(
-                        "ledger did not start (status {status:?}); log:\n{}",
-                        std::fs::read_to_string(&log_path).unwrap_or_default()
-                    );
+                    return Err(StartFailure {
+                        status,
+                        log: format!(
+                            "(no listening line within {START_TIMEOUT:?})\n{}",
+                            read_log()
+                        ),
+                    });
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    // stdout closed: the process is ending.
+                    let status = child.wait().ok();
+                    return Err(StartFailure {
+                        status,
+                        log: read_log(),
+                    });
                 }
             }
         }
