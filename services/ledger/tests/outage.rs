@@ -8,7 +8,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openexec_ledger::{Config, Flags, Ledger};
+use openexec_ledger::{Config, Ledger, Settings};
 use openexec_testkit::{eventually, PrivatePg};
 use serde_json::Value;
 use support::*;
@@ -75,7 +75,7 @@ async fn postgres_outage_answers_503_and_the_witness_resumes() {
     let key = tmp.path().join("witness.pem");
     let sk = openexec_core::keys::signing_key_from_seed([7; 32]); // support::cosigner()'s
     openexec_kit::keys::write_private(&key, &openexec_core::keys::signing_key_to_pem(&sk)).unwrap();
-    let cfg = Config::from_flags(Flags {
+    let cfg = Config::from_settings(Settings {
         bind: Some("127.0.0.1:0".into()),
         data_dir: Some(tmp.path().to_path_buf()),
         db_url: Some(url),
@@ -83,10 +83,10 @@ async fn postgres_outage_answers_503_and_the_witness_resumes() {
         db_timeout_ms: Some(300),
         key: Some(key.display().to_string()),
         name: Some(WITNESS.into()),
-        watch: vec![format!("{}={}", log.url, log.verifier_key)],
+        watch: Some(vec![format!("{}={}", log.url, log.verifier_key)]),
         poll_ms: Some(50),
         catchup_chunk: Some(8),
-        ..Flags::default()
+        ..Settings::default()
     })
     .unwrap();
     let ledger = Ledger::start(cfg)

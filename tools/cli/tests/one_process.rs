@@ -11,7 +11,7 @@ use serde_json::json;
 async fn both_services_serve_the_counters_of_the_one_recorder() {
     let tmp = tempfile::tempdir().unwrap();
     // ClawLedger first: it takes the recorder before OpenExec asks for one.
-    let lcfg = openexec_ledger::Config::from_flags(openexec_ledger::Flags {
+    let lcfg = openexec_ledger::Config::from_settings(openexec_ledger::Settings {
         bind: Some("127.0.0.1:0".into()),
         data_dir: Some(tmp.path().join("ledger")),
         db_url: Some(format!(

@@ -345,24 +345,51 @@ pub struct LedgerServer {
 }
 
 impl LedgerServer {
-    /// Start with these environment variables (no inherited CLAWLEDGER_*); panics with the log
-    /// if it does not come up.
+    /// Start with these environment variables (no inherited CLAWLEDGER_*) on top of a free
+    /// loopback port, the fresh directory and a SQLite database in it; panics with the log if it
+    /// does not come up.
     pub fn start(env: &[(&str, &str)]) -> LedgerServer {
-        let spec = ProcessSpec::new(BIN, &["ledger", "serve"], "clawledger: listening on ")
+        LedgerServer::try_start_with(&[], env, true).unwrap_or_else(|f| {
+            panic!(
+                "ledger did not start (status {:?}); log:\n{}",
+                f.status, f.log
+            )
+        })
+    }
+
+    /// Start with these flags and environment variables only (no inherited CLAWLEDGER_*, and
+    /// no default bind address, data directory or database: a config file may give them), in a
+    /// fresh working directory; or say why it did not come up.
+    pub fn try_start_bare(
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<LedgerServer, StartFailure> {
+        LedgerServer::try_start_with(args, env, false)
+    }
+
+    fn try_start_with(
+        args: &[&str],
+        env: &[(&str, &str)],
+        defaults: bool,
+    ) -> Result<LedgerServer, StartFailure> {
+        let mut spec = ProcessSpec::new(BIN, &["ledger", "serve"], "clawledger: listening on ")
+            .args(args)
             .clear_env("CLAWLEDGER_")
-            .env("CLAWLEDGER_BIND", "127.0.0.1:0")
-            .env("CLAWLEDGER_DATA_DIR", "{dir}")
-            .env("CLAWLEDGER_DB_URL", "sqlite:///{dir}/clawledger.db")
-            .envs(env)
             .log_file("ledger.log")
             .dir_prefix("clawledger-e2e-");
-        let proc = Process::start(spec);
+        if defaults {
+            spec = spec
+                .env("CLAWLEDGER_BIND", "127.0.0.1:0")
+                .env("CLAWLEDGER_DATA_DIR", "{dir}")
+                .env("CLAWLEDGER_DB_URL", "sqlite:///{dir}/clawledger.db");
+        }
+        let proc = Process::try_start(spec.envs(env))?;
         let http = Http::new(proc.base.clone());
-        LedgerServer {
+        Ok(LedgerServer {
             base: http.base,
             client: http.client,
             proc,
-        }
+        })
     }
 
     /// The host:port it listens on.
