@@ -35,6 +35,7 @@ use futures_util::future::{Either, Ready};
 use tower::{Layer, Service};
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
+use crate::config::list_items;
 use crate::settings::SettingError;
 
 /// Which `Host` values a [`Guard`] lets through.
@@ -70,7 +71,7 @@ impl GuardConfig {
     ) -> Result<GuardConfig, SettingError> {
         let hosts_setting = format!("{prefix}_ALLOWED_HOSTS");
         let origins_setting = format!("{prefix}_ALLOWED_ORIGINS");
-        let host_items = items(hosts);
+        let host_items = list_items(hosts);
         let hosts = if host_items.is_empty() {
             None
         } else if host_items.iter().any(|h| h == "*") {
@@ -88,7 +89,7 @@ impl GuardConfig {
             Some(HostRule::List(list))
         };
         let mut o = Origins::default();
-        for item in items(origins) {
+        for item in list_items(origins) {
             match item.as_str() {
                 "*" => o.any = true,
                 "null" => o.null = true,
@@ -469,16 +470,6 @@ fn is_loopback(ip: IpAddr) -> bool {
             v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
         }
     }
-}
-
-/// Split comma-separated list items; trim, drop blanks.
-fn items(list: Option<&[String]>) -> Vec<String> {
-    list.unwrap_or_default()
-        .iter()
-        .flat_map(|i| i.split(','))
-        .map(|i| i.trim().to_string())
-        .filter(|i| !i.is_empty())
-        .collect()
 }
 
 /// At most 200 characters of client-sent text in a message.

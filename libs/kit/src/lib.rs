@@ -3,6 +3,17 @@
 //! What every service of the workspace (OpenExec, ClawLedger, and later ClawShield) needs around
 //! its HTTP API and must not get wrong on its own:
 //!
+//! - [`config`]: settings declared once. A service writes one [`settings!`](macro@settings) declaration, and
+//!   each setting's line there gives its long flag (`--header-timeout-ms`), environment variable
+//!   (`OPENEXEC_HEADER_TIMEOUT_MS`, or an explicit one such as `CLAWSHIELD_PUBLIC_KEY`), TOML key
+//!   (`header_timeout_ms`), help and default (shown in `--help`). [`Layers`] is what a binary
+//!   flattens into its subcommand (every flag, and `--config FILE` / `<PREFIX>_CONFIG`);
+//!   [`Layers::load`] merges flags > environment > file > default, an unknown key in the file
+//!   being an error that names it. A group declared once ([`HttpSettings`]) is embedded by each
+//!   service under its own prefix. A new setting is one line in its service's declaration.
+//! - [`run`]: start-up plumbing of a service binary — [`run::init_logging`], the SIGTERM/SIGINT
+//!   [`run::stop_signal`], and [`run::until_stopped`], the runtime that takes the signals before
+//!   the service can announce its address.
 //! - [`serve()`]: HTTP/1.1 on a TCP listener under [`HttpLimits`] — request headers must arrive
 //!   within `header_timeout`, a request body within `body_timeout` (else 408 `body_timeout`),
 //!   idle keep-alive connections close after `idle_timeout`, at most `max_connections` are served
@@ -14,13 +25,20 @@
 //! - [`keys`]: key settings with one meaning everywhere (a key file's path or the key itself;
 //!   readable private key files refused; generated keys 0600; values never echoed), and private
 //!   state (directories 0700, database files 0600).
+//! - [`clock`]: the [`Clock`] services read the time from (the system's, or one tests set).
 //! - [`metrics`]: the one Prometheus recorder of the process, which every service renders.
-//! - [`settings`]: the raw settings of both ([`HttpSettings`], each optional, from a service's
-//!   flags, environment or file) validated into an [`HttpConfig`], with errors that name the
-//!   service's setting (`OPENEXEC_HEADER_TIMEOUT_MS`, `CLAWLEDGER_ALLOWED_HOSTS`, …).
+//! - [`body`]: request bodies as every service reads them — JSON declared as such (415), within
+//!   a size (413) and depth, parsed as I-JSON (400 naming what is wrong).
+//! - [`probe`]: the operational routes `/health`, `/ready`, `/version`, `/metrics` over a
+//!   service's [`Probes`], with their OpenAPI operations.
+//! - [`settings`](mod@settings): the HTTP settings of every service ([`HttpSettings`], declared with
+//!   [`settings!`](macro@settings), each optional) validated by [`HttpSettings::validate`], the one validator,
+//!   into an [`HttpConfig`], with errors that name the service's setting
+//!   (`OPENEXEC_HEADER_TIMEOUT_MS`, `CLAWLEDGER_ALLOWED_HOSTS`, …).
 //!
-//! What it leaves to the services: their routes, their own error answers, which settings layer
-//! wins (they parse, the kit validates), and logging what the guard's defaults mean for them.
+//! What it leaves to the services: their routes, their own error answers, what each of their own
+//! settings may be (their `Config::from_settings`), the binary's exit codes, and logging what the
+//! guard's defaults mean for them.
 //! The kit's own answers (403, 408) use the error shape of OpenExec's API,
 //! `{"detail": msg, "error": {"code": code, "message": msg}}` ([`error_response`]).
 //!
@@ -28,9 +46,14 @@
 //! libraries it uses only core's key parsing: it knows nothing of receipts or logs.
 #![forbid(unsafe_code)]
 
+pub mod body;
+pub mod clock;
+pub mod config;
 pub mod guard;
 pub mod keys;
 pub mod metrics;
+pub mod probe;
+pub mod run;
 pub mod serve;
 pub mod settings;
 
@@ -38,9 +61,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+pub use body::{read_ijson, JsonLimits};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{Layers, ServiceSettings};
 pub use guard::{Guard, GuardConfig, HostCheck};
+pub use probe::{Probes, Readiness};
 pub use serve::{serve, HttpLimits};
-pub use settings::{HttpConfig, HttpSettings, SettingError};
+pub use settings::{HttpConfig, HttpSettings, HttpValues, SettingError};
 
 /// An error answer in the shape of OpenExec's API:
 /// `{"detail": message, "error": {"code": code, "message": message}}`.

@@ -1,5 +1,6 @@
 //! The kit's settings as a service receives them ([`HttpSettings`], every field optional, from
-//! whichever layer won: flag, environment, file) and validated ([`HttpConfig`]). Each service
+//! whichever layer won: flag, environment, file; declared once with [`settings!`](macro@crate::settings)
+//! and embedded by each service) and validated ([`HttpConfig`], the one validator). Each service
 //! names them with its own prefix: `OPENEXEC_HEADER_TIMEOUT_MS`, `CLAWLEDGER_HEADER_TIMEOUT_MS`…
 //!
 //! | setting (after the prefix) | default | bounds |
@@ -39,17 +40,41 @@ pub const MAX_TIMEOUT_MS: u64 = 86_400_000;
 /// Largest allowed connection limit.
 pub const MAX_CONNECTIONS: usize = 1_000_000;
 
-/// The kit's settings as given (each `None` takes its default).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct HttpSettings {
-    pub header_timeout_ms: Option<u64>,
-    pub body_timeout_ms: Option<u64>,
-    pub idle_timeout_ms: Option<u64>,
-    pub max_connections: Option<usize>,
-    pub shutdown_grace_ms: Option<u64>,
-    /// Items may be comma lists themselves (an environment variable is one item).
-    pub allowed_hosts: Option<Vec<String>>,
-    pub allowed_origins: Option<Vec<String>>,
+/// `d` in whole milliseconds (the defaults' unit in settings).
+const fn millis(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+crate::settings! {
+    /// The kit's settings as given (each `None` takes its default), declared once here and
+    /// embedded by every service under its own prefix (`groups: { http: HttpSettings }`):
+    /// `--header-timeout-ms`, `OPENEXEC_HEADER_TIMEOUT_MS`, `header_timeout_ms` in OpenExec's
+    /// file; `CLAWLEDGER_HEADER_TIMEOUT_MS` in ClawLedger's.
+    pub struct HttpSettings {
+        resolved: HttpValues,
+        settings: {
+            /// A request's headers must arrive within this, in ms, else the connection is closed.
+            header_timeout_ms: u64 = millis(HttpLimits::DEFAULT.header_timeout),
+            /// A request's body must arrive within this after its headers, in ms, else 408
+            /// body_timeout.
+            body_timeout_ms: u64 = millis(HttpLimits::DEFAULT.body_timeout),
+            /// A keep-alive connection idle this long is closed, in ms.
+            idle_timeout_ms: u64 = millis(HttpLimits::DEFAULT.idle_timeout),
+            /// Most connections served at once; keep it below `ulimit -n`.
+            max_connections: usize = HttpLimits::DEFAULT.max_connections,
+            /// On SIGTERM, how long requests being served may take before their connections are
+            /// dropped, in ms.
+            shutdown_grace_ms: u64 = millis(HttpLimits::DEFAULT.shutdown_grace),
+            /// Host names/addresses (`name`, `name:port`, or `*`) requests may name; others get 403
+            /// host_not_allowed. Items may be comma lists themselves.
+            #[default_text = "loopback names when bound to loopback, else any"]
+            allowed_hosts: Vec<String>,
+            /// Browser origins (`scheme://host[:port]`, `null`, or `*`) allowed to make cross-origin
+            /// requests; others get 403 origin_not_allowed.
+            #[default_text = "none"]
+            allowed_origins: Vec<String>,
+        }
+    }
 }
 
 /// The kit's validated settings for one service.
@@ -73,35 +98,25 @@ impl HttpSettings {
     /// Validate into an [`HttpConfig`]; `prefix` names the settings in errors (`OPENEXEC` →
     /// `OPENEXEC_HEADER_TIMEOUT_MS must be …`).
     pub fn validate(&self, prefix: &str) -> Result<HttpConfig, SettingError> {
-        let d = HttpLimits::DEFAULT;
-        let ms =
-            |name: &str, v: Option<u64>, default: Duration| -> Result<Duration, SettingError> {
-                match v {
-                    None => Ok(default),
-                    Some(n @ 1..=MAX_TIMEOUT_MS) => Ok(Duration::from_millis(n)),
-                    Some(n) => Err(SettingError::new(
-                        &format!("{prefix}_{name}"),
-                        format!("must be between 1 and {MAX_TIMEOUT_MS} (ms), got {n}"),
-                    )),
-                }
-            };
+        let v = self.clone().resolve();
+        let ms = |name: &str, n: u64| -> Result<Duration, SettingError> {
+            if (1..=MAX_TIMEOUT_MS).contains(&n) {
+                Ok(Duration::from_millis(n))
+            } else {
+                Err(SettingError::new(
+                    &format!("{prefix}_{name}"),
+                    format!("must be between 1 and {MAX_TIMEOUT_MS} (ms), got {n}"),
+                ))
+            }
+        };
         let limits = HttpLimits {
-            header_timeout: ms(
-                "HEADER_TIMEOUT_MS",
-                self.header_timeout_ms,
-                d.header_timeout,
-            )?,
-            body_timeout: ms("BODY_TIMEOUT_MS", self.body_timeout_ms, d.body_timeout)?,
-            idle_timeout: ms("IDLE_TIMEOUT_MS", self.idle_timeout_ms, d.idle_timeout)?,
-            shutdown_grace: ms(
-                "SHUTDOWN_GRACE_MS",
-                self.shutdown_grace_ms,
-                d.shutdown_grace,
-            )?,
-            max_connections: match self.max_connections {
-                None => d.max_connections,
-                Some(n @ 1..=MAX_CONNECTIONS) => n,
-                Some(n) => {
+            header_timeout: ms("HEADER_TIMEOUT_MS", v.header_timeout_ms)?,
+            body_timeout: ms("BODY_TIMEOUT_MS", v.body_timeout_ms)?,
+            idle_timeout: ms("IDLE_TIMEOUT_MS", v.idle_timeout_ms)?,
+            shutdown_grace: ms("SHUTDOWN_GRACE_MS", v.shutdown_grace_ms)?,
+            max_connections: match v.max_connections {
+                n @ 1..=MAX_CONNECTIONS => n,
+                n => {
                     return Err(SettingError::new(
                         &format!("{prefix}_MAX_CONNECTIONS"),
                         format!("must be between 1 and {MAX_CONNECTIONS}, got {n}"),
@@ -111,8 +126,8 @@ impl HttpSettings {
         };
         let guard = GuardConfig::parse(
             prefix,
-            self.allowed_hosts.as_deref(),
-            self.allowed_origins.as_deref(),
+            v.allowed_hosts.as_deref(),
+            v.allowed_origins.as_deref(),
         )?;
         Ok(HttpConfig { limits, guard })
     }

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Query, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -184,19 +184,8 @@ fn refused(r: LogRefusal) -> Response {
 
 type Params = Query<HashMap<String, String>>;
 
-/// 413 `body_too_large` for a body past `limit` bytes (the kit's error shape), closing the
-/// connection: the rest of the body is not read, so it cannot be reused. OpenExec's other
-/// bodies are refused with it too.
-pub fn body_too_large(limit: usize) -> Response {
-    let mut r = error(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body_too_large",
-        &format!("The request body is larger than the limit of {limit} bytes"),
-    );
-    r.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    r
-}
+/// 413 `body_too_large`, closing the connection: the kit's answer, which every service gives.
+pub use openexec_kit::body::body_too_large;
 
 /// Two required whole-number query parameters; a 400 naming the one at fault.
 fn params(q: &Params, a: &str, b: &str) -> Result<(u64, u64), Box<Response>> {

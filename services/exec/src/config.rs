@@ -1,10 +1,11 @@
-//! Service configuration: one `Settings` layer per source (flags, environment, TOML file), merged
-//! in that order of precedence, then validated into a `Config` with the defaults of SPEC §8.
+//! Service configuration: the settings, declared once ([`Settings`], one layer per source —
+//! flags, environment, TOML file — merged in that order of precedence by
+//! `openexec_kit::Layers`), validated into a [`Config`] with the defaults of SPEC §8.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use openexec_kit::config::list_items;
 
 /// How the service decides whether a request may run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,116 +39,85 @@ impl Mode {
 #[error("configuration error: {0}")]
 pub struct ConfigError(pub String);
 
-/// One layer of settings. Every field is optional so that layers can be merged; unknown keys in a
-/// TOML file are an error (a typo must not silently fall back to a default).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Settings {
-    pub mode: Option<String>,
-    pub bind: Option<String>,
-    pub data_dir: Option<PathBuf>,
-    pub db_url: Option<String>,
-    /// Path of the receipt signing key (or the key itself, PEM or raw base64).
-    pub receipt_key: Option<String>,
-    /// Public keys of earlier receipt keys (PEM or raw base64, or a file): still published in
-    /// `/keys` and accepted by `/receipts/verify` after a rotation.
-    pub previous_receipt_keys: Option<String>,
-    pub log_origin: Option<String>,
-    /// The receipt log's signing key (a file path, or the key itself).
-    pub log_key: Option<String>,
-    /// Witnesses whose cosignatures the log accepts: note verifier keys
-    /// (`<name>+<hex>+<base64>`), comma or newline separated.
-    pub witness_keys: Option<String>,
-    /// Sign a checkpoint at least this often while the log grows (ms).
-    pub log_interval_ms: Option<u64>,
-    /// ...or as soon as this many entries wait for one.
-    pub log_batch: Option<u64>,
-    /// Comma-separated in the environment; a list in TOML.
-    pub allowed_actions: Option<Vec<String>>,
-    /// ClawShield public key(s): PEM or raw base64, several allowed.
-    pub clawshield_public_key: Option<String>,
-    pub clawshield_tenant_id: Option<String>,
-    /// The tenants served (comma-separated in the environment; a list in TOML). Default: the
-    /// configured tenant alone (`CLAWSHIELD_TENANT_ID`, else `default`).
-    pub tenants: Option<Vec<String>>,
-    /// How many rejections without a verified artifact enter the log per second per tenant.
-    pub rejection_log_rate: Option<u32>,
-    pub clock_skew_seconds: Option<i64>,
-    /// Longest validity (`expires_at − issued_at`) an approval artifact may have.
-    pub max_approval_ttl_seconds: Option<i64>,
-    pub max_body_bytes: Option<usize>,
-    pub max_depth: Option<usize>,
-    /// How long a duplicate of a running request waits for its outcome.
-    pub replay_wait_ms: Option<u64>,
-    /// How long a store operation may wait for a lock (SQLite) or a connection (PostgreSQL)
-    /// before the store counts as unavailable.
-    pub db_busy_timeout_ms: Option<u64>,
-    /// Most connections to PostgreSQL this process opens (reads, the writer, the sequencer).
-    pub db_pool_size: Option<u32>,
-    /// How long a starting process waits for PostgreSQL to accept connections (ms).
-    pub db_connect_wait_ms: Option<u64>,
-    /// HTTP limits (openexec-kit's `HttpLimits`): a request's headers, its body, an idle
-    /// keep-alive connection (ms); most connections served at once; how long a stop waits for
-    /// requests being served (ms).
-    pub header_timeout_ms: Option<u64>,
-    pub body_timeout_ms: Option<u64>,
-    pub idle_timeout_ms: Option<u64>,
-    pub max_connections: Option<usize>,
-    pub shutdown_grace_ms: Option<u64>,
-    /// Host names/addresses requests may name (default: loopback names when bound to
-    /// loopback). Comma-separated in the environment; a list in TOML.
-    pub allowed_hosts: Option<Vec<String>>,
-    /// Browser origins allowed to make cross-origin requests (default none). Comma-separated in
-    /// the environment; a list in TOML.
-    pub allowed_origins: Option<Vec<String>>,
-}
-
-impl Settings {
-    /// `self` wins over `lower` field by field.
-    pub fn over(self, lower: Settings) -> Settings {
-        Settings {
-            mode: self.mode.or(lower.mode),
-            bind: self.bind.or(lower.bind),
-            data_dir: self.data_dir.or(lower.data_dir),
-            db_url: self.db_url.or(lower.db_url),
-            receipt_key: self.receipt_key.or(lower.receipt_key),
-            previous_receipt_keys: self.previous_receipt_keys.or(lower.previous_receipt_keys),
-            log_origin: self.log_origin.or(lower.log_origin),
-            log_key: self.log_key.or(lower.log_key),
-            witness_keys: self.witness_keys.or(lower.witness_keys),
-            log_interval_ms: self.log_interval_ms.or(lower.log_interval_ms),
-            log_batch: self.log_batch.or(lower.log_batch),
-            allowed_actions: self.allowed_actions.or(lower.allowed_actions),
-            clawshield_public_key: self.clawshield_public_key.or(lower.clawshield_public_key),
-            clawshield_tenant_id: self.clawshield_tenant_id.or(lower.clawshield_tenant_id),
-            tenants: self.tenants.or(lower.tenants),
-            rejection_log_rate: self.rejection_log_rate.or(lower.rejection_log_rate),
-            clock_skew_seconds: self.clock_skew_seconds.or(lower.clock_skew_seconds),
-            max_approval_ttl_seconds: self
-                .max_approval_ttl_seconds
-                .or(lower.max_approval_ttl_seconds),
-            max_body_bytes: self.max_body_bytes.or(lower.max_body_bytes),
-            max_depth: self.max_depth.or(lower.max_depth),
-            replay_wait_ms: self.replay_wait_ms.or(lower.replay_wait_ms),
-            db_busy_timeout_ms: self.db_busy_timeout_ms.or(lower.db_busy_timeout_ms),
-            db_pool_size: self.db_pool_size.or(lower.db_pool_size),
-            db_connect_wait_ms: self.db_connect_wait_ms.or(lower.db_connect_wait_ms),
-            header_timeout_ms: self.header_timeout_ms.or(lower.header_timeout_ms),
-            body_timeout_ms: self.body_timeout_ms.or(lower.body_timeout_ms),
-            idle_timeout_ms: self.idle_timeout_ms.or(lower.idle_timeout_ms),
-            max_connections: self.max_connections.or(lower.max_connections),
-            shutdown_grace_ms: self.shutdown_grace_ms.or(lower.shutdown_grace_ms),
-            allowed_hosts: self.allowed_hosts.or(lower.allowed_hosts),
-            allowed_origins: self.allowed_origins.or(lower.allowed_origins),
-        }
-    }
-
-    /// Read a TOML settings file.
-    pub fn from_toml_file(path: &Path) -> Result<Settings, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
-        toml::from_str(&text)
-            .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))
+openexec_kit::settings! {
+    /// One layer of OpenExec's settings (flags, environment or TOML file: every setting
+    /// optional), declared once: each line gives the setting's flag (`--db-url`), environment
+    /// variable (`OPENEXEC_DB_URL`), TOML key (`db_url`), help and default. `Config::from_settings`
+    /// checks the values.
+    pub struct Settings {
+        prefix: "OPENEXEC",
+        resolved: SettingValues,
+        settings: {
+            /// demo | clawshield
+            mode: String = "demo".into(),
+            /// Address to listen on (port 0 picks a free one).
+            bind: String = DEFAULT_BIND.into(),
+            /// Where generated keys live.
+            data_dir: PathBuf = "./.openexec".into(),
+            /// `sqlite:///relative.db`, `sqlite:////absolute.db`, or
+            /// `postgres://user[:password]@host[:port]/db` (many replicas on one database).
+            db_url: String = DEFAULT_DB_URL.into(),
+            /// Receipt signing key: a key file's path, or the key itself (PKCS#8 PEM or raw
+            /// base64 seed).
+            #[default_text = "generated under the data directory"]
+            receipt_key: String,
+            /// Public keys of earlier receipt keys (after a rotation; PEM or raw base64, or a
+            /// file): published in /keys and trusted by /receipts/verify, not used to sign.
+            previous_receipt_keys: String,
+            /// Origin line of the receipt log.
+            #[default_text = "openexec/receipts/<key id of the log key>"]
+            log_origin: String,
+            /// The receipt log's signing key (a key file's path, or the key itself).
+            #[default_text = "generated under the data directory"]
+            log_key: String,
+            /// Witness verifier keys (`<name>+<hex>+<base64>`, comma or newline separated) whose
+            /// cosignatures the log accepts.
+            witness_keys: String,
+            /// Sign a checkpoint at least this often while the log grows, in ms.
+            log_interval_ms: u64 = 250,
+            /// ...or as soon as this many entries wait for one.
+            log_batch: u64 = 256,
+            /// Actions allowed to run.
+            #[default_text = "all registered"]
+            allowed_actions: Vec<String>,
+            /// ClawShield public key(s): PEM (several allowed) or raw base64, or a file holding
+            /// them.
+            #[env = "CLAWSHIELD_PUBLIC_KEY"]
+            clawshield_public_key: String,
+            /// Tenant of requests that name none.
+            #[env = "CLAWSHIELD_TENANT_ID"]
+            #[default_text = "default"]
+            clawshield_tenant_id: String,
+            /// Tenants served; others get 403 tenant_not_served.
+            #[default_text = "the configured tenant alone"]
+            tenants: Vec<String>,
+            /// Rejections without a verified artifact that enter the receipt log, per second per
+            /// tenant (token bucket). Past it the answer still carries a signed receipt, unlogged.
+            rejection_log_rate: u32 = 50,
+            /// Longest validity (expires_at - issued_at) of an approval artifact, in seconds.
+            max_approval_ttl_seconds: i64 = openexec_core::artifact::DEFAULT_MAX_TTL_SECONDS,
+            /// Clock skew allowed on approval time windows, in seconds.
+            clock_skew_seconds: i64 = 30,
+            /// Largest request body in bytes.
+            max_body_bytes: usize = DEFAULT_MAX_BODY_BYTES,
+            /// Deepest JSON nesting accepted (at most 120).
+            max_depth: usize = openexec_core::json::DEFAULT_MAX_DEPTH,
+            /// How long a duplicate waits for a running request, in ms.
+            replay_wait_ms: u64 = 30_000,
+            /// How long a write waits for a database lock (SQLite) or a connection (PostgreSQL)
+            /// before answering 503, in ms.
+            db_busy_timeout_ms: u64 = 5_000,
+            /// PostgreSQL only: most connections this process opens (at least 3: one writer, one
+            /// sequencer, reads).
+            db_pool_size: u32 = 16,
+            /// PostgreSQL only: how long a starting process waits for the database to accept
+            /// connections before giving up (exit 3), in ms.
+            db_connect_wait_ms: u64 = 30_000,
+        },
+        groups: {
+            /// HTTP limits and the Host/Origin guard (the kit's, as `OPENEXEC_HEADER_TIMEOUT_MS`…).
+            http: openexec_kit::HttpSettings,
+        },
     }
 }
 
@@ -204,40 +174,31 @@ pub const DEFAULT_DB_URL: &str = "sqlite:///openexec.db";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 
 impl Config {
+    /// Check every setting (defaults applied: [`Settings::resolve`]); errors name the setting.
     pub fn from_settings(s: Settings) -> Result<Config, ConfigError> {
-        let mode = Mode::parse(s.mode.as_deref().unwrap_or("demo"))?;
-        let allowed_actions = s.allowed_actions.and_then(|list| {
-            let list: Vec<String> = list
-                .iter()
-                .flat_map(|item| item.split(','))
-                .map(|a| a.trim().to_string())
-                .filter(|a| !a.is_empty())
-                .collect();
-            (!list.is_empty()).then_some(list)
-        });
-        let max_depth = s
-            .max_depth
-            .unwrap_or(openexec_core::json::DEFAULT_MAX_DEPTH);
+        let s = s.resolve();
+        let mode = Mode::parse(&s.mode)?;
+        let allowed_actions =
+            Some(list_items(s.allowed_actions.as_deref())).filter(|list| !list.is_empty());
+        let max_depth = s.max_depth;
         if max_depth == 0 || max_depth > 120 {
             return Err(ConfigError(format!(
                 "max_depth must be between 1 and 120, got {max_depth}"
             )));
         }
-        let max_body_bytes = s.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+        let max_body_bytes = s.max_body_bytes;
         if max_body_bytes < 64 {
             return Err(ConfigError(format!(
                 "max_body_bytes must be at least 64, got {max_body_bytes}"
             )));
         }
-        let clock_skew_seconds = s.clock_skew_seconds.unwrap_or(30);
+        let clock_skew_seconds = s.clock_skew_seconds;
         if !(0..=86_400).contains(&clock_skew_seconds) {
             return Err(ConfigError(format!(
                 "OPENEXEC_CLOCK_SKEW_SECONDS must be between 0 and 86400, got {clock_skew_seconds}"
             )));
         }
-        let max_approval_ttl_seconds = s
-            .max_approval_ttl_seconds
-            .unwrap_or(openexec_core::artifact::DEFAULT_MAX_TTL_SECONDS);
+        let max_approval_ttl_seconds = s.max_approval_ttl_seconds;
         if !(1..=openexec_core::artifact::DEFAULT_MAX_TTL_SECONDS)
             .contains(&max_approval_ttl_seconds)
         {
@@ -246,7 +207,7 @@ impl Config {
                 openexec_core::artifact::DEFAULT_MAX_TTL_SECONDS
             )));
         }
-        let rejection_log_rate = s.rejection_log_rate.unwrap_or(50);
+        let rejection_log_rate = s.rejection_log_rate;
         if !(1..=1_000_000).contains(&rejection_log_rate) {
             return Err(ConfigError(format!(
                 "OPENEXEC_REJECTION_LOG_RATE must be between 1 and 1000000 per second, got {rejection_log_rate}"
@@ -260,43 +221,29 @@ impl Config {
         }
         let default_tenant = tenant_id.clone().unwrap_or_else(|| "default".to_string());
         let mut tenants = vec![default_tenant];
-        for t in s
-            .tenants
-            .iter()
-            .flatten()
-            .flat_map(|item| item.split(','))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-        {
-            openexec_core::request::check_tenant(t)
+        for t in list_items(s.tenants.as_deref()) {
+            openexec_core::request::check_tenant(&t)
                 .map_err(|e| ConfigError(format!("OPENEXEC_TENANTS: {e}")))?;
-            if !tenants.iter().any(|x| x == t) {
-                tenants.push(t.to_string());
+            if !tenants.contains(&t) {
+                tenants.push(t);
             }
         }
-        let http = openexec_kit::HttpSettings {
-            header_timeout_ms: s.header_timeout_ms,
-            body_timeout_ms: s.body_timeout_ms,
-            idle_timeout_ms: s.idle_timeout_ms,
-            max_connections: s.max_connections,
-            shutdown_grace_ms: s.shutdown_grace_ms,
-            allowed_hosts: s.allowed_hosts,
-            allowed_origins: s.allowed_origins,
-        }
-        .validate("OPENEXEC")
-        .map_err(|e| ConfigError(e.to_string()))?;
+        let http = s
+            .http
+            .validate(<Settings as openexec_kit::ServiceSettings>::PREFIX)
+            .map_err(|e| ConfigError(e.to_string()))?;
         Ok(Config {
             mode,
-            bind: s.bind.unwrap_or_else(|| DEFAULT_BIND.to_string()),
-            data_dir: s.data_dir.unwrap_or_else(|| PathBuf::from("./.openexec")),
-            db: parse_db_url(s.db_url.as_deref().unwrap_or(DEFAULT_DB_URL))?,
+            bind: s.bind,
+            data_dir: s.data_dir,
+            db: parse_db_url(&s.db_url)?,
             receipt_key: nonempty(s.receipt_key),
             previous_receipt_keys: nonempty(s.previous_receipt_keys),
             log_origin: nonempty(s.log_origin),
             log_key: nonempty(s.log_key),
             witness_keys: nonempty(s.witness_keys),
-            log_interval: Duration::from_millis(s.log_interval_ms.unwrap_or(250).max(1)),
-            log_batch: s.log_batch.unwrap_or(256).max(1),
+            log_interval: Duration::from_millis(s.log_interval_ms.max(1)),
+            log_batch: s.log_batch.max(1),
             allowed_actions,
             approval_keys: nonempty(s.clawshield_public_key),
             tenant_id,
@@ -306,10 +253,10 @@ impl Config {
             max_approval_ttl_seconds,
             max_body_bytes,
             max_depth,
-            replay_wait: Duration::from_millis(s.replay_wait_ms.unwrap_or(30_000)),
-            db_busy_timeout: Duration::from_millis(s.db_busy_timeout_ms.unwrap_or(5_000)),
-            db_connect_wait: Duration::from_millis(s.db_connect_wait_ms.unwrap_or(30_000)),
-            db_pool_size: match s.db_pool_size.unwrap_or(16) {
+            replay_wait: Duration::from_millis(s.replay_wait_ms),
+            db_busy_timeout: Duration::from_millis(s.db_busy_timeout_ms),
+            db_connect_wait: Duration::from_millis(s.db_connect_wait_ms),
+            db_pool_size: match s.db_pool_size {
                 n @ 3..=1000 => n,
                 n => {
                     return Err(ConfigError(format!(
@@ -459,13 +406,19 @@ mod tests {
         let c = Config::from_settings(Settings::default()).unwrap();
         assert_eq!(c.http.limits, openexec_kit::HttpLimits::DEFAULT);
         let e = Config::from_settings(Settings {
-            header_timeout_ms: Some(0),
+            http: openexec_kit::HttpSettings {
+                header_timeout_ms: Some(0),
+                ..Default::default()
+            },
             ..Default::default()
         })
         .unwrap_err();
         assert!(e.to_string().contains("OPENEXEC_HEADER_TIMEOUT_MS"), "{e}");
         let e = Config::from_settings(Settings {
-            allowed_origins: Some(vec!["evil.example".into()]),
+            http: openexec_kit::HttpSettings {
+                allowed_origins: Some(vec!["evil.example".into()]),
+                ..Default::default()
+            },
             ..Default::default()
         })
         .unwrap_err();

@@ -8,11 +8,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use openexec_core::artifact::{self, ApprovalRef, Format, RequestBinding};
 use openexec_core::keys::{key_id, SigningKey, VerifyingKey};
 use openexec_core::receipt::{Evidence, HandlerRef, Receipt, Status};
 use openexec_core::{hash, json, payload};
+use openexec_kit::clock::Clock;
 
 pub use openexec_core::request::ExecRequest;
 use serde_json::Value;
@@ -304,6 +304,8 @@ pub struct Engine {
     rejections: RejectionBudget,
     /// Cancelled when shutdown stops waiting for running handlers.
     stop_handlers: tokio_util::sync::CancellationToken,
+    /// The time approval windows are checked against.
+    clock: Arc<dyn Clock>,
 }
 
 const POLL: Duration = Duration::from_millis(20);
@@ -315,8 +317,10 @@ impl Engine {
         log: ReceiptLog,
         handlers: Registry,
         keys: Keys,
+        clock: Arc<dyn Clock>,
     ) -> Arc<Engine> {
         Arc::new(Engine {
+            clock,
             store: Arc::new(store),
             log: Arc::new(log),
             handlers,
@@ -715,7 +719,7 @@ impl Engine {
             request_hash: &att.request_hash,
             intent_hash: &att.intent_hash,
         };
-        let now = Utc::now();
+        let now = self.clock.now();
         let approval = artifact::verify(
             &art,
             &self.keys.approval,

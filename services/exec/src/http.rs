@@ -5,13 +5,12 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use metrics_exporter_prometheus::PrometheusHandle;
-use openexec_core::json::{self, JsonError};
+use openexec_core::json;
 use openexec_core::keys::{key_id, verifying_key_b64, verifying_key_to_pem, VerifyingKey};
 use openexec_core::receipt::{verify_evidence, Evidence};
 use serde_json::{json, Value};
@@ -35,22 +34,20 @@ pub fn router(engine: Arc<Engine>) -> Router {
         engine.store_arc(),
         crate::log::WITNESS_SETTING,
     );
+    let probes = openexec_kit::probe::router(Arc::new(ExecProbes(engine.clone())));
     let state = AppState {
         engine,
         metrics: openexec_kit::metrics::handle(),
     };
     Router::new()
         .route("/", get(root))
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/version", get(version))
         .route("/keys", get(keys))
-        .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(openapi))
         .route("/execute", post(execute))
         .route("/receipts/verify", post(verify_receipt))
         .route("/receipts/{exec_id}", get(get_receipt))
         .with_state(state)
+        .merge(probes)
         .merge(log_routes)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -73,77 +70,18 @@ async fn method_not_allowed() -> Response {
     )
 }
 
-fn json_error(e: &JsonError) -> Response {
-    error(StatusCode::BAD_REQUEST, e.code(), &e.to_string())
-}
-
-/// 413 `body_too_large`, closing the connection (the log's routes answer the same).
-fn too_large(limit: usize) -> Response {
-    openexec_logstore::http::body_too_large(limit)
-}
-
-/// Whether `Content-Type` names JSON: media type `application/json`, any case, parameters
-/// (`charset=utf-8`) allowed.
-fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-}
-
-/// 415 for a body that is not declared as JSON (SPEC §2). A browser page can send `text/plain`
-/// or an untyped body to a local server without asking first; `application/json` it cannot.
-fn unsupported_media_type(headers: &HeaderMap) -> Response {
-    let got = match headers.get(header::CONTENT_TYPE) {
-        None => "no Content-Type".to_string(),
-        Some(v) => format!(
-            "Content-Type '{}'",
-            String::from_utf8_lossy(v.as_bytes())
-                .chars()
-                .filter(|c| !c.is_control())
-                .take(100)
-                .collect::<String>()
-        ),
-    };
-    let mut r = error(
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unsupported_media_type",
-        &format!(
-            "The request body must be JSON sent with Content-Type: application/json; got {got}"
-        ),
-    );
-    // The body is not read, so this connection cannot be reused.
-    r.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    r
-}
-
-/// Read a JSON body as I-JSON within the size and depth limits.
+/// Read a JSON body as I-JSON within the size and depth limits (the kit's body rules).
 async fn read_json(engine: &Engine, headers: &HeaderMap, body: Body) -> Result<Value, Response> {
-    if !is_json(headers) {
-        return Err(unsupported_media_type(headers));
-    }
-    let limit = engine.config().max_body_bytes;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large(limit));
-    }
-    let bytes = match Limited::new(body, limit).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => return Err(too_large(limit)),
-        Err(e) => {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
-                &format!("could not read the request body: {e}"),
-            ))
-        }
-    };
-    json::parse_ijson(&bytes, engine.config().max_depth).map_err(|e| json_error(&e))
+    let cfg = engine.config();
+    openexec_kit::read_ijson(
+        headers,
+        body,
+        openexec_kit::JsonLimits {
+            max_bytes: cfg.max_body_bytes,
+            max_depth: cfg.max_depth,
+        },
+    )
+    .await
 }
 
 fn field_str(
@@ -316,60 +254,62 @@ async fn root(State(s): State<AppState>) -> Json<Value> {
     }))
 }
 
-#[utoipa::path(get, path = "/health", responses((status = 200, description = "Liveness and configuration summary")))]
-async fn health(State(s): State<AppState>) -> Json<Value> {
-    let cfg = s.engine.config();
-    let mut h = json!({
-        "status": "healthy",
-        "service": "OpenExec",
-        "version": VERSION,
-        "exec_mode": cfg.mode.as_str(),
-        "signature_verification": if cfg.mode == Mode::Clawshield { "enabled" } else { "disabled" },
-    });
-    match &cfg.allowed_actions {
-        Some(list) => {
-            h["restriction"] = json!("restricted");
-            h["allow_list"] = json!(list);
-        }
-        None => {
-            h["restriction"] = json!("open");
-            h["warning"] = json!("No allow-list configured (OPENEXEC_ALLOWED_ACTIONS): every registered action may run");
-        }
-    }
-    Json(h)
-}
+/// OpenExec's side of the kit's `/health`, `/ready` and `/version`.
+struct ExecProbes(Arc<Engine>);
 
-#[utoipa::path(get, path = "/ready", responses((status = 200, description = "Ready"), (status = 503, description = "Not ready: see checks")))]
-async fn ready(State(s): State<AppState>) -> Response {
-    let cfg = s.engine.config();
-    let database = s.engine.store().ping().await;
-    let approval_keys = cfg.mode == Mode::Demo || !s.engine.keys().approval.is_empty();
-    let log_problem = s.engine.store().log_problem();
-    let log = log_problem.is_none();
-    let ok = database && approval_keys && log;
-    let mut body = json!({
-        "ready": ok,
-        "checks": {"database": database, "receipt_key": true, "approval_keys": approval_keys, "log": log},
-    });
-    if !approval_keys {
-        body["detail"] = json!("CLAWSHIELD_PUBLIC_KEY not configured");
+impl openexec_kit::Probes for ExecProbes {
+    fn service(&self) -> &'static str {
+        "OpenExec"
     }
-    if let Some(p) = log_problem {
-        body["detail"] = json!(format!(
-            "the receipt log does not match its last signed checkpoint: {p}"
-        ));
-    }
-    let status = if ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(body)).into_response()
-}
 
-#[utoipa::path(get, path = "/version", responses((status = 200, description = "Version")))]
-async fn version() -> Json<Value> {
-    Json(json!({"service": "OpenExec", "version": VERSION}))
+    fn version(&self) -> &'static str {
+        VERSION
+    }
+
+    async fn health(&self) -> (StatusCode, Value) {
+        let cfg = self.0.config();
+        let mut h = json!({
+            "status": "healthy",
+            "service": "OpenExec",
+            "version": VERSION,
+            "exec_mode": cfg.mode.as_str(),
+            "signature_verification": if cfg.mode == Mode::Clawshield { "enabled" } else { "disabled" },
+        });
+        match &cfg.allowed_actions {
+            Some(list) => {
+                h["restriction"] = json!("restricted");
+                h["allow_list"] = json!(list);
+            }
+            None => {
+                h["restriction"] = json!("open");
+                h["warning"] = json!("No allow-list configured (OPENEXEC_ALLOWED_ACTIONS): every registered action may run");
+            }
+        }
+        (StatusCode::OK, h)
+    }
+
+    async fn readiness(&self) -> openexec_kit::Readiness {
+        let e = &self.0;
+        let database = e.store().ping().await;
+        let approval_keys = e.config().mode == Mode::Demo || !e.keys().approval.is_empty();
+        let log_problem = e.store().log_problem();
+        let mut detail =
+            (!approval_keys).then(|| "CLAWSHIELD_PUBLIC_KEY not configured".to_string());
+        if let Some(p) = &log_problem {
+            detail = Some(format!(
+                "the receipt log does not match its last signed checkpoint: {p}"
+            ));
+        }
+        openexec_kit::Readiness {
+            checks: vec![
+                ("database", database),
+                ("receipt_key", true),
+                ("approval_keys", approval_keys),
+                ("log", log_problem.is_none()),
+            ],
+            detail,
+        }
+    }
 }
 
 fn key_entry(k: &VerifyingKey) -> Value {
@@ -385,15 +325,6 @@ async fn keys(State(s): State<AppState>) -> Json<Value> {
         "approval_keys": k.approval.iter().map(key_entry).collect::<Vec<_>>(),
         "log": {"origin": log.origin(), "verifier_key": log.verifier_key()},
     }))
-}
-
-#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
-async fn metrics_text(State(s): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render(),
-    )
-        .into_response()
 }
 
 #[utoipa::path(get, path = "/receipts/{exec_id}", params(("exec_id" = String, Path, description = "The request hash")),
@@ -550,6 +481,7 @@ async fn verify_receipt(State(s): State<AppState>, req: Request) -> Response {
 #[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "This document")))]
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     let mut doc = ApiDoc::openapi();
+    doc.merge(openexec_kit::probe::ProbeApi::openapi());
     doc.merge(openexec_logstore::LogApi::openapi());
     // After the merge, so the log's routes get the guard's answers too.
     utoipa::Modify::modify(&GuardStatuses, &mut doc);
@@ -662,18 +594,7 @@ struct ErrorBody {
         title = "OpenExec",
         description = "Runs only what was approved, at most once, and signs a receipt for every attempt."
     ),
-    paths(
-        execute,
-        root,
-        health,
-        ready,
-        version,
-        keys,
-        metrics_text,
-        get_receipt,
-        verify_receipt,
-        openapi
-    ),
+    paths(execute, root, keys, get_receipt, verify_receipt, openapi),
     components(schemas(
         ExecuteBody,
         ExecuteOk,

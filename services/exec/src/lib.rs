@@ -21,6 +21,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use openexec_kit::clock::{Clock, SystemClock};
 
 pub use config::{Config, Mode, Settings};
 pub use engine::{Engine, Keys};
@@ -36,6 +37,16 @@ pub struct Service {
 impl Service {
     /// Load keys, open and migrate the store, turn interrupted claims into receipts, and bind.
     pub async fn start(cfg: Config, handlers: Registry) -> anyhow::Result<Service> {
+        Service::start_with_clock(cfg, handlers, Arc::new(SystemClock)).await
+    }
+
+    /// [`Service::start`] with approval windows checked against `clock` instead of the system's
+    /// (tests set the time instead of waiting for it).
+    pub async fn start_with_clock(
+        cfg: Config,
+        handlers: Registry,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Service> {
         openexec_kit::keys::create_private_dir(&cfg.data_dir).with_context(|| {
             format!(
                 "cannot create the data directory {}",
@@ -95,7 +106,7 @@ impl Service {
             .await
             .context("cannot read the receipt log's checkpoints")?;
         let shutdown_grace = cfg.http.limits.shutdown_grace;
-        let engine = Engine::new(cfg, store, log, handlers, keys);
+        let engine = Engine::new(cfg, store, log, handlers, keys, clock);
         let n = engine
             .recover_interrupted()
             .await

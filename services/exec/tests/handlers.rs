@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use openexec_exec::handler::{Handler, HandlerFuture, Invocation};
 use openexec_exec::{Config, Registry, Service, Settings};
+use openexec_testkit::{eventually, Serving};
 use serde_json::{json, Value};
 
 /// Sleeps `ms` and ignores its deadline and token: only the engine can stop it.
@@ -46,11 +47,7 @@ impl Handler for Stubborn {
     }
 }
 
-struct Running {
-    base: String,
-    stop: tokio::sync::oneshot::Sender<()>,
-    done: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
+type Running = Serving<anyhow::Error>;
 
 async fn start(dir: &std::path::Path, reg: Registry, grace: Duration) -> Running {
     let cfg = Config::from_settings(Settings {
@@ -64,12 +61,7 @@ async fn start(dir: &std::path::Path, reg: Registry, grace: Duration) -> Running
         .await
         .unwrap()
         .with_shutdown_grace(grace);
-    let base = format!("http://{}", svc.local_addr().unwrap());
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let done = tokio::spawn(svc.run(async move {
-        let _ = rx.await;
-    }));
-    Running { base, stop, done }
+    Serving::spawn(svc.local_addr().unwrap(), |stop| svc.run(stop))
 }
 
 async fn execute(base: &str, body: &Value) -> (u16, Value) {
@@ -143,8 +135,7 @@ async fn a_handler_past_its_timeout_is_cut_off() {
     );
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 
-    let _ = s.stop.send(());
-    s.done.await.unwrap().unwrap();
+    s.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -160,14 +151,12 @@ async fn a_graceful_stop_cuts_off_what_still_runs_after_its_grace() {
         )
         .await
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while runs.load(Ordering::SeqCst) == 0 {
-        assert!(Instant::now() < deadline, "the handler never started");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(Duration::from_secs(10), "the handler starts", || async {
+        (runs.load(Ordering::SeqCst) > 0).then_some(())
+    })
+    .await;
     let t0 = Instant::now();
-    let _ = s.stop.send(());
-    s.done.await.unwrap().unwrap();
+    s.stop().await.unwrap();
     let took = t0.elapsed();
     assert!(
         took < Duration::from_secs(5),
@@ -195,6 +184,5 @@ async fn a_graceful_stop_cuts_off_what_still_runs_after_its_grace() {
         b["evidence"]["receipt_hash"]
     );
     assert_eq!(runs.load(Ordering::SeqCst), 1, "never re-run");
-    let _ = s2.stop.send(());
-    s2.done.await.unwrap().unwrap();
+    s2.stop().await.unwrap();
 }

@@ -11,49 +11,12 @@ use openexec_exec::store::{
     Claim, ClaimResult, ClaimStatus, NewReceipt, Store, StoreError, StoreLimits,
 };
 use openexec_log::LogStore;
-use openexec_testpg::TestDb;
+use openexec_testkit::{both_backends, Db, TestDb};
 use sqlx::Connection;
 
-/// Where a test's store lives.
-enum Db {
-    Sqlite(tempfile::TempDir),
-    Postgres(TestDb),
-}
-
-impl Db {
-    fn sqlite() -> Db {
-        Db::Sqlite(tempfile::tempdir().unwrap())
-    }
-
-    async fn postgres(test: &str) -> Option<Db> {
-        TestDb::create(test).await.map(Db::Postgres)
-    }
-
-    fn target(&self) -> DbTarget {
-        match self {
-            Db::Sqlite(dir) => DbTarget::Sqlite(dir.path().join("s.db")),
-            Db::Postgres(db) => openexec_exec::config::parse_db_url(&db.url).unwrap(),
-        }
-    }
-}
-
-/// Run one test body on SQLite and on PostgreSQL.
-macro_rules! on_both {
-    ($body:ident) => {
-        mod $body {
-            #[tokio::test(flavor = "multi_thread")]
-            async fn sqlite() {
-                super::$body(super::Db::sqlite()).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread")]
-            async fn postgres() {
-                if let Some(db) = super::Db::postgres(stringify!($body)).await {
-                    super::$body(db).await;
-                }
-            }
-        }
-    };
+/// The store of a test's database (either backend).
+fn target(db: &Db) -> DbTarget {
+    openexec_exec::config::parse_db_url(&db.url()).expect("a test database URL")
 }
 
 fn claim(nonce: &str, exec_id: &str, approval: Option<&str>) -> Claim {
@@ -81,7 +44,7 @@ fn receipt(hash: &str, exec_id: &str) -> NewReceipt {
 
 async fn open(db: &Db, busy_ms: u64) -> Store {
     Store::open(
-        &db.target(),
+        &target(db),
         StoreLimits {
             timeout: Duration::from_millis(busy_ms),
             pool_size: 8,
@@ -92,7 +55,7 @@ async fn open(db: &Db, busy_ms: u64) -> Store {
     .unwrap()
 }
 
-on_both!(a_nonce_is_claimed_once_and_keeps_its_outcome);
+both_backends!(a_nonce_is_claimed_once_and_keeps_its_outcome);
 async fn a_nonce_is_claimed_once_and_keeps_its_outcome(dir: Db) {
     let store = open(&dir, 1000).await;
     assert!(matches!(
@@ -133,7 +96,7 @@ async fn a_nonce_is_claimed_once_and_keeps_its_outcome(dir: Db) {
     store.close().await;
 }
 
-on_both!(an_approval_is_used_once_and_a_refused_claim_leaves_the_nonce_free);
+both_backends!(an_approval_is_used_once_and_a_refused_claim_leaves_the_nonce_free);
 async fn an_approval_is_used_once_and_a_refused_claim_leaves_the_nonce_free(dir: Db) {
     let store = open(&dir, 1000).await;
     assert!(matches!(
@@ -152,7 +115,7 @@ async fn an_approval_is_used_once_and_a_refused_claim_leaves_the_nonce_free(dir:
     store.close().await;
 }
 
-on_both!(log_indices_are_dense_under_concurrency_and_identical_receipts_are_stored_once);
+both_backends!(log_indices_are_dense_under_concurrency_and_identical_receipts_are_stored_once);
 async fn log_indices_are_dense_under_concurrency_and_identical_receipts_are_stored_once(dir: Db) {
     let store = Arc::new(open(&dir, 1000).await);
     let mut tasks = Vec::new();
@@ -177,7 +140,7 @@ async fn log_indices_are_dense_under_concurrency_and_identical_receipts_are_stor
     store.close().await;
 }
 
-on_both!(a_locked_database_fails_closed_and_recovers);
+both_backends!(a_locked_database_fails_closed_and_recovers);
 async fn a_locked_database_fails_closed_and_recovers(dir: Db) {
     let store = open(&dir, 100).await;
     // Another connection holds the database (SQLite) or the tables (PostgreSQL) locked.
@@ -198,7 +161,7 @@ async fn a_locked_database_fails_closed_and_recovers(dir: Db) {
     store.close().await;
 }
 
-on_both!(a_closed_store_refuses_writes);
+both_backends!(a_closed_store_refuses_writes);
 async fn a_closed_store_refuses_writes(dir: Db) {
     let store = open(&dir, 100).await;
     store.close().await;
@@ -207,7 +170,7 @@ async fn a_closed_store_refuses_writes(dir: Db) {
     assert!(!store.ping().await);
 }
 
-on_both!(concurrent_claims_in_shared_batches_keep_every_rule);
+both_backends!(concurrent_claims_in_shared_batches_keep_every_rule);
 async fn concurrent_claims_in_shared_batches_keep_every_rule(dir: Db) {
     let store = Arc::new(open(&dir, 1000).await);
     let mut tasks = Vec::new();
@@ -259,7 +222,7 @@ async fn concurrent_claims_in_shared_batches_keep_every_rule(dir: Db) {
     store.close().await;
 }
 
-on_both!(an_entry_changed_behind_the_stores_back_is_named_at_open);
+both_backends!(an_entry_changed_behind_the_stores_back_is_named_at_open);
 async fn an_entry_changed_behind_the_stores_back_is_named_at_open(dir: Db) {
     let store = open(&dir, 1000).await;
     for i in 0..5 {
@@ -288,7 +251,7 @@ async fn an_entry_changed_behind_the_stores_back_is_named_at_open(dir: Db) {
         Db::Sqlite(d) => {
             let mut c = sqlx::SqliteConnection::connect(&format!(
                 "sqlite://{}",
-                d.path().join("s.db").display()
+                d.path().join("test.db").display()
             ))
             .await
             .unwrap();
@@ -311,7 +274,7 @@ async fn an_entry_changed_behind_the_stores_back_is_named_at_open(dir: Db) {
 async fn lock_everything(db: &Db) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
     match db {
         Db::Sqlite(dir) => {
-            let path = dir.path().join("s.db");
+            let path = dir.path().join("test.db");
             let mut other =
                 sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
                     .await
@@ -425,7 +388,7 @@ async fn two_replicas_on_postgres_share_claims_approvals_and_one_log() {
 
 // Exactly one process or replica holds the sequencer role; when it goes, another takes it;
 // and each sees the head the other appended.
-on_both!(one_sequencer_at_a_time_and_takeover_when_it_goes);
+both_backends!(one_sequencer_at_a_time_and_takeover_when_it_goes);
 async fn one_sequencer_at_a_time_and_takeover_when_it_goes(db: Db) {
     let a = open(&db, 2000).await;
     let b = open(&db, 2000).await;
@@ -448,7 +411,7 @@ async fn one_sequencer_at_a_time_and_takeover_when_it_goes(db: Db) {
     b.close().await;
 }
 
-on_both!(the_newest_cosignature_per_witness_is_kept_whatever_the_order);
+both_backends!(the_newest_cosignature_per_witness_is_kept_whatever_the_order);
 async fn the_newest_cosignature_per_witness_is_kept_whatever_the_order(db: Db) {
     // Two stores on one database: two processes (SQLite) or two replicas (PostgreSQL).
     let a = Arc::new(open(&db, 2000).await);

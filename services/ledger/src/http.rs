@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use metrics_exporter_prometheus::PrometheusHandle;
 use openexec_log::plan_inclusion;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::store::Store;
 
@@ -27,14 +27,14 @@ pub struct AppState {
 
 /// The process-wide Prometheus recorder (installed once).
 pub fn router(state: AppState) -> Router {
+    let probes = openexec_kit::probe::router(Arc::new(LedgerProbes(state.clone())));
     Router::new()
-        .route("/health", get(health))
-        .route("/metrics", get(metrics_text))
         .route("/alerts", get(alerts))
         .route("/keys", get(keys))
         .route("/checkpoint/{*origin}", get(checkpoint))
         .route("/evidence/{*rest}", get(evidence))
         .with_state(state)
+        .merge(probes)
 }
 
 /// Errors have the one shape of every service (`openexec_kit::error_response`):
@@ -65,29 +65,47 @@ fn mirror_corrupt(origin: &str, index: u64, size: u64, e: impl std::fmt::Display
     )
 }
 
-/// Liveness and readiness in one: 200 when the database answers, else 503 with its error.
-async fn health(State(s): State<AppState>) -> Response {
-    match s.store.check().await {
-        Ok(()) => Json(json!({"status": "ok", "name": s.name, "database": "ok"})).into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({
-                "status": "unavailable",
-                "name": s.name,
-                "database": "unavailable",
-                "error": format!("{e:#}"),
-            })),
-        )
-            .into_response(),
-    }
-}
+/// ClawLedger's side of the kit's `/health`, `/ready`, `/version` and `/metrics`.
+struct LedgerProbes(AppState);
 
-async fn metrics_text(State(s): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render(),
-    )
-        .into_response()
+impl openexec_kit::Probes for LedgerProbes {
+    fn service(&self) -> &'static str {
+        "ClawLedger"
+    }
+
+    fn version(&self) -> &'static str {
+        env!("CARGO_PKG_VERSION")
+    }
+
+    /// Liveness and readiness in one: 200 when the database answers, else 503 with its error.
+    async fn health(&self) -> (StatusCode, Value) {
+        let s = &self.0;
+        match s.store.check().await {
+            Ok(()) => (
+                StatusCode::OK,
+                json!({"status": "ok", "name": s.name, "database": "ok"}),
+            ),
+            Err(e) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({
+                    "status": "unavailable",
+                    "name": s.name,
+                    "database": "unavailable",
+                    "error": format!("{e:#}"),
+                }),
+            ),
+        }
+    }
+
+    async fn readiness(&self) -> openexec_kit::Readiness {
+        let db = self.0.store.check().await;
+        openexec_kit::Readiness {
+            checks: vec![("database", db.is_ok())],
+            detail: db
+                .err()
+                .map(|e| format!("the database is unavailable: {e:#}")),
+        }
+    }
 }
 
 async fn alerts(State(s): State<AppState>) -> Response {

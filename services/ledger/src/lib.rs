@@ -36,6 +36,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod http;
 pub mod store;
 pub mod witness;
@@ -50,6 +51,7 @@ use anyhow::Context;
 use openexec_core::keys::{self, SigningKey};
 use openexec_log::note::Cosigner;
 
+pub use config::Settings;
 pub use store::{parse_db_url, DbConfig, Store};
 pub use witness::{Limits, Outcome, Watch, Witness};
 
@@ -69,7 +71,7 @@ pub const ENTRIES_BYTES_RANGE: std::ops::RangeInclusive<u64> = 64 * 1024..=1024 
 /// Largest allowed `--fetch-timeout-ms` (one hour).
 pub const MAX_FETCH_TIMEOUT_MS: u64 = 3_600_000;
 
-/// What `openexec ledger serve` was given.
+/// What `openexec ledger serve` was given, checked ([`Config::from_settings`]).
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Address to listen on (port 0 picks a free one).
@@ -90,121 +92,8 @@ pub struct Config {
     pub catchup_chunk: u64,
     /// What a round may read from a watched log (answer sizes, fetch timeout).
     pub limits: Limits,
-    /// HTTP limits and the Host/Origin guard's settings (defaults unless [`Config::with_http`]).
+    /// HTTP limits and the Host/Origin guard's settings.
     pub http: openexec_kit::HttpConfig,
-}
-
-/// The flags of `openexec ledger serve`, as given (each `None` takes its default).
-#[derive(Clone, Debug, Default)]
-pub struct Flags {
-    pub bind: Option<String>,
-    pub data_dir: Option<PathBuf>,
-    pub db_url: Option<String>,
-    pub db_pool_size: Option<u32>,
-    pub db_timeout_ms: Option<u64>,
-    pub key: Option<String>,
-    pub name: Option<String>,
-    pub watch: Vec<String>,
-    pub poll_ms: Option<u64>,
-    pub catchup_chunk: Option<u64>,
-    pub max_checkpoint_bytes: Option<u64>,
-    pub max_entries_bytes: Option<u64>,
-    pub fetch_timeout_ms: Option<u64>,
-}
-
-impl Config {
-    /// Build and validate a config from the flags.
-    pub fn from_flags(f: Flags) -> anyhow::Result<Config> {
-        let mut watches = Vec::new();
-        for w in f
-            .watch
-            .iter()
-            .flat_map(|w| w.split(','))
-            .map(str::trim)
-            .filter(|w| !w.is_empty())
-        {
-            let parsed = Watch::parse(w)?;
-            if watches
-                .iter()
-                .any(|x: &Watch| x.origin() == parsed.origin())
-            {
-                anyhow::bail!("--watch: origin '{}' given twice", parsed.origin());
-            }
-            watches.push(parsed);
-        }
-        let poll = f.poll_ms.unwrap_or(1000);
-        if poll == 0 {
-            anyhow::bail!("--poll-ms must be positive");
-        }
-        let pool_size = f.db_pool_size.unwrap_or(store::DEFAULT_POOL_SIZE);
-        if !(1..=MAX_POOL_SIZE).contains(&pool_size) {
-            anyhow::bail!("--db-pool-size must be between 1 and {MAX_POOL_SIZE}, got {pool_size}");
-        }
-        let timeout = match f.db_timeout_ms {
-            None => store::DEFAULT_TIMEOUT,
-            Some(0) => anyhow::bail!("--db-timeout-ms must be positive"),
-            Some(ms) => Duration::from_millis(ms),
-        };
-        let chunk = f.catchup_chunk.unwrap_or(DEFAULT_CATCHUP_CHUNK);
-        if !(1..=MAX_CATCHUP_CHUNK).contains(&chunk) {
-            anyhow::bail!("--catchup-chunk must be between 1 and {MAX_CATCHUP_CHUNK}, got {chunk}");
-        }
-        let checkpoint_bytes = f
-            .max_checkpoint_bytes
-            .unwrap_or(witness::DEFAULT_MAX_CHECKPOINT_BYTES);
-        if !CHECKPOINT_BYTES_RANGE.contains(&checkpoint_bytes) {
-            anyhow::bail!(
-                "--max-checkpoint-bytes must be between {} and {}, got {checkpoint_bytes}",
-                CHECKPOINT_BYTES_RANGE.start(),
-                CHECKPOINT_BYTES_RANGE.end()
-            );
-        }
-        let entries_bytes = f
-            .max_entries_bytes
-            .unwrap_or(witness::DEFAULT_MAX_ENTRIES_BYTES);
-        if !ENTRIES_BYTES_RANGE.contains(&entries_bytes) {
-            anyhow::bail!(
-                "--max-entries-bytes must be between {} and {}, got {entries_bytes}",
-                ENTRIES_BYTES_RANGE.start(),
-                ENTRIES_BYTES_RANGE.end()
-            );
-        }
-        let fetch_timeout = match f.fetch_timeout_ms {
-            None => witness::DEFAULT_FETCH_TIMEOUT,
-            Some(ms) if (1..=MAX_FETCH_TIMEOUT_MS).contains(&ms) => Duration::from_millis(ms),
-            Some(ms) => anyhow::bail!(
-                "--fetch-timeout-ms must be between 1 and {MAX_FETCH_TIMEOUT_MS}, got {ms}"
-            ),
-        };
-        let url = parse_db_url(f.db_url.as_deref().unwrap_or("sqlite:///clawledger.db"))?;
-        Ok(Config {
-            bind: f.bind.unwrap_or_else(|| "127.0.0.1:5100".into()),
-            data_dir: f.data_dir.unwrap_or_else(|| PathBuf::from("./.clawledger")),
-            db: DbConfig {
-                url,
-                pool_size,
-                timeout,
-            },
-            key: f.key,
-            name: f.name,
-            watch: watches,
-            poll: Duration::from_millis(poll),
-            catchup_chunk: chunk,
-            limits: Limits {
-                checkpoint_bytes,
-                entries_bytes,
-                timeout: fetch_timeout,
-            },
-            http: openexec_kit::HttpConfig::defaults("CLAWLEDGER"),
-        })
-    }
-
-    /// The HTTP limits and guard settings (`CLAWLEDGER_HEADER_TIMEOUT_MS`, …,
-    /// `CLAWLEDGER_ALLOWED_HOSTS`, `CLAWLEDGER_ALLOWED_ORIGINS`), validated.
-    pub fn with_http(mut self, s: openexec_kit::HttpSettings) -> anyhow::Result<Config> {
-        self.http = s.validate("CLAWLEDGER")?;
-        Ok(self)
-    }
 }
 
 /// The witness key: `CLAWLEDGER_KEY` (a key file's path, or the key itself), else the one
@@ -312,67 +201,5 @@ impl Ledger {
         self.store.close().await;
         tracing::info!("stopped");
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_read_limits_default_and_refuse_what_is_out_of_range() {
-        let cfg = Config::from_flags(Flags::default()).unwrap();
-        assert_eq!(cfg.limits, Limits::default());
-        assert_eq!(cfg.limits.checkpoint_bytes, 65_536);
-        assert_eq!(cfg.limits.entries_bytes, 16 * 1024 * 1024);
-        assert_eq!(cfg.limits.timeout, Duration::from_secs(30));
-        let cfg = Config::from_flags(Flags {
-            max_checkpoint_bytes: Some(4096),
-            max_entries_bytes: Some(1 << 20),
-            fetch_timeout_ms: Some(250),
-            ..Flags::default()
-        })
-        .unwrap();
-        assert_eq!(
-            cfg.limits,
-            Limits {
-                checkpoint_bytes: 4096,
-                entries_bytes: 1 << 20,
-                timeout: Duration::from_millis(250),
-            }
-        );
-        for (f, name) in [
-            (
-                Flags {
-                    max_checkpoint_bytes: Some(100),
-                    ..Flags::default()
-                },
-                "--max-checkpoint-bytes",
-            ),
-            (
-                Flags {
-                    max_checkpoint_bytes: Some(1 << 30),
-                    ..Flags::default()
-                },
-                "--max-checkpoint-bytes",
-            ),
-            (
-                Flags {
-                    max_entries_bytes: Some(1000),
-                    ..Flags::default()
-                },
-                "--max-entries-bytes",
-            ),
-            (
-                Flags {
-                    fetch_timeout_ms: Some(0),
-                    ..Flags::default()
-                },
-                "--fetch-timeout-ms",
-            ),
-        ] {
-            let e = Config::from_flags(f).unwrap_err().to_string();
-            assert!(e.starts_with(name), "{e}");
-        }
     }
 }

@@ -8,6 +8,7 @@ mod support;
 
 use openexec_ledger::Outcome;
 use openexec_log::NodeId;
+use openexec_testkit::{both_backends, Db};
 use support::*;
 
 /// `requests` asked for consecutive ranges tiling [from, to), none longer than `page` and none
@@ -30,7 +31,8 @@ fn assert_chunked(requests: &[(u64, u64)], from: u64, to: u64, chunk: u64, page:
     assert_eq!(next, to, "{requests:?}");
 }
 
-async fn catch_up_in_chunks_cosigns_and_serves_evidence(url: &str) {
+async fn catch_up_in_chunks_cosigns_and_serves_evidence(db: Db) {
+    let url = &db.url();
     let log = FakeLog::start().await;
     log.set_page(3);
     log.grow_to(50);
@@ -68,7 +70,7 @@ async fn catch_up_in_chunks_cosigns_and_serves_evidence(url: &str) {
     assert_eq!(store.alerts().await.unwrap().len(), 0);
     store.close().await;
 }
-on_both_backends!(catch_up_in_chunks_cosigns_and_serves_evidence);
+both_backends!(catch_up_in_chunks_cosigns_and_serves_evidence);
 
 /// A mirror that lost a node below its cosigned checkpoint cannot prove the entries that need
 /// it: that is a 500 `mirror_corrupt` (this ledger's data is at fault, and no retry fixes it),
@@ -76,13 +78,14 @@ on_both_backends!(catch_up_in_chunks_cosigns_and_serves_evidence);
 #[tokio::test(flavor = "multi_thread")]
 async fn evidence_the_mirror_cannot_prove_is_an_internal_error_not_an_outage() {
     use sqlx::Connection;
-    let db = sqlite();
+    let db = Db::sqlite();
+    let url = db.url();
     let log = FakeLog::start().await;
     log.grow_to(8);
-    let store = open(&db.url).await;
+    let store = open(&url).await;
     let w = witness(&log, store.clone(), 100);
     assert_eq!(w.step().await, Outcome::Cosigned(8));
-    let path = db.url.strip_prefix("sqlite://").unwrap();
+    let path = url.strip_prefix("sqlite://").unwrap();
     let mut conn = sqlx::SqliteConnection::connect_with(
         &sqlx::sqlite::SqliteConnectOptions::new().filename(path),
     )
@@ -103,7 +106,8 @@ async fn evidence_the_mirror_cannot_prove_is_an_internal_error_not_an_outage() {
     store.close().await;
 }
 
-async fn an_interrupted_catch_up_resumes_after_its_last_stored_chunk(url: &str) {
+async fn an_interrupted_catch_up_resumes_after_its_last_stored_chunk(db: Db) {
+    let url = &db.url();
     let log = FakeLog::start().await;
     log.grow_to(100);
     // The log stops serving entries from 45 on: chunks [0,10) … [30,40) are stored, [40,50)
@@ -159,9 +163,10 @@ async fn an_interrupted_catch_up_resumes_after_its_last_stored_chunk(url: &str) 
     }
     store.close().await;
 }
-on_both_backends!(an_interrupted_catch_up_resumes_after_its_last_stored_chunk);
+both_backends!(an_interrupted_catch_up_resumes_after_its_last_stored_chunk);
 
-async fn a_mismatch_in_a_later_chunk_is_an_alert_and_its_entries_are_discarded(url: &str) {
+async fn a_mismatch_in_a_later_chunk_is_an_alert_and_its_entries_are_discarded(db: Db) {
+    let url = &db.url();
     let log = FakeLog::start().await;
     log.grow_to(30);
     let store = open(url).await;
@@ -240,9 +245,10 @@ async fn a_mismatch_in_a_later_chunk_is_an_alert_and_its_entries_are_discarded(u
     check_evidence(&ev, &log.verifier(), 85, 100);
     store.close().await;
 }
-on_both_backends!(a_mismatch_in_a_later_chunk_is_an_alert_and_its_entries_are_discarded);
+both_backends!(a_mismatch_in_a_later_chunk_is_an_alert_and_its_entries_are_discarded);
 
-async fn progress_beyond_a_smaller_checkpoint_is_discarded_and_redone(url: &str) {
+async fn progress_beyond_a_smaller_checkpoint_is_discarded_and_redone(db: Db) {
+    let url = &db.url();
     // Progress stored towards 60 reached 50; the log then serves a checkpoint of 45 (a lagging
     // replica, say): the progress cannot be used (its frontier is past 45), so it is discarded
     // and 45 is verified from scratch.
@@ -271,9 +277,10 @@ async fn progress_beyond_a_smaller_checkpoint_is_discarded_and_redone(url: &str)
     assert!(store.catchup(ORIGIN).await.unwrap().is_none());
     store.close().await;
 }
-on_both_backends!(progress_beyond_a_smaller_checkpoint_is_discarded_and_redone);
+both_backends!(progress_beyond_a_smaller_checkpoint_is_discarded_and_redone);
 
-async fn a_chunk_ends_once_its_data_reaches_the_entries_cap(url: &str) {
+async fn a_chunk_ends_once_its_data_reaches_the_entries_cap(db: Db) {
+    let url = &db.url();
     // Pages of 3 entries of 11–12 bytes (`{"entry":9}`, `{"entry":10}`), chunks of at most 20
     // entries, and an entries cap of 100 bytes: a chunk also ends after the page that brings its
     // data to 100 bytes.
@@ -311,4 +318,4 @@ async fn a_chunk_ends_once_its_data_reaches_the_entries_cap(url: &str) {
     }
     store.close().await;
 }
-on_both_backends!(a_chunk_ends_once_its_data_reaches_the_entries_cap);
+both_backends!(a_chunk_ends_once_its_data_reaches_the_entries_cap);

@@ -6,10 +6,10 @@
 mod support;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use openexec_ledger::{Config, Flags, Ledger};
-use openexec_testpg::PrivatePg;
+use openexec_ledger::{Config, Ledger, Settings};
+use openexec_testkit::{eventually, PrivatePg};
 use serde_json::Value;
 use support::*;
 
@@ -23,27 +23,21 @@ async fn set_up(pg: &Arc<PrivatePg>, up: bool) {
 
 /// Poll `path` until `ok` holds for its answer (within 30 s).
 async fn wait_for(base: &str, path: &str, ok: impl Fn(u16, &Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let what = format!("GET {path} answers as wanted");
+    eventually(Duration::from_secs(30), &what, || async {
         let (st, v) = get(base, path).await;
-        if ok(st, &v) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "GET {path}: still {st} {v}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        ok(st, &v).then_some(v)
+    })
+    .await
 }
 
 /// Wait until the witness delivered its cosignature of `size` to the log.
 async fn wait_delivered(log: &FakeLog, size: u64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !log.cosigned(size) {
-        assert!(
-            Instant::now() < deadline,
-            "no cosignature of {size} delivered"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = format!("a cosignature of {size} is delivered");
+    eventually(Duration::from_secs(30), &what, || async {
+        log.cosigned(size).then_some(())
+    })
+    .await
 }
 
 async fn assert_unavailable(base: &str) {
@@ -81,7 +75,7 @@ async fn postgres_outage_answers_503_and_the_witness_resumes() {
     let key = tmp.path().join("witness.pem");
     let sk = openexec_core::keys::signing_key_from_seed([7; 32]); // support::cosigner()'s
     openexec_kit::keys::write_private(&key, &openexec_core::keys::signing_key_to_pem(&sk)).unwrap();
-    let cfg = Config::from_flags(Flags {
+    let cfg = Config::from_settings(Settings {
         bind: Some("127.0.0.1:0".into()),
         data_dir: Some(tmp.path().to_path_buf()),
         db_url: Some(url),
@@ -89,10 +83,10 @@ async fn postgres_outage_answers_503_and_the_witness_resumes() {
         db_timeout_ms: Some(300),
         key: Some(key.display().to_string()),
         name: Some(WITNESS.into()),
-        watch: vec![format!("{}={}", log.url, log.verifier_key)],
+        watch: Some(vec![format!("{}={}", log.url, log.verifier_key)]),
         poll_ms: Some(50),
         catchup_chunk: Some(8),
-        ..Flags::default()
+        ..Settings::default()
     })
     .unwrap();
     let ledger = Ledger::start(cfg)

@@ -6,6 +6,7 @@ mod support;
 
 use openexec_ledger::store::{Advance, Chunk, LogState};
 use openexec_log::{leaf_hash, plan_inclusion, verify_inclusion, Frontier, Hash, NodeId};
+use openexec_testkit::{both_backends, Db};
 use support::*;
 
 /// Append entries [from, to) to `f`: their data and the nodes they complete.
@@ -51,7 +52,8 @@ fn step<'a>(origin: &'a str, state: &'a LogState, base: u64) -> Advance<'a> {
     }
 }
 
-async fn verified_and_pending_are_kept_apart(url: &str) {
+async fn verified_and_pending_are_kept_apart(db: Db) {
+    let url = &db.url();
     let store = open(url).await;
     let o = "example.com/store-test";
     assert!(store.state(o).await.unwrap().is_none());
@@ -197,4 +199,4 @@ async fn verified_and_pending_are_kept_apart(url: &str) {
     assert_eq!(store.alerts().await.unwrap().len(), 4);
     store.close().await;
 }
-on_both_backends!(verified_and_pending_are_kept_apart);
+both_backends!(verified_and_pending_are_kept_apart);

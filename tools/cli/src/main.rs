@@ -14,7 +14,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use openexec_core::{artifact, hash, json, keys, payload};
-use openexec_exec::{Config, Service, Settings};
+use openexec_exec::{Config, Service};
+use openexec_kit::run::{init_logging, until_stopped};
+use openexec_kit::Layers;
 use serde_json::{json, Value};
 
 #[derive(Parser)]
@@ -31,7 +33,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the execution service.
-    Serve(Box<ServeArgs>),
+    Serve(Box<Layers<openexec_exec::Settings>>),
     /// Write a new Ed25519 key pair; print its key id and public key.
     Keygen {
         /// Where to write the private key (PKCS#8 PEM, mode 0600); the public key goes to <OUT>.pub.
@@ -94,158 +96,6 @@ enum LogCmd {
         #[arg(long)]
         state: Option<PathBuf>,
     },
-}
-
-#[derive(Args)]
-struct ServeArgs {
-    /// Optional TOML file with the same settings (lowest precedence).
-    #[arg(long, env = "OPENEXEC_CONFIG")]
-    config: Option<PathBuf>,
-    /// demo | clawshield
-    #[arg(long, env = "OPENEXEC_MODE")]
-    mode: Option<String>,
-    /// Address to listen on (default 127.0.0.1:5000; port 0 picks a free one).
-    #[arg(long, env = "OPENEXEC_BIND")]
-    bind: Option<String>,
-    /// Where generated keys live (default ./.openexec).
-    #[arg(long, env = "OPENEXEC_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// sqlite:///relative.db or sqlite:////absolute.db (default sqlite:///openexec.db).
-    #[arg(long, env = "OPENEXEC_DB_URL")]
-    db_url: Option<String>,
-    /// Receipt signing key file (PKCS#8 PEM or raw base64 seed).
-    #[arg(long, env = "OPENEXEC_RECEIPT_KEY")]
-    receipt_key: Option<String>,
-    /// Public keys of earlier receipt keys (after a rotation): published and trusted, not used to sign.
-    #[arg(long, env = "OPENEXEC_PREVIOUS_RECEIPT_KEYS")]
-    previous_receipt_keys: Option<String>,
-    /// Origin line of the receipt log (default openexec/receipts/<key id of the log key>).
-    #[arg(long, env = "OPENEXEC_LOG_ORIGIN")]
-    log_origin: Option<String>,
-    /// The receipt log's signing key file (default: generated under the data directory).
-    #[arg(long, env = "OPENEXEC_LOG_KEY")]
-    log_key: Option<String>,
-    /// Witness verifier keys (<name>+<hex>+<base64>) whose cosignatures the log accepts.
-    #[arg(long, env = "OPENEXEC_WITNESS_KEYS")]
-    witness_keys: Option<String>,
-    /// Sign a checkpoint at least this often while the log grows, in ms (default 250).
-    #[arg(long, env = "OPENEXEC_LOG_INTERVAL_MS")]
-    log_interval_ms: Option<u64>,
-    /// ...or as soon as this many entries wait for one (default 256).
-    #[arg(long, env = "OPENEXEC_LOG_BATCH")]
-    log_batch: Option<u64>,
-    /// Comma-separated actions allowed to run (default: all registered).
-    #[arg(long, env = "OPENEXEC_ALLOWED_ACTIONS")]
-    allowed_actions: Option<String>,
-    /// ClawShield public key(s), PEM or raw base64, or a file holding them.
-    #[arg(long, env = "CLAWSHIELD_PUBLIC_KEY")]
-    clawshield_public_key: Option<String>,
-    /// Tenant of requests that name none (default "default").
-    #[arg(long, env = "CLAWSHIELD_TENANT_ID")]
-    clawshield_tenant_id: Option<String>,
-    /// Tenants served, comma-separated (default: the configured tenant alone); others get 403
-    /// tenant_not_served.
-    #[arg(long, env = "OPENEXEC_TENANTS")]
-    tenants: Option<String>,
-    /// Rejections without a verified artifact that enter the receipt log, per second per tenant
-    /// (token bucket; default 50). Past it the answer still carries a signed receipt, unlogged.
-    #[arg(long, env = "OPENEXEC_REJECTION_LOG_RATE")]
-    rejection_log_rate: Option<u32>,
-    /// Longest validity (expires_at - issued_at) of an approval artifact, in seconds.
-    #[arg(long, env = "OPENEXEC_MAX_APPROVAL_TTL_SECONDS")]
-    max_approval_ttl_seconds: Option<i64>,
-    /// Clock skew allowed on approval time windows, in seconds (default 30).
-    #[arg(long, env = "OPENEXEC_CLOCK_SKEW_SECONDS")]
-    clock_skew_seconds: Option<i64>,
-    /// Largest request body in bytes (default 1048576).
-    #[arg(long, env = "OPENEXEC_MAX_BODY_BYTES")]
-    max_body_bytes: Option<usize>,
-    /// Deepest JSON nesting accepted (default 64).
-    #[arg(long, env = "OPENEXEC_MAX_DEPTH")]
-    max_depth: Option<usize>,
-    /// How long a duplicate waits for a running request, in ms (default 30000).
-    #[arg(long, env = "OPENEXEC_REPLAY_WAIT_MS")]
-    replay_wait_ms: Option<u64>,
-    /// How long a write waits for a database lock (SQLite) or a connection (PostgreSQL)
-    /// before answering 503, in ms (default 5000).
-    #[arg(long, env = "OPENEXEC_DB_BUSY_TIMEOUT_MS")]
-    db_busy_timeout_ms: Option<u64>,
-    /// PostgreSQL only: most connections this process opens (default 16, at least 3).
-    #[arg(long, env = "OPENEXEC_DB_POOL_SIZE")]
-    db_pool_size: Option<u32>,
-    /// PostgreSQL only: how long a starting process waits for the database to accept
-    /// connections before giving up (exit 3), in ms (default 30000).
-    #[arg(long, env = "OPENEXEC_DB_CONNECT_WAIT_MS")]
-    db_connect_wait_ms: Option<u64>,
-    /// A request's headers must arrive within this, in ms, else the connection is closed
-    /// (default 10000).
-    #[arg(long, env = "OPENEXEC_HEADER_TIMEOUT_MS")]
-    header_timeout_ms: Option<u64>,
-    /// A request's body must arrive within this after its headers, in ms, else 408
-    /// body_timeout (default 30000).
-    #[arg(long, env = "OPENEXEC_BODY_TIMEOUT_MS")]
-    body_timeout_ms: Option<u64>,
-    /// A keep-alive connection idle this long is closed, in ms (default 60000).
-    #[arg(long, env = "OPENEXEC_IDLE_TIMEOUT_MS")]
-    idle_timeout_ms: Option<u64>,
-    /// Most connections served at once (default 1024); keep it below `ulimit -n`.
-    #[arg(long, env = "OPENEXEC_MAX_CONNECTIONS")]
-    max_connections: Option<usize>,
-    /// On SIGTERM, how long requests being served may take before their connections are
-    /// dropped, in ms (default 15000).
-    #[arg(long, env = "OPENEXEC_SHUTDOWN_GRACE_MS")]
-    shutdown_grace_ms: Option<u64>,
-    /// Comma-separated Host names/addresses (name, name:port, or *) requests may name; others
-    /// get 403 host_not_allowed (default: loopback names when bound to loopback, else any).
-    #[arg(long, env = "OPENEXEC_ALLOWED_HOSTS")]
-    allowed_hosts: Option<String>,
-    /// Comma-separated browser origins (scheme://host[:port]) allowed to make cross-origin
-    /// requests; others get 403 origin_not_allowed (default none).
-    #[arg(long, env = "OPENEXEC_ALLOWED_ORIGINS")]
-    allowed_origins: Option<String>,
-}
-
-impl ServeArgs {
-    fn settings(self) -> anyhow::Result<Settings> {
-        let file = match &self.config {
-            Some(p) => Settings::from_toml_file(p)?,
-            None => Settings::default(),
-        };
-        let given = Settings {
-            mode: self.mode,
-            bind: self.bind,
-            data_dir: self.data_dir,
-            db_url: self.db_url,
-            receipt_key: self.receipt_key,
-            previous_receipt_keys: self.previous_receipt_keys,
-            log_origin: self.log_origin,
-            log_key: self.log_key,
-            witness_keys: self.witness_keys,
-            log_interval_ms: self.log_interval_ms,
-            log_batch: self.log_batch,
-            allowed_actions: self.allowed_actions.map(|a| vec![a]),
-            clawshield_public_key: self.clawshield_public_key,
-            clawshield_tenant_id: self.clawshield_tenant_id,
-            tenants: self.tenants.map(|t| vec![t]),
-            rejection_log_rate: self.rejection_log_rate,
-            max_approval_ttl_seconds: self.max_approval_ttl_seconds,
-            clock_skew_seconds: self.clock_skew_seconds,
-            max_body_bytes: self.max_body_bytes,
-            max_depth: self.max_depth,
-            replay_wait_ms: self.replay_wait_ms,
-            db_busy_timeout_ms: self.db_busy_timeout_ms,
-            db_pool_size: self.db_pool_size,
-            db_connect_wait_ms: self.db_connect_wait_ms,
-            header_timeout_ms: self.header_timeout_ms,
-            body_timeout_ms: self.body_timeout_ms,
-            idle_timeout_ms: self.idle_timeout_ms,
-            max_connections: self.max_connections,
-            shutdown_grace_ms: self.shutdown_grace_ms,
-            allowed_hosts: self.allowed_hosts.map(|a| vec![a]),
-            allowed_origins: self.allowed_origins.map(|a| vec![a]),
-        };
-        Ok(given.over(file))
-    }
 }
 
 #[derive(Args)]
@@ -338,25 +188,22 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(a: ServeArgs) -> Result<(), Fail> {
+fn serve(a: Layers<openexec_exec::Settings>) -> Result<(), Fail> {
     init_logging("OPENEXEC_LOG");
     let cfg = a
-        .settings()
-        .and_then(|s| Ok(Config::from_settings(s)?))
-        .map_err(usage)?;
-    let rt = tokio::runtime::Runtime::new().map_err(|e| Fail(3, e.into()))?;
-    rt.block_on(async move {
-        // Take over SIGTERM/SIGINT before anyone can learn our address: from the listening line
-        // on, a signal means a graceful stop, never an abrupt one.
-        let stop = stop_signal()?;
+        .load()
+        .map_err(usage)
+        .and_then(|s| Config::from_settings(s).map_err(usage))?;
+    until_stopped(|stop| async move {
         let svc = Service::start(cfg, openexec_builtin::registry()).await?;
         let addr = svc.local_addr()?;
-        // One line on stdout that scripts and tests can wait for.
+        // One line on stdout that scripts and tests can wait for (the stop signal is taken
+        // over before it: from here on a signal means a graceful stop).
         println!("openexec: listening on http://{addr}");
         tracing::info!(%addr, "listening");
         svc.run(stop).await
     })
-    .map_err(|e| Fail(3, e))
+    .map_err(|e: anyhow::Error| Fail(3, e))
 }
 
 /// `--key` values: each a public key (PEM or raw base64) or a file holding some.
@@ -375,34 +222,6 @@ fn public_keys(key_args: &[String]) -> Result<Vec<keys::VerifyingKey>, Fail> {
         );
     }
     Ok(out)
-}
-
-/// Logs to stderr, filtered by the environment variable `var` (default `info`).
-fn init_logging(var: &str) {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env(var)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal, never in files or log collectors.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-}
-
-/// Register SIGTERM and SIGINT now; the future resolves when either arrives. Must be called
-/// inside the runtime.
-fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = int.recv() => {},
-        }
-        tracing::info!("shutdown requested");
-    })
 }
 
 fn log_audit(
@@ -588,119 +407,16 @@ fn hash_cmd(a: HashArgs) -> anyhow::Result<()> {
 enum LedgerCmd {
     /// Watch logs: verify each new checkpoint, mirror its entries, cosign it and deliver the
     /// cosignature to the log; serve alerts, cosigned checkpoints and mirrored evidence.
-    Serve(Box<LedgerServeArgs>),
+    Serve(Box<Layers<openexec_ledger::Settings>>),
 }
 
-#[derive(Args)]
-struct LedgerServeArgs {
-    /// Address to listen on (default 127.0.0.1:5100; port 0 picks a free one).
-    #[arg(long, env = "CLAWLEDGER_BIND")]
-    bind: Option<String>,
-    /// Where the generated witness key lives (default ./.clawledger).
-    #[arg(long, env = "CLAWLEDGER_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// sqlite:///relative.db, sqlite:////absolute.db, or postgres://user[:password]@host[:port]/db
-    /// (also postgresql://…) (default sqlite:///clawledger.db).
-    #[arg(long, env = "CLAWLEDGER_DB_URL")]
-    db_url: Option<String>,
-    /// Most database connections open at once (default 8).
-    #[arg(long, env = "CLAWLEDGER_DB_POOL_SIZE")]
-    db_pool_size: Option<u32>,
-    /// How long to wait for a database connection, connecting included, in ms (default 5000;
-    /// also SQLite's busy timeout). An unreachable database is not fatal: requests answer 503,
-    /// /health reports it, and rounds retry until it is back.
-    #[arg(long, env = "CLAWLEDGER_DB_TIMEOUT_MS")]
-    db_timeout_ms: Option<u64>,
-    /// Witness key: a key file's path, or the key itself (PKCS#8 PEM or raw base64 seed);
-    /// default: generated under the data directory.
-    #[arg(long, env = "CLAWLEDGER_KEY", allow_hyphen_values = true)]
-    key: Option<String>,
-    /// Cosigner name (default clawledger/<key id>).
-    #[arg(long, env = "CLAWLEDGER_NAME")]
-    name: Option<String>,
-    /// A log to watch: URL=VERIFIER_KEY (the origin is the key's name); repeatable.
-    #[arg(long = "watch", env = "CLAWLEDGER_WATCH", value_delimiter = ',')]
-    watch: Vec<String>,
-    /// How often each log is polled, in ms (default 1000).
-    #[arg(long, env = "CLAWLEDGER_POLL_MS")]
-    poll_ms: Option<u64>,
-    /// Most new entries caught up per chunk (default 10000, at most 1000000): each chunk is
-    /// stored before the next is fetched, and a restart resumes after the last stored one.
-    /// Nothing is cosigned or served as evidence before all chunks hash to the checkpoint's root.
-    #[arg(long, env = "CLAWLEDGER_CATCHUP_CHUNK")]
-    catchup_chunk: Option<u64>,
-    /// Most bytes of a watched log's checkpoint answer (default 65536, 1024 to 16 MiB); a larger
-    /// answer is refused (not read past the cap) as a response_too_large alert.
-    #[arg(long, env = "CLAWLEDGER_MAX_CHECKPOINT_BYTES")]
-    max_checkpoint_bytes: Option<u64>,
-    /// Most bytes of one entries page a watched log answers (default 16777216, 64 KiB to 1 GiB);
-    /// a larger answer is a response_too_large alert. Proofs are capped at 64 KiB.
-    #[arg(long, env = "CLAWLEDGER_MAX_ENTRIES_BYTES")]
-    max_entries_bytes: Option<u64>,
-    /// Longest time one request to a watched log may take, its whole body included, in ms
-    /// (default 30000). A body not finished by then is a response_timeout alert.
-    #[arg(long, env = "CLAWLEDGER_FETCH_TIMEOUT_MS")]
-    fetch_timeout_ms: Option<u64>,
-    /// A request's headers must arrive within this, in ms, else the connection is closed
-    /// (default 10000).
-    #[arg(long, env = "CLAWLEDGER_HEADER_TIMEOUT_MS")]
-    header_timeout_ms: Option<u64>,
-    /// A request's body must arrive within this after its headers, in ms, else 408
-    /// body_timeout (default 30000).
-    #[arg(long, env = "CLAWLEDGER_BODY_TIMEOUT_MS")]
-    body_timeout_ms: Option<u64>,
-    /// A keep-alive connection idle this long is closed, in ms (default 60000).
-    #[arg(long, env = "CLAWLEDGER_IDLE_TIMEOUT_MS")]
-    idle_timeout_ms: Option<u64>,
-    /// Most connections served at once (default 1024); keep it below `ulimit -n`.
-    #[arg(long, env = "CLAWLEDGER_MAX_CONNECTIONS")]
-    max_connections: Option<usize>,
-    /// On SIGTERM, how long requests being served may take before their connections are
-    /// dropped, in ms (default 15000).
-    #[arg(long, env = "CLAWLEDGER_SHUTDOWN_GRACE_MS")]
-    shutdown_grace_ms: Option<u64>,
-    /// Comma-separated Host names/addresses (name, name:port, or *) requests may name; others
-    /// get 403 host_not_allowed (default: loopback names when bound to loopback, else any).
-    #[arg(long, env = "CLAWLEDGER_ALLOWED_HOSTS")]
-    allowed_hosts: Option<String>,
-    /// Comma-separated browser origins (scheme://host[:port]) allowed to make cross-origin
-    /// requests; others get 403 origin_not_allowed (default none).
-    #[arg(long, env = "CLAWLEDGER_ALLOWED_ORIGINS")]
-    allowed_origins: Option<String>,
-}
-
-fn ledger_serve(a: LedgerServeArgs) -> Result<(), Fail> {
+fn ledger_serve(a: Layers<openexec_ledger::Settings>) -> Result<(), Fail> {
     init_logging("CLAWLEDGER_LOG");
-    let cfg = openexec_ledger::Config::from_flags(openexec_ledger::Flags {
-        bind: a.bind,
-        data_dir: a.data_dir,
-        db_url: a.db_url,
-        db_pool_size: a.db_pool_size,
-        db_timeout_ms: a.db_timeout_ms,
-        key: a.key,
-        name: a.name,
-        watch: a.watch,
-        poll_ms: a.poll_ms,
-        catchup_chunk: a.catchup_chunk,
-        max_checkpoint_bytes: a.max_checkpoint_bytes,
-        max_entries_bytes: a.max_entries_bytes,
-        fetch_timeout_ms: a.fetch_timeout_ms,
-    })
-    .and_then(|c| {
-        c.with_http(openexec_kit::HttpSettings {
-            header_timeout_ms: a.header_timeout_ms,
-            body_timeout_ms: a.body_timeout_ms,
-            idle_timeout_ms: a.idle_timeout_ms,
-            max_connections: a.max_connections,
-            shutdown_grace_ms: a.shutdown_grace_ms,
-            allowed_hosts: a.allowed_hosts.map(|h| vec![h]),
-            allowed_origins: a.allowed_origins.map(|o| vec![o]),
-        })
-    })
-    .map_err(usage)?;
-    let rt = tokio::runtime::Runtime::new().map_err(|e| Fail(3, e.into()))?;
-    rt.block_on(async move {
-        let stop = stop_signal()?;
+    let cfg = a
+        .load()
+        .map_err(usage)
+        .and_then(|s| openexec_ledger::Config::from_settings(s).map_err(usage))?;
+    until_stopped(|stop| async move {
         let ledger = openexec_ledger::Ledger::start(cfg).await?;
         let addr = ledger.local_addr()?;
         println!("clawledger: cosigner key {}", ledger.verifier_key());
@@ -708,5 +424,5 @@ fn ledger_serve(a: LedgerServeArgs) -> Result<(), Fail> {
         tracing::info!(%addr, "listening");
         ledger.run(stop).await
     })
-    .map_err(|e| Fail(3, e))
+    .map_err(|e: anyhow::Error| Fail(3, e))
 }

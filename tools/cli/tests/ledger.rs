@@ -11,10 +11,9 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::process::ExitStatus;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -24,86 +23,54 @@ use openexec_log::note::{self, Checkpoint, Cosigner, CosignerVerifier, Signer, V
 use openexec_log::{
     leaf_hash, node_hash, plan_consistency, verify_inclusion, Frontier, Hash, NodeId,
 };
+use openexec_testkit::{eventually, Process, ProcessSpec};
 use serde_json::{json, Value};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 const WITNESS_NAME: &str = "clawledger/test-witness";
 
-/// A running `openexec ledger serve`.
+/// A running `openexec ledger serve` in the test's directory.
 struct Ledger {
-    child: Option<Child>,
+    proc: Process,
     base: String,
     verifier_key: String,
-    log: PathBuf,
     client: reqwest::Client,
 }
 
 impl Ledger {
     /// Start with these flags (plus --bind 127.0.0.1:0), logging to `dir/ledger.log`.
     fn start(dir: &Path, args: &[&str]) -> Ledger {
-        let log = dir.join("ledger.log");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.args(["ledger", "serve", "--bind", "127.0.0.1:0"])
-            .args(args)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(file));
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy().to_string();
-            if k.starts_with("CLAWLEDGER_") {
-                cmd.env_remove(&k);
-            }
-        }
-        let mut child = cmd.spawn().expect("spawn openexec ledger serve");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut verifier_key = None;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(k) = line.strip_prefix("clawledger: cosigner key ") {
-                        verifier_key = Some(k.trim().to_string());
-                    } else if let Some(url) = line.strip_prefix("clawledger: listening on ") {
-                        return Ledger {
-                            child: Some(child),
-                            base: url.trim().to_string(),
-                            verifier_key: verifier_key.expect("cosigner key line first"),
-                            log,
-                            client: reqwest::Client::new(),
-                        };
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "ledger did not start; log:\n{}",
-                        std::fs::read_to_string(&log).unwrap_or_default()
-                    );
-                }
-            }
+        let spec = ProcessSpec::new(
+            BIN,
+            &["ledger", "serve", "--bind", "127.0.0.1:0"],
+            "clawledger: listening on ",
+        )
+        .args(args)
+        .clear_env("CLAWLEDGER_")
+        .log_file("ledger.log")
+        .workdir(dir);
+        let proc = Process::start(spec);
+        let verifier_key = proc
+            .banner
+            .iter()
+            .find_map(|l| l.strip_prefix("clawledger: cosigner key "))
+            .expect("cosigner key line first")
+            .trim()
+            .to_string();
+        Ledger {
+            base: proc.base.clone(),
+            verifier_key,
+            client: reqwest::Client::new(),
+            proc,
         }
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.proc.full_log()
     }
 
     fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
+        self.proc.pid()
     }
 
     async fn get_text(&self, path: &str) -> (u16, String) {
@@ -132,57 +99,22 @@ impl Ledger {
 
     /// Wait until an alert of `kind` is listed.
     async fn wait_alert(&self, kind: &str) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
+        let what = format!("a {kind} alert is listed");
+        eventually(Duration::from_secs(15), &what, || async {
             let a = self.alerts().await;
-            if a.iter().any(|x| x["kind"] == kind) {
-                return a;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {kind} alert: {a:?}; log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            a.iter().any(|x| x["kind"] == kind).then_some(a)
+        })
+        .await
     }
 
     /// SIGKILL and reap.
     fn kill9(&mut self) {
-        let mut c = self.child.take().expect("running");
-        c.kill().expect("SIGKILL");
-        c.wait().expect("wait after SIGKILL");
+        self.proc.kill9()
     }
 
     /// SIGTERM and wait for the exit.
     fn term(&mut self) -> ExitStatus {
-        let mut c = self.child.take().expect("running");
-        let ok = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(st) = c.try_wait().unwrap() {
-                return st;
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                let _ = c.wait();
-                panic!("ledger did not stop on SIGTERM; log:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Ledger {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.proc.term()
     }
 }
 
@@ -784,7 +716,7 @@ async fn log_reaches(s: &Server, log: &Verifier, size: u64) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_ledger_on_postgres_catches_up_in_chunks_and_survives_a_restart() {
-    let Some(db) = openexec_testpg::TestDb::create("ledger_e2e").await else {
+    let Some(db) = openexec_testkit::TestDb::create("ledger_e2e").await else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -1477,4 +1409,54 @@ async fn a_hostile_log_raises_alerts_and_cannot_exhaust_the_witness_memory() {
         sent < 64 * 1024 * 1024,
         "the witness kept reading a hostile answer: {sent} bytes"
     );
+}
+
+/// Both services answer the kit's operational routes the same way: `/version` names the
+/// service, `/ready` gives its checks, `/metrics` the recorder's text; OpenExec's `/health`
+/// and `/ready` keep their shapes.
+#[tokio::test(flavor = "multi_thread")]
+async fn both_services_answer_the_kits_probes() {
+    let exec = Server::start(&[]);
+    let ledger = LedgerServer::start(&[]);
+    let c = reqwest::Client::new();
+    let get = |url: String| {
+        let c = c.clone();
+        async move {
+            let r = c.get(&url).send().await.unwrap();
+            let st = r.status().as_u16();
+            let text = r.text().await.unwrap();
+            (
+                st,
+                serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text)),
+            )
+        }
+    };
+    let (st, v) = get(exec.url("/version")).await;
+    assert_eq!((st, &v["service"]), (200, &json!("OpenExec")), "{v}");
+    let (st, v) = get(ledger.url("/version")).await;
+    assert_eq!((st, &v["service"]), (200, &json!("ClawLedger")), "{v}");
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    let (st, v) = get(exec.url("/ready")).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        v,
+        json!({"ready": true, "checks": {"database": true, "receipt_key": true, "approval_keys": true, "log": true}})
+    );
+    let (st, v) = get(ledger.url("/ready")).await;
+    assert_eq!(
+        (st, v),
+        (200, json!({"ready": true, "checks": {"database": true}}))
+    );
+    let (st, v) = get(ledger.url("/health")).await;
+    assert_eq!(
+        (st, &v["status"], &v["database"]),
+        (200, &json!("ok"), &json!("ok")),
+        "{v}"
+    );
+    let (st, v) = get(exec.url("/health")).await;
+    assert_eq!((st, &v["status"]), (200, &json!("healthy")), "{v}");
+    for base in [&exec.base, &ledger.base] {
+        let (st, text) = get(format!("{base}/metrics")).await;
+        assert_eq!(st, 200, "{text}");
+    }
 }

@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use openexec_exec::{Config, Service, Settings};
+use openexec_testkit::eventually;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn both_services_serve_the_counters_of_the_one_recorder() {
     let tmp = tempfile::tempdir().unwrap();
     // ClawLedger first: it takes the recorder before OpenExec asks for one.
-    let lcfg = openexec_ledger::Config::from_flags(openexec_ledger::Flags {
+    let lcfg = openexec_ledger::Config::from_settings(openexec_ledger::Settings {
         bind: Some("127.0.0.1:0".into()),
         data_dir: Some(tmp.path().join("ledger")),
         db_url: Some(format!(
@@ -55,8 +56,8 @@ async fn both_services_serve_the_counters_of_the_one_recorder() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     for base in [&ebase, &lbase] {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
+        let what = format!("{base}/metrics has OpenExec's counter");
+        eventually(Duration::from_secs(10), &what, || async {
             let text = c
                 .get(format!("{base}/metrics"))
                 .send()
@@ -65,15 +66,10 @@ async fn both_services_serve_the_counters_of_the_one_recorder() {
                 .text()
                 .await
                 .unwrap();
-            if text.contains("openexec_requests_total{code=\"executed\"}") {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{base}/metrics lacks OpenExec's counter:\n{text}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            text.contains("openexec_requests_total{code=\"executed\"}")
+                .then_some(())
+        })
+        .await;
     }
     let _ = estop.send(());
     let _ = lstop.send(());

@@ -4,7 +4,7 @@
 //! anything; the database stopped and started under load answers 503 meanwhile and the
 //! service recovers by itself.
 //!
-//! Each test gets a database of its own (`openexec_testpg`). Without a PostgreSQL server they
+//! Each test gets a database of its own (`openexec_testkit`). Without a PostgreSQL server they
 //! are skipped with a printed reason, except in CI (`OPENEXEC_TEST_PG_REQUIRED=1`), where that
 //! is a failure.
 
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use common::*;
 use openexec_log::note;
-use openexec_testpg::{PrivatePg, TestDb};
+use openexec_testkit::{PrivatePg, TestDb};
 use serde_json::{json, Value};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use common::*;
 use openexec_core::artifact::{sign_v0, sign_v1, sign_v1_object, V1Params};
+use openexec_testkit::eventually;
 use serde_json::{json, Value};
 
 fn vectors_pem() -> String {
@@ -208,16 +209,16 @@ async fn identifiers_outside_their_limits_are_refused_without_a_receipt() {
         .execute(&json!({"action": "echo", "payload": {}, "nonce": "é".repeat(256)}))
         .await;
     assert_eq!(st, 200, "{b}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (st, text) = s.get_text("/log/checkpoint").await;
-        if st == 200 {
-            assert_eq!(text.lines().nth(1), Some("1"), "only the execution: {text}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "no checkpoint");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let text = eventually(
+        Duration::from_secs(10),
+        "a checkpoint is signed",
+        || async {
+            let (st, text) = s.get_text("/log/checkpoint").await;
+            (st == 200).then_some(text)
+        },
+    )
+    .await;
+    assert_eq!(text.lines().nth(1), Some("1"), "only the execution: {text}");
     assert_eq!(s.handler_runs("echo").await, 1);
 }
 
@@ -420,15 +421,18 @@ async fn a_repeated_rejection_after_a_key_rotation_keeps_its_stored_evidence() {
     );
     assert_eq!(ev["key_id"], before["key_id"]);
     // Its own evidence verifies, inclusion proof and all.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let ev = loop {
-        let (_, again) = s2.execute(&body).await;
-        if again["evidence"].get("inclusion").is_some() {
-            break again["evidence"].clone();
-        }
-        assert!(Instant::now() < deadline, "no inclusion: {again}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let ev = eventually(
+        Duration::from_secs(10),
+        "the evidence carries its inclusion",
+        || async {
+            let (_, again) = s2.execute(&body).await;
+            again["evidence"]
+                .get("inclusion")
+                .is_some()
+                .then(|| again["evidence"].clone())
+        },
+    )
+    .await;
     let (st, v) = s2.post("/receipts/verify", &ev).await;
     assert_eq!(st, 200);
     assert_eq!(v["valid"], true, "{v}");

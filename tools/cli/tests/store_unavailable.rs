@@ -7,9 +7,10 @@ mod common;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
+use openexec_testkit::eventually;
 use serde_json::json;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, SqliteConnection};
@@ -110,20 +111,16 @@ async fn receipt_that_cannot_be_stored_becomes_interrupted() {
     unlock_db(lock).await;
 
     // Within a few seconds the same request answers 409 outcome_unknown, never 200.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let answer = loop {
-        let (st, b) = s.execute(&body).await;
-        assert_ne!(st, 200, "reported success without a durable receipt: {b}");
-        if st == 409 && code(&b) == "outcome_unknown" {
-            break b;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still not outcome_unknown after 5 s: {st} {b}\n{}",
-            s.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let answer = eventually(
+        Duration::from_secs(5),
+        "the request answers outcome_unknown",
+        || async {
+            let (st, b) = s.execute(&body).await;
+            assert_ne!(st, 200, "reported success without a durable receipt: {b}");
+            (st == 409 && code(&b) == "outcome_unknown").then_some(b)
+        },
+    )
+    .await;
     assert_eq!(
         answer["evidence"]["receipt"]["status"], "interrupted",
         "{answer}"

@@ -750,8 +750,8 @@ mod tests {
 
     /// A store on a fresh database of its own, or `None` (with a printed reason) without
     /// PostgreSQL.
-    async fn test_store(name: &str) -> Option<(openexec_testpg::TestDb, PgStore)> {
-        let db = openexec_testpg::TestDb::create(name).await?;
+    async fn test_store(name: &str) -> Option<(openexec_testkit::TestDb, PgStore)> {
+        let db = openexec_testkit::TestDb::create(name).await?;
         let url = PgUrl::parse(&db.url, &crate::config::DB_URL).unwrap();
         let store = PgStore::open(
             &url,
@@ -768,7 +768,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_sequencer_session_has_keepalives_and_the_lock_timeout() {
-        let Some(db) = openexec_testpg::TestDb::create("sequencer_session").await else {
+        let Some(db) = openexec_testkit::TestDb::create("sequencer_session").await else {
             return;
         };
         let base: PgConnectOptions = db

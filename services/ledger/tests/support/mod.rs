@@ -1,5 +1,5 @@
-//! Shared by the ledger's integration tests: a database of each backend (a temporary SQLite file,
-//! a fresh PostgreSQL database from `openexec-testpg`), a fake log served over HTTP in-process
+//! Shared by the ledger's integration tests (databases of both backends come from
+//! `openexec-testkit`): a fake log served over HTTP in-process
 //! (a real RFC 6962 tree with signed checkpoints, whose entries can be withheld or altered), and
 //! ClawLedger's HTTP API served in-process over a store.
 #![allow(dead_code)]
@@ -20,53 +20,6 @@ use serde_json::{json, Value};
 pub const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 pub const ORIGIN: &str = "example.com/fake-log";
 pub const WITNESS: &str = "clawledger/test";
-
-/// Run the async test function `$name(url: &str)` once on SQLite and once on PostgreSQL, as the
-/// tests `$name::sqlite` and `$name::postgres` (the latter skips, saying why, without a server).
-#[macro_export]
-macro_rules! on_both_backends {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread")]
-            async fn sqlite() {
-                let db = $crate::support::sqlite();
-                super::$name(&db.url).await;
-            }
-            #[tokio::test(flavor = "multi_thread")]
-            async fn postgres() {
-                let Some(db) = $crate::support::postgres(stringify!($name)).await else {
-                    return;
-                };
-                super::$name(&db.url).await;
-            }
-        }
-    };
-}
-
-/// A database URL and what keeps it alive.
-pub struct TestDb {
-    pub url: String,
-    _tmp: Option<tempfile::TempDir>,
-    _pg: Option<openexec_testpg::TestDb>,
-}
-
-pub fn sqlite() -> TestDb {
-    let tmp = tempfile::tempdir().unwrap();
-    TestDb {
-        url: format!("sqlite:///{}", tmp.path().join("ledger.db").display()),
-        _tmp: Some(tmp),
-        _pg: None,
-    }
-}
-
-pub async fn postgres(name: &str) -> Option<TestDb> {
-    let db = openexec_testpg::TestDb::create(name).await?;
-    Some(TestDb {
-        url: db.url.clone(),
-        _tmp: None,
-        _pg: Some(db),
-    })
-}
 
 pub async fn open(url: &str) -> Arc<Store> {
     let cfg = DbConfig::new(parse_db_url(url).unwrap());

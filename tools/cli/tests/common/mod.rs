@@ -3,22 +3,18 @@
 //! start it again on the same state, and check evidence offline.
 #![allow(dead_code)]
 
-use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::time::Duration;
 
 use openexec_core::json::{jcs_sha256, sha256_hex};
 use openexec_core::keys::{parse_verifying_key, verify_b64};
+pub use openexec_testkit::StartFailure;
+use openexec_testkit::{eventually, Http, Process, ProcessSpec};
 use serde_json::Value;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_openexec");
-
-/// How long a server may take to print its listening line.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `$VECTORS_DIR`, else `shared/vectors` beside the repository.
 pub fn vectors_dir() -> PathBuf {
@@ -38,243 +34,93 @@ pub fn load_vector(name: &str) -> Value {
 
 /// A running `openexec serve` with its own data directory (removed when the `Server` is dropped).
 pub struct Server {
-    dir: tempfile::TempDir,
-    env: Vec<(String, String)>,
-    /// The open-files limit (`ulimit -n`) the process runs under, when lowered.
-    nofile: Option<u64>,
-    child: Option<Child>,
+    proc: Process,
     /// `http://127.0.0.1:PORT` of the current process.
     pub base: String,
     pub client: reqwest::Client,
 }
 
-/// Why a server did not come up.
-#[derive(Debug)]
-pub struct StartFailure {
-    /// The exit status, when the process ended.
-    pub status: Option<ExitStatus>,
-    /// The server log (stderr).
-    pub log: String,
-}
-
-fn log_tail(dir: &Path) -> String {
-    let text = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
-    let start = text.len().saturating_sub(6000);
-    let mut i = start;
-    while !text.is_char_boundary(i) {
-        i += 1;
-    }
-    text[i..].to_string()
-}
-
-fn spawn(
-    dir: &Path,
-    env: &[(String, String)],
-    nofile: Option<u64>,
-) -> Result<(Child, String), StartFailure> {
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("server.log"))
-        .expect("open server.log");
-    let mut cmd = match nofile {
-        None => Command::new(BIN),
-        // The shell lowers its limit and then becomes the server (same pid).
-        Some(n) => {
-            let mut c = Command::new("sh");
-            c.arg("-c")
-                .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
-                .arg(BIN);
-            c
-        }
-    };
-    cmd.arg("serve").current_dir(dir);
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().to_string();
-        if k.starts_with("OPENEXEC_") || k.starts_with("CLAWSHIELD_") {
-            cmd.env_remove(&k);
-        }
-    }
-    cmd.env("OPENEXEC_BIND", "127.0.0.1:0")
-        .env("OPENEXEC_DATA_DIR", dir)
-        .env(
-            "OPENEXEC_DB_URL",
-            format!("sqlite:///{}", dir.join("openexec.db").display()),
-        );
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log));
-    let mut child = cmd.spawn().expect("spawn openexec serve");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            match line {
-                Ok(l) => {
-                    let _ = tx.send(l);
-                }
-                Err(_) => break,
-            }
-        }
-    });
-    let deadline = Instant::now() + START_TIMEOUT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                if let Some(url) = line.strip_prefix("openexec: listening on ") {
-                    return Ok((child, url.trim().to_string()));
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                let _ = child.kill();
-                let status = child.wait().ok();
-                return Err(StartFailure {
-                    status,
-                    log: format!(
-                        "(no listening line within {START_TIMEOUT:?})\n{}",
-                        log_tail(dir)
-                    ),
-                });
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                // stdout closed: the process is ending.
-                let status = child.wait().ok();
-                return Err(StartFailure {
-                    status,
-                    log: log_tail(dir),
-                });
-            }
-        }
-    }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("http client")
-}
-
-fn owned(env: &[(&str, &str)]) -> Vec<(String, String)> {
-    env.iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+/// How `openexec serve` runs under test: no inherited OPENEXEC_* / CLAWSHIELD_*, a free port,
+/// its data directory and SQLite database in the test's directory, then `env`.
+fn serve_spec(env: &[(&str, &str)], nofile: Option<u64>) -> ProcessSpec {
+    ProcessSpec::new(BIN, &["serve"], "openexec: listening on ")
+        .clear_env("OPENEXEC_")
+        .clear_env("CLAWSHIELD_")
+        .env("OPENEXEC_BIND", "127.0.0.1:0")
+        .env("OPENEXEC_DATA_DIR", "{dir}")
+        .env("OPENEXEC_DB_URL", "sqlite:///{dir}/openexec.db")
+        .envs(env)
+        .nofile(nofile)
 }
 
 impl Server {
     /// Start a server in a fresh data directory; panics with the server log if it fails.
     pub fn start(env: &[(&str, &str)]) -> Server {
-        Server::try_start(env).unwrap_or_else(|f| {
-            panic!(
-                "openexec serve did not start (status {:?}); log:\n{}",
-                f.status, f.log
-            )
-        })
+        Server::from_process(Process::start(serve_spec(env, None)))
     }
 
     /// Start a server in a fresh data directory, or say why it did not come up.
     pub fn try_start(env: &[(&str, &str)]) -> Result<Server, StartFailure> {
-        Server::try_start_with(env, None)
+        Process::try_start(serve_spec(env, None)).map(Server::from_process)
     }
 
     /// Start a server whose process may open at most `nofile` files (`ulimit -n`).
     pub fn start_with_fd_limit(env: &[(&str, &str)], nofile: u64) -> Server {
-        Server::try_start_with(env, Some(nofile)).unwrap_or_else(|f| {
-            panic!(
-                "openexec serve did not start (status {:?}); log:\n{}",
-                f.status, f.log
-            )
-        })
+        Server::from_process(Process::start(serve_spec(env, Some(nofile))))
     }
 
-    fn try_start_with(env: &[(&str, &str)], nofile: Option<u64>) -> Result<Server, StartFailure> {
-        let dir = tempfile::Builder::new()
-            .prefix("openexec-e2e-")
-            .tempdir()
-            .expect("tempdir");
-        let env = owned(env);
-        let (child, base) = spawn(dir.path(), &env, nofile)?;
-        Ok(Server {
-            dir,
-            env,
-            nofile,
-            child: Some(child),
-            base,
-            client: client(),
-        })
+    fn from_process(proc: Process) -> Server {
+        let http = Http::new(proc.base.clone());
+        Server {
+            base: http.base,
+            client: http.client,
+            proc,
+        }
+    }
+
+    fn http(&self) -> Http {
+        Http {
+            base: self.base.clone(),
+            client: self.client.clone(),
+        }
     }
 
     /// The data directory (it also holds `openexec.db` and `server.log`).
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        self.proc.dir()
     }
 
     pub fn db_path(&self) -> PathBuf {
-        self.dir.path().join("openexec.db")
+        self.dir().join("openexec.db")
     }
 
-    /// The server log so far.
+    /// The server log so far (its last 6000 bytes).
     pub fn log(&self) -> String {
-        log_tail(self.dir.path())
+        self.proc.log()
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("server is running").id()
+        self.proc.pid()
     }
 
     /// Start again on the same data directory and database (a new port). Kills the previous
     /// process first if it is still running.
     pub fn restart(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let (child, base) = spawn(self.dir.path(), &self.env, self.nofile).unwrap_or_else(|f| {
-            panic!(
-                "openexec serve did not restart (status {:?}); log:\n{}",
-                f.status, f.log
-            )
-        });
-        self.child = Some(child);
-        self.base = base;
+        self.proc.restart();
         // Connections to the old process are useless now.
-        self.client = client();
+        let http = Http::new(self.proc.base.clone());
+        self.base = http.base;
+        self.client = http.client;
     }
 
     /// SIGKILL the process and reap it.
     pub fn kill9(&mut self) {
-        let mut c = self.child.take().expect("server is running");
-        c.kill().expect("SIGKILL");
-        c.wait().expect("wait after SIGKILL");
+        self.proc.kill9()
     }
 
     /// SIGTERM the process and wait (at most 30 s) for it to exit; its exit status.
     pub fn term(&mut self) -> ExitStatus {
-        let mut c = self.child.take().expect("server is running");
-        let ok = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status()
-            .expect("run kill -TERM");
-        assert!(ok.success(), "kill -TERM failed: {ok}");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(st) = c.try_wait().expect("try_wait") {
-                return st;
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                let _ = c.wait();
-                panic!(
-                    "server did not exit within 30 s of SIGTERM; log:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.proc.term()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -283,23 +129,12 @@ impl Server {
 
     /// POST a JSON value; (status, JSON body — or the text as a JSON string if it is not JSON).
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        self.post_raw(path, serde_json::to_vec(body).expect("serialise"))
-            .await
+        self.http().post(path, body).await
     }
 
     /// POST these exact bytes as `application/json`.
     pub async fn post_raw(&self, path: &str, body: impl Into<Vec<u8>>) -> (u16, Value) {
-        let r = self
-            .client
-            .post(self.url(path))
-            .header("content-type", "application/json")
-            .body(body.into())
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("POST {path}: {e:?}"));
-        let status = r.status().as_u16();
-        let bytes = r.bytes().await.unwrap_or_default();
-        (status, to_json(&bytes))
+        self.http().post_raw(path, body).await
     }
 
     /// POST /execute.
@@ -308,47 +143,31 @@ impl Server {
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let (st, text) = self.get_text(path).await;
-        (st, to_json(text.as_bytes()))
+        self.http().get(path).await
     }
 
     pub async fn get_text(&self, path: &str) -> (u16, String) {
-        let r = self
-            .client
-            .get(self.url(path))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {path}: {e:?}"));
-        let status = r.status().as_u16();
-        (status, r.text().await.unwrap_or_default())
+        self.http().get_text(path).await
     }
 
     /// `openexec_handler_runs_total{action="<action>"}` from /metrics; 0 when absent.
     pub async fn handler_runs(&self, action: &str) -> u64 {
-        let (st, text) = self.get_text("/metrics").await;
-        assert_eq!(st, 200, "GET /metrics: {text}");
-        metric(
-            &text,
-            &format!("openexec_handler_runs_total{{action=\"{action}\"}}"),
-        )
+        self.http()
+            .metric(&format!(
+                "openexec_handler_runs_total{{action=\"{action}\"}}"
+            ))
+            .await
     }
 
     /// Poll `handler_runs(action)` until it reaches `n` (at most `within`).
     pub async fn wait_handler_runs(&self, action: &str, n: u64, within: Duration) {
-        let deadline = Instant::now() + within;
-        loop {
+        let what = format!("handler_runs({action}) reaches {n}");
+        let got = eventually(within, &what, || async {
             let got = self.handler_runs(action).await;
-            if got >= n {
-                assert_eq!(got, n, "handler_runs({action}) overshot");
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "handler_runs({action}) stayed at {got} (wanted {n}); log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            (got >= n).then_some(got)
+        })
+        .await;
+        assert_eq!(got, n, "handler_runs({action}) overshot");
     }
 
     /// GET /keys.
@@ -360,134 +179,28 @@ impl Server {
 
     /// The host:port of the current process.
     pub fn addr(&self) -> String {
-        self.base
-            .strip_prefix("http://")
-            .expect("http base")
-            .to_string()
+        self.http().addr()
     }
 
-    /// Send a request over a raw TCP connection, reading while writing (a server may answer
-    /// before it has read the whole body, and then close). `head` is everything up to and
-    /// including the blank line. Returns the status and the JSON body (0 when no HTTP answer came).
+    /// Send a request over a raw TCP connection ([`openexec_testkit::Http::raw_exchange`]).
     pub async fn raw_exchange(&self, head: String, body: Vec<u8>) -> (u16, Value) {
-        raw_exchange(&self.addr(), head, body).await
+        self.http().raw_exchange(head, body).await
     }
 
     /// POST `body` with a Content-Length header, reading the answer while the body is still going
     /// out.
     pub async fn post_early(&self, path: &str, body: Vec<u8>) -> (u16, Value) {
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            self.addr(),
-            body.len()
-        );
-        self.raw_exchange(head, body).await
+        self.http().post_early(path, body).await
     }
 
     /// POST `body` in `chunk`-byte pieces with `Transfer-Encoding: chunked` (no declared length).
     pub async fn post_chunked(&self, path: &str, body: &[u8], chunk: usize) -> (u16, Value) {
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
-            self.addr()
-        );
-        let mut out = Vec::new();
-        for c in body.chunks(chunk) {
-            out.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
-            out.extend_from_slice(c);
-            out.extend_from_slice(b"\r\n");
-        }
-        out.extend_from_slice(b"0\r\n\r\n");
-        self.raw_exchange(head, out).await
+        self.http().post_chunked(path, body, chunk).await
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-async fn raw_exchange(addr: &str, head: String, body: Vec<u8>) -> (u16, Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    let (mut rd, mut wr) = stream.into_split();
-    let writer = tokio::spawn(async move {
-        // The server may stop reading and close: a write error here is expected then.
-        if wr.write_all(head.as_bytes()).await.is_ok() {
-            let _ = wr.write_all(&body).await;
-        }
-        // Keep the write half open until the reader is done.
-        wr
-    });
-    let mut got = Vec::new();
-    let mut buf = vec![0u8; 65536];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match tokio::time::timeout_at(deadline, rd.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
-            Ok(Ok(n)) => {
-                got.extend_from_slice(&buf[..n]);
-                if complete_response(&got) {
-                    break;
-                }
-            }
-        }
-    }
-    writer.abort();
-    if !got.starts_with(b"HTTP/") {
-        return (0, Value::String(String::from_utf8_lossy(&got).to_string()));
-    }
-    let text = String::from_utf8_lossy(&got).to_string();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .unwrap_or(0);
-    let body = match text.split_once("\r\n\r\n") {
-        Some((_, b)) => to_json(b.as_bytes()),
-        None => Value::Null,
-    };
-    (status, body)
-}
-
-/// A response with a Content-Length whose body has fully arrived.
-fn complete_response(got: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(got);
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        return false;
-    };
-    let cl = head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim()
-            .eq_ignore_ascii_case("content-length")
-            .then(|| v.trim().parse::<usize>().ok())
-            .flatten()
-    });
-    matches!(cl, Some(n) if body.len() >= n)
-}
-
-fn to_json(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).to_string()))
-}
-
-/// The value of one Prometheus sample line (`name{labels} value`); 0 when absent.
-pub fn metric(text: &str, series: &str) -> u64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let rest = l.strip_prefix(series)?;
-            let v = rest.split_whitespace().next()?;
-            v.parse::<f64>().ok()
-        })
-        .map(|v| v as u64)
-        .unwrap_or(0)
-}
+#[allow(unused_imports)]
+pub use openexec_testkit::metric;
 
 /// `error.code` of an error answer ("" when absent).
 pub fn code(body: &Value) -> &str {
@@ -625,92 +338,68 @@ pub fn sans_inclusion(ev: &Value) -> Value {
 /// A running `openexec ledger serve` in a fresh data directory with its own SQLite database,
 /// watching no log (for its HTTP side); killed when dropped.
 pub struct LedgerServer {
-    dir: tempfile::TempDir,
-    child: Option<Child>,
+    proc: Process,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
     pub client: reqwest::Client,
 }
 
 impl LedgerServer {
-    /// Start with these environment variables (no inherited CLAWLEDGER_*); panics with the log
-    /// if it does not come up.
+    /// Start with these environment variables (no inherited CLAWLEDGER_*) on top of a free
+    /// loopback port, the fresh directory and a SQLite database in it; panics with the log if it
+    /// does not come up.
     pub fn start(env: &[(&str, &str)]) -> LedgerServer {
-        let dir = tempfile::Builder::new()
-            .prefix("clawledger-e2e-")
-            .tempdir()
-            .expect("tempdir");
-        let log_path = dir.path().join("ledger.log");
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .expect("open ledger.log");
-        let mut cmd = Command::new(BIN);
-        cmd.args(["ledger", "serve"]).current_dir(dir.path());
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy().to_string();
-            if k.starts_with("CLAWLEDGER_") {
-                cmd.env_remove(&k);
-            }
+        LedgerServer::try_start_with(&[], env, true).unwrap_or_else(|f| {
+            panic!(
+                "ledger did not start (status {:?}); log:\n{}",
+                f.status, f.log
+            )
+        })
+    }
+
+    /// Start with these flags and environment variables only (no inherited CLAWLEDGER_*, and
+    /// no default bind address, data directory or database: a config file may give them), in a
+    /// fresh working directory; or say why it did not come up.
+    pub fn try_start_bare(
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<LedgerServer, StartFailure> {
+        LedgerServer::try_start_with(args, env, false)
+    }
+
+    fn try_start_with(
+        args: &[&str],
+        env: &[(&str, &str)],
+        defaults: bool,
+    ) -> Result<LedgerServer, StartFailure> {
+        let mut spec = ProcessSpec::new(BIN, &["ledger", "serve"], "clawledger: listening on ")
+            .args(args)
+            .clear_env("CLAWLEDGER_")
+            .log_file("ledger.log")
+            .dir_prefix("clawledger-e2e-");
+        if defaults {
+            spec = spec
+                .env("CLAWLEDGER_BIND", "127.0.0.1:0")
+                .env("CLAWLEDGER_DATA_DIR", "{dir}")
+                .env("CLAWLEDGER_DB_URL", "sqlite:///{dir}/clawledger.db");
         }
-        cmd.env("CLAWLEDGER_BIND", "127.0.0.1:0")
-            .env("CLAWLEDGER_DATA_DIR", dir.path())
-            .env(
-                "CLAWLEDGER_DB_URL",
-                format!("sqlite:///{}", dir.path().join("clawledger.db").display()),
-            );
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log));
-        let mut child = cmd.spawn().expect("spawn openexec ledger serve");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(url) = line.strip_prefix("clawledger: listening on ") {
-                        return LedgerServer {
-                            base: url.trim().to_string(),
-                            dir,
-                            child: Some(child),
-                            client: client(),
-                        };
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let status = child.wait().ok();
-                    panic!(
-                        "ledger did not start (status {status:?}); log:\n{}",
-                        std::fs::read_to_string(&log_path).unwrap_or_default()
-                    );
-                }
-            }
-        }
+        let proc = Process::try_start(spec.envs(env))?;
+        let http = Http::new(proc.base.clone());
+        Ok(LedgerServer {
+            base: http.base,
+            client: http.client,
+            proc,
+        })
     }
 
     /// The host:port it listens on.
     pub fn addr(&self) -> String {
-        self.base
-            .strip_prefix("http://")
-            .expect("http base")
-            .to_string()
+        Http::new(self.base.clone()).addr()
     }
 
     /// Its working (and default data) directory.
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        self.proc.dir()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -718,20 +407,11 @@ impl LedgerServer {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("ledger is running").id()
+        self.proc.pid()
     }
 
     /// Its log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("ledger.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for LedgerServer {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.proc.full_log()
     }
 }
