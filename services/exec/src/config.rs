@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use openexec_core::url::redact_password;
 use openexec_kit::config::list_items;
 
 /// How the service decides whether a request may run.
@@ -122,59 +121,19 @@ openexec_kit::settings! {
     }
 }
 
-/// Where the service keeps its state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DbTarget {
-    Sqlite(PathBuf),
-    /// A `postgres://` or `postgresql://` URL, shared by every replica.
-    Postgres(String),
-}
+/// Where the service keeps its state (`OPENEXEC_DB_URL`, read by `openexec_store`).
+pub use openexec_store::DbTarget;
 
-fn memory_refused() -> ConfigError {
-    ConfigError(
-        "an in-memory SQLite database is refused: receipts must outlive the process; give a file path (sqlite:///openexec.db)"
-            .into(),
-    )
-}
+/// How `OPENEXEC_DB_URL` is named in its messages.
+pub const DB_URL: openexec_store::DbSetting = openexec_store::DbSetting {
+    name: "OPENEXEC_DB_URL",
+    example: "openexec.db",
+    keeps: "receipts",
+};
 
-impl DbTarget {
-    /// Read a database URL as SQLAlchemy does: `sqlite:///rel/path`, `sqlite:////abs/path`,
-    /// `sqlite://` and `sqlite:///:memory:` (memory) are refused. Plain `sqlite:path` is accepted too.
-    pub fn parse(url: &str) -> Result<DbTarget, ConfigError> {
-        let url = url.trim();
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            url.parse::<sqlx::postgres::PgConnectOptions>()
-                .map_err(|e| {
-                    ConfigError(format!("OPENEXEC_DB_URL '{}': {e}", redact_password(url)))
-                })?;
-            return Ok(DbTarget::Postgres(url.to_string()));
-        }
-        let rest = url.strip_prefix("sqlite:").ok_or_else(|| {
-            ConfigError(format!(
-                "OPENEXEC_DB_URL must start with sqlite: (e.g. sqlite:///openexec.db) or postgres://, got '{}'",
-                redact_password(url)
-            ))
-        })?;
-        let path = if let Some(after) = rest.strip_prefix("//") {
-            // sqlite://<host>/<path>: the host must be empty.
-            match after.strip_prefix('/') {
-                Some(p) => p.to_string(),
-                None if after.is_empty() => return Err(memory_refused()),
-                None => {
-                    return Err(ConfigError(format!(
-                        "OPENEXEC_DB_URL '{url}': use three slashes for a relative path (sqlite:///openexec.db) and four for an absolute one"
-                    )))
-                }
-            }
-        } else {
-            rest.to_string()
-        };
-        let path = path.split('?').next().unwrap_or_default().to_string();
-        if path.is_empty() || path == ":memory:" {
-            return Err(memory_refused());
-        }
-        Ok(DbTarget::Sqlite(PathBuf::from(path)))
-    }
+/// Read `OPENEXEC_DB_URL` (SQLAlchemy style for SQLite; see `openexec_store::url`).
+pub fn parse_db_url(url: &str) -> Result<DbTarget, ConfigError> {
+    DbTarget::parse(url, &DB_URL).map_err(|e| ConfigError(e.0))
 }
 
 /// The validated configuration of one OpenExec process.
@@ -277,7 +236,7 @@ impl Config {
             mode,
             bind: s.bind,
             data_dir: s.data_dir,
-            db: DbTarget::parse(&s.db_url)?,
+            db: parse_db_url(&s.db_url)?,
             receipt_key: nonempty(s.receipt_key),
             previous_receipt_keys: nonempty(s.previous_receipt_keys),
             log_origin: nonempty(s.log_origin),
@@ -333,29 +292,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn db_urls_read_like_sqlalchemy() {
+    fn db_urls_name_openexec_db_url() {
+        // The forms themselves are `openexec_store::url`'s tests.
         assert_eq!(
-            DbTarget::parse("sqlite:///openexec.db").unwrap(),
+            parse_db_url("sqlite:///openexec.db").unwrap(),
             DbTarget::Sqlite("openexec.db".into())
         );
         assert_eq!(
-            DbTarget::parse("sqlite:////tmp/x/openexec.db").unwrap(),
-            DbTarget::Sqlite("/tmp/x/openexec.db".into())
+            parse_db_url("postgres://postgres@127.0.0.1:5432/test")
+                .unwrap()
+                .backend(),
+            "postgres"
         );
-        assert!(DbTarget::parse("sqlite://").is_err());
-        assert!(DbTarget::parse("sqlite:///:memory:").is_err());
-        assert!(DbTarget::parse("mysql://x").is_err());
-        assert_eq!(
-            DbTarget::parse("postgres://postgres@127.0.0.1:5432/test").unwrap(),
-            DbTarget::Postgres("postgres://postgres@127.0.0.1:5432/test".into())
-        );
-        assert!(DbTarget::parse("postgres://h:notaport/db").is_err());
-        // A password never appears in the message.
-        for bad in ["postgres://u:pw123@h:notaport/db", "mysql://u:pw123@h/db"] {
-            let e = DbTarget::parse(bad).unwrap_err().to_string();
-            assert!(!e.contains("pw123") && e.contains("u:***@h"), "{e}");
+        for (bad, says) in [
+            ("sqlite://", "receipts must outlive the process"),
+            ("sqlite:///:memory:", "(sqlite:///openexec.db)"),
+            ("mysql://u:pw123@h/db", "must start with sqlite:"),
+            (
+                "postgres://u:pw123@h:notaport/db",
+                "'postgres://u:***@h:notaport/db'",
+            ),
+            ("sqlite://host/x.db", "three slashes"),
+        ] {
+            let e = parse_db_url(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("OPENEXEC_DB_URL") && e.contains(says),
+                "{bad}: {e}"
+            );
+            assert!(!e.contains("pw123"), "{e}");
         }
-        assert!(DbTarget::parse("sqlite://host/x.db").is_err());
+        // The configuration's Debug never shows a password either.
+        let c = Config::from_settings(Settings {
+            db_url: Some("postgres://app:s3cret@db.internal/openexec".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("app:***@db.internal"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -421,7 +397,7 @@ mod tests {
         assert_eq!(ok.db_pool_size, 3);
         assert_eq!(
             ok.db,
-            DbTarget::Postgres("postgresql://app@db.internal/openexec".into())
+            parse_db_url("postgresql://app@db.internal/openexec").unwrap()
         );
     }
 

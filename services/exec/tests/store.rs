@@ -16,7 +16,7 @@ use sqlx::Connection;
 
 /// The store of a test's database (either backend).
 fn target(db: &Db) -> DbTarget {
-    DbTarget::parse(&db.url()).expect("a test database URL")
+    openexec_exec::config::parse_db_url(&db.url()).expect("a test database URL")
 }
 
 fn claim(nonce: &str, exec_id: &str, approval: Option<&str>) -> Claim {

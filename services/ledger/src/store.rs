@@ -13,18 +13,13 @@
 //! first use that reaches the server, so ClawLedger also starts while PostgreSQL is down.
 
 use std::collections::HashMap;
-use std::fmt;
-use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use openexec_core::url::redact_password;
 use openexec_log::{Frontier, Hash, NodeId};
+use openexec_store::{DbSetting, DbTarget, PoolLimits};
 use serde::Serialize;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -40,64 +35,23 @@ const BEGIN_WRITE_SQLITE: &str = "BEGIN IMMEDIATE";
 /// Rows per insert statement when a chunk of entries is stored.
 const ROWS_PER_STATEMENT: usize = 1000;
 
-/// A validated `CLAWLEDGER_DB_URL`. Its `Debug`/`Display` never show a password.
-#[derive(Clone)]
-pub struct DbUrl(Backend);
+/// A validated `CLAWLEDGER_DB_URL` (`openexec_store::DbTarget`). Its `Debug`/`Display` never
+/// show a password.
+pub type DbUrl = DbTarget;
 
-#[derive(Clone)]
-enum Backend {
-    Sqlite(PathBuf),
-    Postgres(Box<PgConnectOptions>, String),
-}
-
-impl fmt::Display for DbUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
-            Backend::Sqlite(p) => write!(f, "sqlite database {}", p.display()),
-            Backend::Postgres(_, shown) => write!(f, "PostgreSQL database {shown}"),
-        }
-    }
-}
-
-impl fmt::Debug for DbUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DbUrl({self})")
-    }
-}
+/// How `CLAWLEDGER_DB_URL` is named in its messages.
+pub const DB_URL: DbSetting = DbSetting {
+    name: "CLAWLEDGER_DB_URL",
+    example: "clawledger.db",
+    keeps: "the mirror and the cosigned checkpoints",
+};
 
 /// Read a database URL: `postgres://…` or `postgresql://…` (anything PostgreSQL's connection
 /// URIs allow), or, as OpenExec does (SQLAlchemy style), `sqlite:///relative.db`,
 /// `sqlite:////absolute.db`, or `sqlite:path`. In-memory SQLite databases are refused: the
 /// mirror and the cosigned checkpoints must outlive the process.
 pub fn parse_db_url(url: &str) -> anyhow::Result<DbUrl> {
-    let url = url.trim();
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let shown = redact_password(url);
-        let opts = PgConnectOptions::from_str(url)
-            .map_err(|e| anyhow::anyhow!("CLAWLEDGER_DB_URL '{shown}': {e}"))?;
-        return Ok(DbUrl(Backend::Postgres(Box::new(opts), shown)));
-    }
-    let rest = url.strip_prefix("sqlite:").ok_or_else(|| {
-        anyhow::anyhow!(
-            "CLAWLEDGER_DB_URL must start with sqlite: (e.g. sqlite:///clawledger.db) or postgres:// (e.g. postgres://user@host/db), got '{}'",
-            redact_password(url)
-        )
-    })?;
-    let path = match rest.strip_prefix("//") {
-        Some(after) => match after.strip_prefix('/') {
-            Some(p) => p.to_string(),
-            None if after.is_empty() => bail!("an in-memory database is refused; give a file path"),
-            None => bail!(
-                "CLAWLEDGER_DB_URL '{url}': use three slashes for a relative path (sqlite:///clawledger.db) and four for an absolute one"
-            ),
-        },
-        None => rest.to_string(),
-    };
-    let path = path.split('?').next().unwrap_or_default().to_string();
-    if path.is_empty() || path == ":memory:" {
-        bail!("an in-memory database is refused; give a file path");
-    }
-    Ok(DbUrl(Backend::Sqlite(PathBuf::from(path))))
+    Ok(DbTarget::parse(url, &DB_URL)?)
 }
 
 /// Where the database is and how to pool connections to it.
@@ -289,24 +243,15 @@ impl Store {
     /// on demand; when the server cannot be reached now the error is logged and the migrations
     /// run on the first use that reaches it.
     pub async fn open(cfg: &DbConfig) -> anyhow::Result<Store> {
-        let pool_size = cfg.pool_size.max(1);
-        let store = match &cfg.url.0 {
-            Backend::Sqlite(path) => {
+        let limits = PoolLimits {
+            size: cfg.pool_size.max(1),
+            min: 0,
+            timeout: cfg.timeout,
+        };
+        let store = match &cfg.url {
+            DbTarget::Sqlite(path) => {
                 // The mirror is the operator's: created 0700/0600 (WAL files follow).
-                openexec_kit::keys::prepare_sqlite_file(path)?;
-                let opts = SqliteConnectOptions::from_str("sqlite://")?
-                    .filename(path)
-                    .create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Full)
-                    .busy_timeout(cfg.timeout)
-                    .foreign_keys(true);
-                let pool = SqlitePoolOptions::new()
-                    .max_connections(pool_size)
-                    .acquire_timeout(cfg.timeout)
-                    .connect_with(opts)
-                    .await
-                    .with_context(|| format!("cannot open database {}", path.display()))?;
+                let pool = openexec_store::sqlite::open_pool(path, limits).await?;
                 let store = Store {
                     pool: Pool::Sqlite(pool),
                     what: cfg.url.to_string(),
@@ -315,11 +260,8 @@ impl Store {
                 store.ready().await?;
                 store
             }
-            Backend::Postgres(opts, _) => {
-                let pool = PgPoolOptions::new()
-                    .max_connections(pool_size)
-                    .acquire_timeout(cfg.timeout)
-                    .connect_lazy_with((**opts).clone());
+            DbTarget::Postgres(url) => {
+                let pool = openexec_store::postgres::lazy_pool(url.options(), limits);
                 let store = Store {
                     pool: Pool::Pg(pool),
                     what: cfg.url.to_string(),
@@ -903,43 +845,40 @@ fn check_chunk(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
-
-    fn sqlite_path(u: &DbUrl) -> Option<&Path> {
-        match &u.0 {
-            Backend::Sqlite(p) => Some(p),
-            Backend::Postgres(..) => None,
-        }
-    }
+    use std::path::PathBuf;
 
     #[test]
-    fn db_urls() {
-        let p = |u: &str| parse_db_url(u).map(|u| sqlite_path(&u).map(Path::to_path_buf));
-        assert_eq!(p("sqlite:///x.db").unwrap(), Some(PathBuf::from("x.db")));
+    fn db_urls_name_clawledger_db_url_and_never_show_a_password() {
+        // The forms themselves are `openexec_store::url`'s tests.
         assert_eq!(
-            p("sqlite:////tmp/x.db").unwrap(),
-            Some(PathBuf::from("/tmp/x.db"))
+            parse_db_url("sqlite:///x.db").unwrap(),
+            DbTarget::Sqlite(PathBuf::from("x.db"))
         );
-        assert!(parse_db_url("sqlite://").is_err());
-        assert!(parse_db_url("sqlite:///:memory:").is_err());
-        assert!(parse_db_url("mysql://x").is_err());
-        assert_eq!(p("postgres://u@localhost/db").unwrap(), None);
-        assert_eq!(p("postgresql://u@localhost:5433/db").unwrap(), None);
-        assert!(parse_db_url("postgres://u@localhost:notaport/db").is_err());
-    }
-
-    #[test]
-    fn postgres_passwords_are_never_shown() {
         let u =
             parse_db_url("postgres://me:s3cret@db.example:5432/ledger?sslmode=disable").unwrap();
         for shown in [u.to_string(), format!("{u:?}")] {
             assert!(!shown.contains("s3cret"), "{shown}");
             assert!(shown.contains("me:***@db.example:5432/ledger"), "{shown}");
         }
-        let e = parse_db_url("postgres://me:s3cret@db.example:port/x").unwrap_err();
-        assert!(!format!("{e:#}").contains("s3cret"), "{e:#}");
-        let e = parse_db_url("mysql://me:s3cret@db/x").unwrap_err();
-        assert!(!format!("{e:#}").contains("s3cret"), "{e:#}");
+        for (bad, says) in [
+            (
+                "sqlite://",
+                "the mirror and the cosigned checkpoints must outlive the process",
+            ),
+            ("sqlite:///:memory:", "(sqlite:///clawledger.db)"),
+            ("mysql://me:s3cret@db/x", "must start with sqlite:"),
+            (
+                "postgres://me:s3cret@db.example:port/x",
+                "'postgres://me:***@db.example:port/x'",
+            ),
+        ] {
+            let e = format!("{:#}", parse_db_url(bad).unwrap_err());
+            assert!(
+                e.contains("CLAWLEDGER_DB_URL") && e.contains(says),
+                "{bad}: {e}"
+            );
+            assert!(!e.contains("s3cret"), "{e}");
+        }
     }
 
     #[test]

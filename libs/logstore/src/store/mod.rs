@@ -32,27 +32,10 @@ pub fn shared_migrator(m: &sqlx::migrate::Migrator) -> sqlx::migrate::Migrator {
     }
 }
 
-/// Why the log's storage failed.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum LogStoreError {
-    /// The database could not be reached or refused the statement.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-    /// Stored data that does not read back (a bug or a database edited by hand).
-    #[error("store corrupt: {0}")]
-    Corrupt(String),
-    /// A write that would contradict what is stored (a checkpoint that goes backwards).
-    #[error("refused: {0}")]
-    Conflict(String),
-}
-
-pub(crate) fn unavailable(e: impl std::fmt::Display) -> LogStoreError {
-    LogStoreError::Unavailable(e.to_string())
-}
-
-pub fn corrupt(e: impl std::fmt::Display) -> LogStoreError {
-    LogStoreError::Corrupt(e.to_string())
-}
+pub(crate) use openexec_store::unavailable;
+/// Why the log's storage failed: the one store error of every service (`openexec_store`),
+/// so a service's store passes it on as it is.
+pub use openexec_store::{corrupt, StoreError};
 
 /// The head of a log: how many entries it holds and the root over them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +70,7 @@ pub const LATEST_CHECKPOINT: &str =
 /// A row of [`LATEST_CHECKPOINT`] as the log's type.
 pub fn checkpoint_row(
     row: Option<(i64, String, String)>,
-) -> Result<Option<StoredCheckpoint>, LogStoreError> {
+) -> Result<Option<StoredCheckpoint>, StoreError> {
     row.map(|(size, root, note)| {
         Ok(StoredCheckpoint {
             size: u64::try_from(size).map_err(|_| corrupt(format!("checkpoint size {size}")))?,
@@ -103,7 +86,7 @@ pub fn hash_hex(h: &Hash) -> String {
     hex::encode(h)
 }
 
-pub fn hash_from_hex(s: &str) -> Result<Hash, LogStoreError> {
+pub fn hash_from_hex(s: &str) -> Result<Hash, StoreError> {
     let v = hex::decode(s).map_err(|e| corrupt(format!("stored hash '{s}': {e}")))?;
     v.try_into()
         .map_err(|_| corrupt(format!("stored hash '{s}' is not 32 bytes")))
@@ -120,19 +103,19 @@ pub fn cosigned_at(timestamp: u64) -> i64 {
 pub fn checkpoint_rule(
     last: Option<&StoredCheckpoint>,
     cp: &StoredCheckpoint,
-) -> Result<bool, LogStoreError> {
+) -> Result<bool, StoreError> {
     let Some(last) = last else {
         return Ok(true);
     };
     if cp.size < last.size {
-        return Err(LogStoreError::Conflict(format!(
+        return Err(StoreError::Conflict(format!(
             "refusing to store a checkpoint of size {} after one of size {}",
             cp.size, last.size
         )));
     }
     if cp.size == last.size {
         if cp.root != last.root {
-            return Err(LogStoreError::Conflict(format!(
+            return Err(StoreError::Conflict(format!(
                 "refusing to store a second checkpoint of size {} with another root",
                 cp.size
             )));
@@ -143,7 +126,7 @@ pub fn checkpoint_rule(
 }
 
 /// The frontier at `size` from the stored nodes `got` (which must hold all of its nodes).
-pub fn frontier_from(size: u64, got: &HashMap<NodeId, Hash>) -> Result<Frontier, LogStoreError> {
+pub fn frontier_from(size: u64, got: &HashMap<NodeId, Hash>) -> Result<Frontier, StoreError> {
     let hashes = Frontier::node_ids(size)
         .iter()
         .map(|id| {
@@ -156,7 +139,7 @@ pub fn frontier_from(size: u64, got: &HashMap<NodeId, Hash>) -> Result<Frontier,
 }
 
 /// A stored node row (level, index, hex hash) as the log's types.
-pub fn node_row(level: i64, index: i64, hash: &str) -> Result<(NodeId, Hash), LogStoreError> {
+pub fn node_row(level: i64, index: i64, hash: &str) -> Result<(NodeId, Hash), StoreError> {
     let level = u8::try_from(level).map_err(|_| corrupt(format!("stored node level {level}")))?;
     let index = u64::try_from(index).map_err(|_| corrupt(format!("stored node index {index}")))?;
     Ok((NodeId { level, index }, hash_from_hex(hash)?))

@@ -12,7 +12,7 @@ use sqlx::PgPool;
 use super::tree_check::{LeafSource, Opened, TreeCheck};
 use super::{
     checkpoint_row, checkpoint_rule, corrupt, hash_from_hex, hash_hex, identity_mismatch, node_row,
-    unavailable, IdentityMismatch, LogStoreError, LATEST_CHECKPOINT,
+    unavailable, IdentityMismatch, StoreError, LATEST_CHECKPOINT,
 };
 
 /// The log tables' DDL for a new service on PostgreSQL (versions from 1000 on; see
@@ -29,7 +29,7 @@ pub const HEAD_FOR_UPDATE: &str =
 /// Recompute the tree from the records `source` reads, in one consistent snapshot, and check
 /// it against the last signed checkpoint and the head row (filling in the frontier of a head
 /// row written before it had one).
-pub async fn open_tree(pool: &PgPool, source: LeafSource) -> Result<Opened, LogStoreError> {
+pub async fn open_tree(pool: &PgPool, source: LeafSource) -> Result<Opened, StoreError> {
     let mut tx = pool.begin().await.map_err(unavailable)?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .execute(&mut *tx)
@@ -95,7 +95,7 @@ pub async fn open_tree(pool: &PgPool, source: LeafSource) -> Result<Opened, LogS
 }
 
 /// The committed head: size and root.
-pub async fn head(pool: &PgPool) -> Result<(u64, Hash), LogStoreError> {
+pub async fn head(pool: &PgPool) -> Result<(u64, Hash), StoreError> {
     let (size, root): (i64, String) =
         sqlx::query_as("SELECT size, root FROM log_state WHERE id = 1")
             .fetch_one(pool)
@@ -106,7 +106,7 @@ pub async fn head(pool: &PgPool) -> Result<(u64, Hash), LogStoreError> {
 }
 
 /// The latest stored checkpoint.
-pub async fn latest_checkpoint_on<'c, E>(exec: E) -> Result<Option<StoredCheckpoint>, LogStoreError>
+pub async fn latest_checkpoint_on<'c, E>(exec: E) -> Result<Option<StoredCheckpoint>, StoreError>
 where
     E: sqlx::Executor<'c, Database = sqlx::Postgres>,
 {
@@ -120,7 +120,7 @@ where
 /// The latest stored checkpoint and the cosignature lines stored for it, by witness.
 pub async fn latest_checkpoint(
     pool: &PgPool,
-) -> Result<Option<(StoredCheckpoint, Vec<String>)>, LogStoreError> {
+) -> Result<Option<(StoredCheckpoint, Vec<String>)>, StoreError> {
     let Some(cp) = latest_checkpoint_on(pool).await? else {
         return Ok(None);
     };
@@ -141,10 +141,7 @@ pub const NODES_BY_ID: &str =
      WHERE level = u.l AND idx = u.i LIMIT 1) n";
 
 /// Nodes by id (those that exist).
-pub async fn nodes_on<'c, E>(
-    exec: E,
-    ids: &[NodeId],
-) -> Result<HashMap<NodeId, Hash>, LogStoreError>
+pub async fn nodes_on<'c, E>(exec: E, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>, StoreError>
 where
     E: sqlx::Executor<'c, Database = sqlx::Postgres>,
 {
@@ -181,7 +178,7 @@ pub fn node_columns(nodes: &[(NodeId, Hash)]) -> (Vec<i32>, Vec<i64>, Vec<String
 
 /// The frontier of the head row, checked against the head's root: `Corrupt` when it does not
 /// read back or does not give the root.
-pub fn frontier_of_head(size: u64, root: &str, text: &str) -> Result<Frontier, LogStoreError> {
+pub fn frontier_of_head(size: u64, root: &str, text: &str) -> Result<Frontier, StoreError> {
     if !text.is_ascii() || !text.len().is_multiple_of(64) {
         return Err(corrupt(format!(
             "log_state.frontier has {} characters",
@@ -209,7 +206,7 @@ pub async fn add_cosignature(
     witness: &str,
     timestamp: u64,
     line: &str,
-) -> Result<bool, LogStoreError> {
+) -> Result<bool, StoreError> {
     let done = sqlx::query(
         "INSERT INTO log_cosignatures (size, witness, line, cosigned_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (size, witness) DO UPDATE SET line = excluded.line, cosigned_at = excluded.cosigned_at \
@@ -230,7 +227,7 @@ pub async fn bind_identity(
     pool: &PgPool,
     origin: &str,
     verifier_key: &str,
-) -> Result<IdentityMismatch, LogStoreError> {
+) -> Result<IdentityMismatch, StoreError> {
     sqlx::query(
         "INSERT INTO log_identity (id, origin, verifier_key) VALUES (1, $1, $2) ON CONFLICT DO NOTHING",
     )
@@ -254,7 +251,7 @@ pub async fn add_checkpoint(
     lock: i64,
     cp: &StoredCheckpoint,
     now: &str,
-) -> Result<(), LogStoreError> {
+) -> Result<(), StoreError> {
     let mut tx = pool.begin().await.map_err(unavailable)?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(lock)
@@ -293,8 +290,7 @@ mod tests {
         let root = hash_hex(&tree.root());
         let back = frontier_of_head(tree.size(), &root, &text).unwrap();
         assert_eq!((back.size(), back.root()), (tree.size(), tree.root()));
-        let corrupt =
-            |r: Result<Frontier, LogStoreError>| matches!(r, Err(LogStoreError::Corrupt(_)));
+        let corrupt = |r: Result<Frontier, StoreError>| matches!(r, Err(StoreError::Corrupt(_)));
         assert!(corrupt(frontier_of_head(1234, &hash_hex(&[0; 32]), &text)));
         let mut flipped = text.clone().into_bytes();
         flipped[0] = if flipped[0] == b'0' { b'1' } else { b'0' };

@@ -12,7 +12,7 @@ use sqlx::SqliteConnection;
 use super::tree_check::{LeafSource, Opened, TreeCheck};
 use super::{
     checkpoint_row, checkpoint_rule, frontier_from, hash_hex, identity_mismatch, node_row,
-    unavailable, IdentityMismatch, LogStoreError, LATEST_CHECKPOINT,
+    unavailable, IdentityMismatch, StoreError, LATEST_CHECKPOINT,
 };
 
 /// The log tables' DDL for a new service on SQLite (versions from 1000 on, disjoint from a
@@ -25,7 +25,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqli
 pub async fn open_tree(
     conn: &mut SqliteConnection,
     source: LeafSource,
-) -> Result<Opened, LogStoreError> {
+) -> Result<Opened, StoreError> {
     let last = latest_checkpoint_on(&mut *conn).await?;
     let stored_nodes: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM log_nodes WHERE level = 0")
         .fetch_one(&mut *conn)
@@ -61,10 +61,7 @@ pub async fn open_tree(
 }
 
 /// The stored nodes of a frontier at `size` (another process appended since we last looked).
-pub async fn load_frontier(
-    conn: &mut SqliteConnection,
-    size: u64,
-) -> Result<Frontier, LogStoreError> {
+pub async fn load_frontier(conn: &mut SqliteConnection, size: u64) -> Result<Frontier, StoreError> {
     let got = nodes_on(conn, &Frontier::node_ids(size)).await?;
     frontier_from(size, &got)
 }
@@ -79,10 +76,7 @@ fn ids_json(ids: &[NodeId]) -> String {
 }
 
 /// Nodes by id (those that exist).
-pub async fn nodes_on<'c, E>(
-    exec: E,
-    ids: &[NodeId],
-) -> Result<HashMap<NodeId, Hash>, LogStoreError>
+pub async fn nodes_on<'c, E>(exec: E, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>, StoreError>
 where
     E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
 {
@@ -121,7 +115,7 @@ pub const INSERT_NODES: &str = "INSERT INTO log_nodes (level, idx, hash) \
 async fn insert_nodes(
     conn: &mut SqliteConnection,
     nodes: &[(NodeId, Hash)],
-) -> Result<(), LogStoreError> {
+) -> Result<(), StoreError> {
     for chunk in nodes.chunks(10_000) {
         sqlx::query(INSERT_NODES)
             .bind(nodes_json(chunk))
@@ -133,7 +127,7 @@ async fn insert_nodes(
 }
 
 /// The latest stored checkpoint.
-pub async fn latest_checkpoint_on<'c, E>(exec: E) -> Result<Option<StoredCheckpoint>, LogStoreError>
+pub async fn latest_checkpoint_on<'c, E>(exec: E) -> Result<Option<StoredCheckpoint>, StoreError>
 where
     E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
 {
@@ -145,7 +139,7 @@ where
 }
 
 /// The cosignature lines stored for the checkpoint of `size`, by witness.
-pub async fn cosignatures_on<'c, E>(exec: E, size: u64) -> Result<Vec<String>, LogStoreError>
+pub async fn cosignatures_on<'c, E>(exec: E, size: u64) -> Result<Vec<String>, StoreError>
 where
     E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
 {
@@ -163,7 +157,7 @@ pub async fn add_checkpoint(
     conn: &mut SqliteConnection,
     cp: &StoredCheckpoint,
     now: &str,
-) -> Result<(), LogStoreError> {
+) -> Result<(), StoreError> {
     sqlx::query("BEGIN IMMEDIATE")
         .execute(&mut *conn)
         .await
@@ -202,7 +196,7 @@ pub async fn add_cosignature(
     witness: &str,
     timestamp: u64,
     line: &str,
-) -> Result<bool, LogStoreError> {
+) -> Result<bool, StoreError> {
     let done = sqlx::query(COSIGNATURE_UPSERT)
         .bind(size as i64)
         .bind(witness)
@@ -226,7 +220,7 @@ pub async fn bind_identity(
     conn: &mut SqliteConnection,
     origin: &str,
     verifier_key: &str,
-) -> Result<IdentityMismatch, LogStoreError> {
+) -> Result<IdentityMismatch, StoreError> {
     sqlx::query(
         "INSERT INTO log_identity (id, origin, verifier_key) VALUES (1, ?, ?) ON CONFLICT DO NOTHING",
     )

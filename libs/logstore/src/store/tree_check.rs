@@ -7,7 +7,7 @@
 
 use openexec_log::{leaf_hash, Frontier, Hash, NodeId, StoredCheckpoint};
 
-use super::{corrupt, hash_hex, LogStoreError};
+use super::{corrupt, hash_hex, StoreError};
 
 /// Where a log's leaves come from: the service's table of logged records.
 #[derive(Clone, Copy, Debug)]
@@ -53,7 +53,7 @@ impl TreeCheck {
 
     /// The next stored record's index and leaf data; `false` once the check has seen enough
     /// (a gap).
-    pub fn push(&mut self, idx: i64, data: &[u8]) -> Result<bool, LogStoreError> {
+    pub fn push(&mut self, idx: i64, data: &[u8]) -> Result<bool, StoreError> {
         if idx < 0 || idx as u64 != self.tree.size() {
             self.problem.get_or_insert(format!(
                 "{} {} is missing (found {idx} after {})",
@@ -80,7 +80,7 @@ impl TreeCheck {
     }
 
     /// The next row of the source's query (either backend).
-    pub fn push_row<R: sqlx::Row>(&mut self, r: &R) -> Result<bool, LogStoreError>
+    pub fn push_row<R: sqlx::Row>(&mut self, r: &R) -> Result<bool, StoreError>
     where
         usize: sqlx::ColumnIndex<R>,
         String: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,

@@ -3,16 +3,17 @@
 //! type with one API over SQLite ([`sqlite`], one machine) or PostgreSQL ([`postgres`], many
 //! replicas on one database).
 //!
-//! On both, writes go through one writer task per process that commits them in batches ("group
+//! On both, writes go through one writer per process that commits them in batches ("group
 //! commit"): every write waiting when a commit starts shares that commit and its fsync, so
 //! throughput is not capped at one fsync per request, and nothing is acknowledged before its
-//! commit returned. Reads use a pool beside it.
+//! commit returned. The writer is `openexec_store::writer`'s; each backend gives it only its
+//! transaction (a `Commit` over [`WriteOp`]s). Reads use a pool beside it.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::watch;
 
 use openexec_log::{Hash, LogStore, NodeId, StoredCheckpoint};
 
@@ -24,24 +25,25 @@ mod tree_check;
 
 pub use tree_check::LogHead;
 
-/// The most writes one commit takes.
-pub(crate) const MAX_BATCH: usize = 512;
+/// The store's errors: the one `StoreError` of every service (`openexec_store`).
+pub use openexec_store::StoreError;
+pub(crate) use openexec_store::{corrupt, unavailable};
 
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    /// The store could not make a write durable (I/O error, lock timeout, full disk, closed).
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-    /// Stored data that does not read back (a bug or a database edited by hand).
-    #[error("store corrupt: {0}")]
-    Corrupt(String),
-    /// A write that would contradict what is stored (e.g. a checkpoint that goes backwards).
-    #[error("refused: {0}")]
-    Conflict(String),
-}
-
-pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+/// How the writer batches (on both backends): at most 512 writes a commit; on PostgreSQL a
+/// batch that hits a serialization failure or deadlock is run again, up to 5 times in all
+/// (SQLite's writer takes the write lock with `BEGIN IMMEDIATE`, waiting the busy timeout, and
+/// never retries).
+pub(crate) fn writer_config(attempts: usize) -> openexec_store::WriterConfig {
+    openexec_store::WriterConfig {
+        queue: 4096,
+        max_batch: 512,
+        attempts,
+        metrics: openexec_store::WriterMetrics {
+            batch_size: "openexec_store_batch_size",
+            seconds: "openexec_store_seconds",
+            retries: "openexec_store_retries_total",
+        },
+    }
 }
 
 /// The state of a claimed nonce.
@@ -137,19 +139,18 @@ pub struct Claim {
     pub approval_key: Option<String>,
 }
 
+/// A write the writer commits (see `openexec_store::writer`).
 pub(crate) enum WriteOp {
-    Claim(Claim, oneshot::Sender<Result<ClaimResult, StoreError>>),
+    Claim(Claim),
     Complete {
         tenant_id: String,
         nonce: String,
         status: ClaimStatus,
         receipt: NewReceipt,
-        reply: oneshot::Sender<Result<u64, StoreError>>,
     },
-    Receipt(NewReceipt, oneshot::Sender<Result<u64, StoreError>>),
-    /// Log bookkeeping, each in a transaction of its own; whether it changed anything (false
-    /// only for a cosignature not newer than the stored one).
-    Log(LogWrite, oneshot::Sender<Result<bool, StoreError>>),
+    Receipt(NewReceipt),
+    /// Log bookkeeping, each in a transaction of its own (`Commit::alone`).
+    Log(LogWrite),
 }
 
 pub(crate) enum LogWrite {
@@ -168,31 +169,47 @@ pub(crate) enum LogWrite {
     },
 }
 
-impl WriteOp {
-    pub(crate) fn fail(self, e: StoreError) {
-        match self {
-            WriteOp::Claim(_, r) => drop(r.send(Err(e))),
-            WriteOp::Complete { reply, .. } => drop(reply.send(Err(e))),
-            WriteOp::Receipt(_, r) => drop(r.send(Err(e))),
-            WriteOp::Log(_, r) => drop(r.send(Err(e))),
-        }
+/// What one write produced, once its batch committed.
+#[derive(Debug)]
+pub(crate) enum Written {
+    Claim(ClaimResult),
+    /// A receipt's log index.
+    Index(u64),
+    /// Whether a log write changed anything (false only for a cosignature not newer than the
+    /// stored one).
+    Changed(bool),
+}
+
+/// What one write produced inside a batch, before the batch is committed (`Err`: this write
+/// alone was refused; the rest of the batch goes on).
+pub(crate) type Applied = Result<Written, StoreError>;
+
+/// The process's one writer, on either backend.
+pub(crate) type Writer = openexec_store::WriterHandle<WriteOp, Written>;
+
+fn mismatch() -> StoreError {
+    corrupt("writer reply mismatch")
+}
+
+async fn write_claim(w: &Writer, op: WriteOp) -> Result<ClaimResult, StoreError> {
+    match w.write(op).await? {
+        Written::Claim(c) => Ok(c),
+        _ => Err(mismatch()),
     }
 }
 
-pub(crate) enum Done {
-    Claim(
-        oneshot::Sender<Result<ClaimResult, StoreError>>,
-        ClaimResult,
-    ),
-    Index(oneshot::Sender<Result<u64, StoreError>>, u64),
+async fn write_index(w: &Writer, op: WriteOp) -> Result<u64, StoreError> {
+    match w.write(op).await? {
+        Written::Index(i) => Ok(i),
+        _ => Err(mismatch()),
+    }
 }
 
-/// What one write produced inside a batch, before the batch is committed.
-pub(crate) enum Applied {
-    Claim(ClaimResult),
-    Index(u64),
-    /// This write alone was refused; the rest of the batch goes on.
-    Failed(StoreError),
+async fn write_log(w: &Writer, op: LogWrite) -> Result<bool, StoreError> {
+    match w.write(WriteOp::Log(op)).await? {
+        Written::Changed(c) => Ok(c),
+        _ => Err(mismatch()),
+    }
 }
 
 /// The service's store, on whichever database the configuration names.
@@ -244,16 +261,11 @@ impl Store {
         origin: &str,
         verifier_key: &str,
     ) -> Result<(), StoreError> {
-        let op = |tx| {
-            WriteOp::Log(
-                LogWrite::Identity {
-                    origin: origin.to_string(),
-                    verifier_key: verifier_key.to_string(),
-                },
-                tx,
-            )
+        let op = LogWrite::Identity {
+            origin: origin.to_string(),
+            verifier_key: verifier_key.to_string(),
         };
-        on!(self, s => s.writer().write(op).await).map(drop)
+        write_log(on!(self, s => s.writer()), op).await.map(drop)
     }
 
     /// Which backend this is, for `/health` and logs ("sqlite" or "postgres").
@@ -287,7 +299,7 @@ impl Store {
 
     /// Claim (tenant, nonce) durably, and the approval with it.
     pub async fn claim(&self, claim: Claim) -> Result<ClaimResult, StoreError> {
-        on!(self, s => s.writer().write(|tx| WriteOp::Claim(claim, tx)).await)
+        write_claim(on!(self, s => s.writer()), WriteOp::Claim(claim)).await
     }
 
     /// Record the outcome of a claimed execution with its receipt; returns its log index.
@@ -298,20 +310,19 @@ impl Store {
         status: ClaimStatus,
         receipt: NewReceipt,
     ) -> Result<u64, StoreError> {
-        let op = |reply| WriteOp::Complete {
+        let op = WriteOp::Complete {
             tenant_id: tenant_id.to_string(),
             nonce: nonce.to_string(),
             status,
             receipt,
-            reply,
         };
-        on!(self, s => s.writer().write(op).await)
+        write_index(on!(self, s => s.writer()), op).await
     }
 
     /// Store a receipt that belongs to no claim (a rejection). A receipt with the same hash is
     /// stored once: the earlier one's log index is returned.
     pub async fn add_receipt(&self, receipt: NewReceipt) -> Result<u64, StoreError> {
-        on!(self, s => s.writer().write(|tx| WriteOp::Receipt(receipt, tx)).await)
+        write_index(on!(self, s => s.writer()), WriteOp::Receipt(receipt)).await
     }
 
     /// The claim of (tenant, nonce), with its outcome receipt if it has one.
@@ -421,7 +432,8 @@ impl LogStore for Store {
     }
 
     async fn add_checkpoint(&self, cp: &StoredCheckpoint) -> Result<(), StoreError> {
-        on!(self, s => s.writer().write(|tx| WriteOp::Log(LogWrite::Checkpoint(cp.clone()), tx)).await)
+        write_log(on!(self, s => s.writer()), LogWrite::Checkpoint(cp.clone()))
+            .await
             .map(drop)
     }
 
@@ -432,18 +444,13 @@ impl LogStore for Store {
         timestamp: u64,
         line: &str,
     ) -> Result<bool, StoreError> {
-        let op = |tx| {
-            WriteOp::Log(
-                LogWrite::Cosignature {
-                    size,
-                    witness: witness.to_string(),
-                    timestamp,
-                    line: line.to_string(),
-                },
-                tx,
-            )
+        let op = LogWrite::Cosignature {
+            size,
+            witness: witness.to_string(),
+            timestamp,
+            line: line.to_string(),
         };
-        on!(self, s => s.writer().write(op).await)
+        write_log(on!(self, s => s.writer()), op).await
     }
 }
 
@@ -547,16 +554,15 @@ impl<'a> Batch<'a> {
         };
         for (i, op) in ops.iter().enumerate() {
             match op {
-                WriteOp::Claim(c, _) => b.claims.push((i, c)),
+                WriteOp::Claim(c) => b.claims.push((i, c)),
                 WriteOp::Complete {
                     tenant_id,
                     nonce,
                     status,
                     receipt,
-                    ..
                 } => b.completions.push((i, tenant_id, nonce, *status, receipt)),
-                WriteOp::Receipt(r, _) => b.rejections.push((i, r)),
-                WriteOp::Log(..) => {}
+                WriteOp::Receipt(r) => b.rejections.push((i, r)),
+                WriteOp::Log(_) => {}
             }
         }
         b
@@ -576,7 +582,7 @@ pub(crate) fn receipts_to_log<'a>(
         if updated.contains(&(t.to_string(), n.to_string())) {
             receipts.push((i, r));
         } else {
-            out[i] = Some(Applied::Failed(StoreError::Corrupt(format!(
+            out[i] = Some(Err(StoreError::Corrupt(format!(
                 "no running claim for tenant '{t}' nonce '{n}'"
             ))));
         }
@@ -606,86 +612,21 @@ pub(crate) fn assign_indices<'a>(
                 idx
             }
         };
-        out[*i] = Some(Applied::Index(idx as u64));
+        out[*i] = Some(Ok(Written::Index(idx as u64)));
     }
     rows
 }
 
-/// Pair a committed batch's writes with what each produced: the replies to send once the head is
-/// published (writes refused alone are told at once).
-pub(crate) fn settle(ops: Vec<WriteOp>, applied: Vec<Applied>) -> Vec<Done> {
-    let mut done = Vec::with_capacity(ops.len());
-    for (op, r) in ops.into_iter().zip(applied) {
-        match (op, r) {
-            (WriteOp::Claim(_, tx), Applied::Claim(c)) => done.push(Done::Claim(tx, c)),
-            (WriteOp::Complete { reply, .. }, Applied::Index(i)) => {
-                done.push(Done::Index(reply, i))
-            }
-            (WriteOp::Receipt(_, tx), Applied::Index(i)) => done.push(Done::Index(tx, i)),
-            (op, Applied::Failed(e)) => op.fail(e),
-            (op, _) => op.fail(StoreError::Corrupt("writer reply mismatch".into())),
-        }
-    }
-    done
+/// The results of a batch's writes, once every one has one.
+pub(crate) fn all_applied(out: Vec<Option<Applied>>) -> Result<Vec<Applied>, StoreError> {
+    out.into_iter()
+        .map(|a| a.ok_or_else(|| corrupt("a write of the batch got no result")))
+        .collect()
 }
 
-/// Send the replies of a committed batch.
-pub(crate) fn reply(done: Vec<Done>) {
-    for d in done {
-        match d {
-            Done::Claim(tx, r) => drop(tx.send(Ok(r))),
-            Done::Index(tx, i) => drop(tx.send(Ok(i))),
-        }
-    }
-}
-
-/// The sending side of a process's writer: closed by `close`, after which writes are refused.
-pub(crate) struct WriterHandle(std::sync::Mutex<Option<mpsc::Sender<WriteOp>>>);
-
-impl WriterHandle {
-    pub(crate) fn new(tx: mpsc::Sender<WriteOp>) -> WriterHandle {
-        WriterHandle(std::sync::Mutex::new(Some(tx)))
-    }
-
-    fn sender(&self) -> Result<mpsc::Sender<WriteOp>, StoreError> {
-        self.0
-            .lock()
-            .ok()
-            .and_then(|w| w.clone())
-            .filter(|w| !w.is_closed())
-            .ok_or_else(|| unavailable("the store is closed"))
-    }
-
-    /// Is the writer taking writes?
-    pub(crate) fn is_up(&self) -> bool {
-        self.sender().is_ok()
-    }
-
-    /// Stop taking writes (the writer ends once it committed what it has).
-    pub(crate) fn close(&self) {
-        if let Ok(mut w) = self.0.lock() {
-            w.take();
-        }
-    }
-
-    /// Hand a write to the writer and wait for its commit.
-    pub(crate) async fn write<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> WriteOp,
-    ) -> Result<T, StoreError> {
-        let started = std::time::Instant::now();
-        let (tx, rx) = oneshot::channel();
-        self.sender()?
-            .send(make(tx))
-            .await
-            .map_err(|_| unavailable("the writer has stopped"))?;
-        let r = rx
-            .await
-            .map_err(|_| unavailable("the writer has stopped"))?;
-        metrics::histogram!("openexec_store_seconds", "op" => "write")
-            .record(started.elapsed().as_secs_f64());
-        r
-    }
+/// A log write's result as the writer answers it.
+pub(crate) fn log_written(r: Result<bool, StoreError>) -> Result<Vec<Applied>, StoreError> {
+    Ok(vec![r.map(Written::Changed)])
 }
 
 pub(crate) fn now_text() -> String {

@@ -22,18 +22,19 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use openexec_store::{Commit, CommitError, PgUrl, PoolLimits};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::watch;
 
-use openexec_core::url::redact_password;
 use openexec_log::{leaf_hash, Frontier, Hash, NodeId, StoredCheckpoint};
 
-use super::tree_check::{corrupt, hash_hex, leaf_data, LogHead, RECEIPT_LEAVES};
+use super::tree_check::{hash_hex, leaf_data, LogHead, RECEIPT_LEAVES};
 use super::{
-    assign_indices, claim_row, now_text, receipts_to_log, reply, settle, stored_receipt,
-    unavailable, Applied, Batch, Claim, ClaimResult, ClaimRow, LogWrite, NewReceipt, StoreError,
-    StoreLimits, StoredReceipt, WriteOp, WriterHandle, CLAIM_ROW_COLUMNS, MAX_BATCH,
+    all_applied, assign_indices, claim_row, corrupt, log_written, now_text, receipts_to_log,
+    stored_receipt, unavailable, writer_config, Applied, Batch, Claim, ClaimResult, ClaimRow,
+    LogWrite, NewReceipt, StoreError, StoreLimits, StoredReceipt, WriteOp, Writer, Written,
+    CLAIM_ROW_COLUMNS,
 };
 use openexec_logstore::store::postgres as logstore;
 use openexec_logstore::store::postgres::{frontier_of_head, frontier_text};
@@ -45,16 +46,15 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 const SEQUENCER_LOCK: i64 = 0x6f65_2d73_6571;
 /// `pg_advisory_xact_lock` key serialising checkpoint writes ("oe-cp").
 const CHECKPOINT_LOCK: i64 = 0x006f_652d_6370;
-/// How often a batch that hit a serialization failure or deadlock is retried.
-const RETRIES: usize = 5;
+/// How often a batch is tried when it hits a serialization failure or deadlock.
+const ATTEMPTS: usize = 5;
 
 pub(crate) struct PgStore {
     owner: String,
     pool: PgPool,
     connect: PgConnectOptions,
     timeout: Duration,
-    writer: WriterHandle,
-    writer_done: tokio::sync::Mutex<Option<oneshot::Receiver<()>>>,
+    writer: Writer,
     head: watch::Receiver<LogHead>,
     log_problem: Option<String>,
     /// The connection holding (or trying for) the sequencer lock, and whether it holds it.
@@ -68,52 +68,33 @@ fn db_err(e: sqlx::Error) -> StoreError {
     unavailable(e)
 }
 
-fn retryable(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("40001") | Some("40P01")))
-}
-
 impl PgStore {
-    pub async fn open(url: &str, limits: StoreLimits) -> anyhow::Result<PgStore> {
+    pub async fn open(url: &PgUrl, limits: StoreLimits) -> anyhow::Result<PgStore> {
         let timeout_ms = limits.timeout.as_millis().max(1).to_string();
         let connect: PgConnectOptions = url
-            .parse::<PgConnectOptions>()
-            .map_err(|e| anyhow::anyhow!("OPENEXEC_DB_URL: {e}"))?
+            .options()
             // A lock held by a replica that hangs must not hang this one: past the timeout the
             // statement fails and the request answers 503.
             .options([("lock_timeout", timeout_ms.as_str())])
             .application_name("openexec");
         // One connection is the sequencer's, outside the pool.
-        let pool = PgPoolOptions::new()
-            .max_connections(limits.pool_size.saturating_sub(1).max(2))
-            .min_connections(1)
-            .acquire_timeout(limits.timeout)
-            .connect_lazy_with(connect.clone());
+        let pool = openexec_store::postgres::lazy_pool(
+            connect.clone(),
+            PoolLimits {
+                size: limits.pool_size.saturating_sub(1).max(2),
+                min: 1,
+                timeout: limits.timeout,
+            },
+        );
         // A database that starts with (or after) the service: wait for it, up to connect_wait.
-        let started = Instant::now();
-        let mut pause = Duration::from_millis(100);
-        loop {
-            let left = limits.connect_wait.saturating_sub(started.elapsed());
-            let attempt = match tokio::time::timeout(left.min(limits.timeout), pool.acquire()).await
-            {
-                Ok(r) => r.map(drop).map_err(|e| e.to_string()),
-                Err(_) => Err("no connection yet".to_string()),
-            };
-            match attempt {
-                Ok(()) => break,
-                Err(e) if started.elapsed() + pause < limits.connect_wait => {
-                    tracing::warn!(error = %e, url = %redact_password(url), "waiting for PostgreSQL to accept connections");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(2));
-                }
-                Err(e) => {
-                    return Err(anyhow::anyhow!(
-                        "cannot connect to PostgreSQL ({}) within {} ms (OPENEXEC_DB_CONNECT_WAIT_MS): {e}",
-                        redact_password(url),
-                        limits.connect_wait.as_millis()
-                    ))
-                }
-            }
-        }
+        openexec_store::postgres::wait_for(
+            &pool,
+            url,
+            limits.connect_wait,
+            limits.timeout,
+            "OPENEXEC_DB_CONNECT_WAIT_MS",
+        )
+        .await?;
         sqlx::migrate!("./migrations/postgres")
             .run(&pool)
             .await
@@ -141,14 +122,13 @@ impl PgStore {
             tracing::error!(problem = %p, "THE RECEIPT LOG DOES NOT MATCH ITS LAST SIGNED CHECKPOINT: it will not sign, and /ready fails");
         }
         let (head_tx, head_rx) = watch::channel(LogHead::of(&opened.0));
-        let (tx, rx) = mpsc::channel(4096);
-        let (done_tx, done_rx) = oneshot::channel();
-        let writer_pool = pool.clone();
-        let writer_owner = owner.clone();
-        tokio::spawn(async move {
-            writer_loop(writer_pool, rx, writer_owner, opened.0, head_tx).await;
-            let _ = done_tx.send(());
-        });
+        let (writer, queue) = openexec_store::channel(writer_config(ATTEMPTS));
+        tokio::spawn(queue.run(PgWriter {
+            pool: pool.clone(),
+            owner: owner.clone(),
+            tree: opened.0,
+            head: head_tx,
+        }));
         let healthy_since = std::sync::Arc::new(Mutex::new(Some(Instant::now())));
         let heartbeat = tokio::spawn(heartbeat_loop(
             pool.clone(),
@@ -160,8 +140,7 @@ impl PgStore {
             pool,
             connect,
             timeout: limits.timeout,
-            writer: WriterHandle::new(tx),
-            writer_done: tokio::sync::Mutex::new(Some(done_rx)),
+            writer,
             head: head_rx,
             log_problem: opened.1,
             sequencer: tokio::sync::Mutex::new(None),
@@ -237,7 +216,7 @@ impl PgStore {
         Ok(got)
     }
 
-    pub(crate) fn writer(&self) -> &WriterHandle {
+    pub(crate) fn writer(&self) -> &Writer {
         &self.writer
     }
 
@@ -360,10 +339,7 @@ impl PgStore {
     }
 
     pub async fn close(&self) {
-        self.writer.close();
-        if let Some(done) = self.writer_done.lock().await.take() {
-            let _ = done.await;
-        }
+        self.writer.close_and_wait().await;
         self.heartbeat.abort();
         if let Some((conn, _)) = self.sequencer.lock().await.take() {
             let _ = conn.close().await; // releases the sequencer lock
@@ -376,17 +352,17 @@ impl PgStore {
     }
 
     pub async fn head(&self) -> Result<(u64, Hash), StoreError> {
-        Ok(logstore::head(&self.pool).await?)
+        logstore::head(&self.pool).await
     }
 
     pub async fn nodes(&self, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>, StoreError> {
-        Ok(logstore::nodes_on(&self.pool, ids).await?)
+        logstore::nodes_on(&self.pool, ids).await
     }
 
     pub async fn latest_checkpoint(
         &self,
     ) -> Result<Option<(StoredCheckpoint, Vec<String>)>, StoreError> {
-        Ok(logstore::latest_checkpoint(&self.pool).await?)
+        logstore::latest_checkpoint(&self.pool).await
     }
 }
 
@@ -448,61 +424,40 @@ const RECEIPTS_BY_HASH: &str =
      CROSS JOIN LATERAL (SELECT receipt_hash, log_index FROM receipts \
      WHERE receipt_hash = u.h LIMIT 1) r";
 
-async fn writer_loop(
+/// The writer's side on PostgreSQL: the pool its transactions run on and the receipt log's
+/// frontier as of its last commit (reloaded when another replica appended).
+struct PgWriter {
     pool: PgPool,
-    mut rx: mpsc::Receiver<WriteOp>,
     owner: String,
-    mut tree: Frontier,
+    tree: Frontier,
     head: watch::Sender<LogHead>,
-) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let started = Instant::now();
-        let (log_ops, ops): (Vec<WriteOp>, Vec<WriteOp>) = std::mem::take(&mut batch)
-            .into_iter()
-            .partition(|op| matches!(op, WriteOp::Log(..)));
-        if !ops.is_empty() {
-            metrics::histogram!("openexec_store_batch_size").record(ops.len() as f64);
-            let mut attempt = 0;
-            let result = loop {
-                attempt += 1;
-                let before = tree.clone();
-                match commit_batch(&pool, &ops, &owner, &mut tree).await {
-                    Ok(applied) => break Ok(applied),
-                    Err(BatchError::Db(e)) => {
-                        tree = before;
-                        if retryable(&e) && attempt < RETRIES {
-                            metrics::counter!("openexec_store_retries_total").increment(1);
-                            tracing::info!(error = %e, attempt, "batch transaction retried (serialization failure or deadlock)");
-                            continue;
-                        }
-                        break Err(db_err(e));
-                    }
-                    Err(BatchError::Corrupt(e)) => {
-                        tree = before;
-                        break Err(e);
-                    }
-                }
-            };
-            match result {
-                Ok(applied) => {
-                    LogHead::publish(&head, &tree);
-                    reply(settle(ops, applied));
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, writes = ops.len(), "store commit failed; nothing in this batch is acknowledged");
-                    for op in ops {
-                        op.fail(e.clone());
-                    }
-                }
-            }
-            metrics::histogram!("openexec_store_seconds", "op" => "commit")
-                .record(started.elapsed().as_secs_f64());
+}
+
+impl Commit for PgWriter {
+    type Op = WriteOp;
+    type Out = Written;
+
+    fn alone(op: &WriteOp) -> bool {
+        matches!(op, WriteOp::Log(_))
+    }
+
+    /// A batch in one transaction ([`commit_batch`]): a serialization failure or deadlock comes
+    /// back as `Retry` (the batch only writes rows: no handler runs again), stored data that
+    /// does not read back as `Failed` (never retried: the next attempt would read the same).
+    /// On any error the frontier is as before. A log write alone, in its own.
+    async fn commit(&mut self, ops: &[WriteOp]) -> Result<Vec<Applied>, CommitError> {
+        if let [WriteOp::Log(w)] = ops {
+            return Ok(log_written(log_write(&self.pool, w).await)?);
         }
-        for op in log_ops {
-            if let WriteOp::Log(w, reply) = op {
-                let r = log_write(&pool, &w).await;
-                let _ = reply.send(r);
+        let before = self.tree.clone();
+        match commit_batch(&self.pool, ops, &self.owner, &mut self.tree).await {
+            Ok(applied) => {
+                LogHead::publish(&self.head, &self.tree);
+                Ok(applied)
+            }
+            Err(e) => {
+                self.tree = before;
+                Err(e)
             }
         }
     }
@@ -533,30 +488,11 @@ async fn log_write(pool: &PgPool, w: &LogWrite) -> Result<bool, StoreError> {
 }
 
 /// What a batch's transaction decided, before commit.
-type Applied2 = Result<Vec<Applied>, BatchError>;
+type Applied2 = Result<Vec<Applied>, CommitError>;
 
-/// Why a batch's transaction failed: the database (retried when transient), or stored data
-/// that does not read back (never retried: the next attempt would read the same).
-#[derive(Debug)]
-enum BatchError {
-    Db(sqlx::Error),
-    Corrupt(StoreError),
-}
-
-impl From<sqlx::Error> for BatchError {
-    fn from(e: sqlx::Error) -> Self {
-        BatchError::Db(e)
-    }
-}
-
-impl From<StoreError> for BatchError {
-    fn from(e: StoreError) -> Self {
-        BatchError::Corrupt(e)
-    }
-}
-
-/// One batch in one transaction. Errors of the database come back as `sqlx::Error` so the
-/// caller can retry serialization failures; a batch that fails is rolled back whole.
+/// One batch in one transaction. Errors of the database come back classified
+/// (`CommitError::from(sqlx::Error)`), so the writer retries serialization failures; a batch
+/// that fails is rolled back whole.
 async fn commit_batch(
     pool: &PgPool,
     ops: &[WriteOp],
@@ -656,14 +592,16 @@ async fn apply_batch(
     let mut give_back: (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
     for (i, c) in claimed {
         match c.approval_key.as_deref().map(|k| winners.get(k)) {
-            None => out[i] = Some(Applied::Claim(ClaimResult::Claimed)),
-            Some(Some(w)) if *w == c.exec_id => out[i] = Some(Applied::Claim(ClaimResult::Claimed)),
+            None => out[i] = Some(Ok(Written::Claim(ClaimResult::Claimed))),
+            Some(Some(w)) if *w == c.exec_id => {
+                out[i] = Some(Ok(Written::Claim(ClaimResult::Claimed)))
+            }
             Some(w) => {
                 give_back.0.push(c.tenant_id.clone());
                 give_back.1.push(c.nonce.clone());
-                out[i] = Some(Applied::Claim(ClaimResult::ApprovalReused {
+                out[i] = Some(Ok(Written::Claim(ClaimResult::ApprovalReused {
                     exec_id: w.cloned().unwrap_or_default(),
-                }));
+                })));
             }
         }
     }
@@ -689,12 +627,12 @@ async fn apply_batch(
         .await?;
         out[i] = Some(match row {
             Some(row) => match claim_row(&row) {
-                Ok(r) => Applied::Claim(ClaimResult::NonceTaken(Box::new(r))),
-                Err(e) => Applied::Failed(e),
+                Ok(r) => Ok(Written::Claim(ClaimResult::NonceTaken(Box::new(r)))),
+                Err(e) => Err(e),
             },
             // Inserted and given back by another replica in between: a retry of the claim
             // decides it (nothing has run).
-            None => Applied::Failed(unavailable(format!(
+            None => Err(unavailable(format!(
                 "the claim of nonce '{}' changed hands while being read; try again",
                 c.nonce
             ))),
@@ -758,7 +696,7 @@ async fn apply_batch(
         };
         if size as u64 != tree.size() {
             // Another replica appended since our last commit.
-            *tree = frontier_of_head(size as u64, &root, &frontier).map_err(StoreError::from)?;
+            *tree = frontier_of_head(size as u64, &root, &frontier)?;
         }
         let rows = assign_indices(&receipts, &mut index, size, &mut out);
         if !rows.is_empty() {
@@ -803,11 +741,7 @@ async fn apply_batch(
         }
     }
 
-    out.into_iter()
-        .map(|a| {
-            a.ok_or_else(|| BatchError::Corrupt(corrupt("a write of the batch got no result")))
-        })
-        .collect()
+    Ok(all_applied(out)?)
 }
 
 #[cfg(test)]
@@ -818,8 +752,9 @@ mod tests {
     /// PostgreSQL.
     async fn test_store(name: &str) -> Option<(openexec_testkit::TestDb, PgStore)> {
         let db = openexec_testkit::TestDb::create(name).await?;
+        let url = PgUrl::parse(&db.url, &crate::config::DB_URL).unwrap();
         let store = PgStore::open(
-            &db.url,
+            &url,
             StoreLimits {
                 timeout: Duration::from_secs(2),
                 pool_size: 4,

@@ -6,13 +6,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use openexec_store::{Commit, CommitError, PoolLimits};
 use serde_json::Value;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use openexec_log::{leaf_hash, Frontier, Hash, NodeId, StoredCheckpoint};
 
@@ -20,9 +19,9 @@ use super::tree_check::{
     checkpoint_row, frontier_from, leaf_data, LogHead, LATEST_CHECKPOINT, RECEIPT_LEAVES,
 };
 use super::{
-    assign_indices, claim_row, now_text, receipts_to_log, reply, settle, stored_receipt,
-    unavailable, Applied, Batch, Claim, ClaimResult, ClaimRow, Done, LogWrite, StoreError,
-    StoredReceipt, WriteOp, WriterHandle, CLAIM_ROW_COLUMNS, MAX_BATCH,
+    all_applied, assign_indices, claim_row, log_written, now_text, receipts_to_log, stored_receipt,
+    unavailable, writer_config, Applied, Batch, Claim, ClaimResult, ClaimRow, LogWrite, StoreError,
+    StoredReceipt, WriteOp, Writer, Written, CLAIM_ROW_COLUMNS,
 };
 use openexec_logstore::store::sqlite as logstore;
 
@@ -37,10 +36,9 @@ pub(crate) struct SqliteStore {
     /// The sequencer lock file, while this process holds it.
     sequencer: std::sync::Mutex<Option<std::fs::File>>,
     read: SqlitePool,
-    /// Taken (and so dropped) by [`SqliteStore::close`]; the writer ends once no sender is left.
-    writer: WriterHandle,
-    /// Fires when the writer thread has committed everything and closed its connection.
-    writer_done: tokio::sync::Mutex<Option<oneshot::Receiver<()>>>,
+    /// Closed by [`SqliteStore::close`], which waits until the writer thread has committed
+    /// everything and closed its connection.
+    writer: Writer,
     /// The receipt log's committed head, updated after every commit.
     head: watch::Receiver<LogHead>,
     /// Why the stored log cannot be trusted (found at start-up), if it cannot.
@@ -52,27 +50,23 @@ impl SqliteStore {
     pub async fn open(path: &Path, busy_timeout: Duration) -> anyhow::Result<SqliteStore> {
         let path = path.to_path_buf();
         // Receipts, claims and the log are the operator's: created 0700/0600 (WAL files follow).
-        openexec_kit::keys::prepare_sqlite_file(&path)?;
-        let opts = Self::options(&path, busy_timeout)?;
+        openexec_store::sqlite::prepare(&path)?;
+        let opts = openexec_store::sqlite::options(&path, busy_timeout);
         let owners_dir = PathBuf::from(format!("{}.owners", path.display()));
         let (owner, owner_lock) = take_owner_lock(&owners_dir)?;
 
         // The writer gets a thread and a runtime of its own: its statements run back to back,
         // never queued behind request tasks on the busy shared runtime (which made each commit
         // wait several scheduling rounds under load).
-        let (tx, rx) = mpsc::channel(4096);
+        let (writer, queue) = openexec_store::channel(writer_config(1));
         let (ready_tx, ready_rx) = oneshot::channel::<anyhow::Result<Option<String>>>();
         let (head_tx, head_rx) = watch::channel(LogHead {
             size: 0,
             root: Frontier::empty().root(),
         });
-        let (done_tx, done_rx) = oneshot::channel::<()>();
         // The writer never checkpoints: that work (copying WAL pages into the database file and
         // syncing it) runs beside it in `checkpoint_loop`, off the path of every commit.
-        let writer_opts = opts
-            .clone()
-            .create_if_missing(true)
-            .pragma("wal_autocheckpoint", "0");
+        let writer_opts = opts.clone().pragma("wal_autocheckpoint", "0");
         let writer_owner = owner.clone();
         let writer_path = path.clone();
         std::thread::Builder::new()
@@ -121,14 +115,20 @@ impl SqliteStore {
                                 root: opened.tree.root(),
                             });
                             let _ = ready_tx.send(Ok(opened.problem));
-                            writer_loop(conn, rx, writer_owner, opened.tree, head_tx).await;
+                            queue
+                                .run(SqliteWriter {
+                                    conn,
+                                    owner: writer_owner,
+                                    tree: opened.tree,
+                                    head: head_tx,
+                                })
+                                .await;
                         }
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));
                         }
                     }
                 });
-                let _ = done_tx.send(());
             })
             .map_err(|e| anyhow::anyhow!("cannot start the writer thread: {e}"))?;
         let log_problem = ready_rx
@@ -137,12 +137,17 @@ impl SqliteStore {
         if let Some(p) = &log_problem {
             tracing::error!(problem = %p, "THE RECEIPT LOG DOES NOT MATCH ITS LAST SIGNED CHECKPOINT: it will not sign, and /ready fails");
         }
-        let read = SqlitePoolOptions::new()
-            .max_connections(4)
-            .min_connections(1)
-            .connect_with(opts)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot open database {}: {e}", path.display()))?;
+        // Reads wait for a pooled connection up to sqlx's default of 30 s, as they always did.
+        let read = openexec_store::sqlite::pool(
+            &path,
+            opts,
+            PoolLimits {
+                size: 4,
+                min: 1,
+                timeout: Duration::from_secs(30),
+            },
+        )
+        .await?;
         tokio::spawn(checkpoint_loop(read.clone()));
         Ok(SqliteStore {
             owner,
@@ -150,8 +155,7 @@ impl SqliteStore {
             _owner_lock: owner_lock,
             sequencer: std::sync::Mutex::new(None),
             read,
-            writer: WriterHandle::new(tx),
-            writer_done: tokio::sync::Mutex::new(Some(done_rx)),
+            writer,
             head: head_rx,
             log_problem,
         })
@@ -224,15 +228,6 @@ impl SqliteStore {
         rows.into_iter()
             .map(|(i, r, s, k, at)| Ok((i as u64, leaf_data(&r, &s, &k, &at)?, at)))
             .collect()
-    }
-
-    fn options(path: &Path, busy_timeout: Duration) -> anyhow::Result<SqliteConnectOptions> {
-        Ok(SqliteConnectOptions::from_str("sqlite://")?
-            .filename(path)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(busy_timeout)
-            .foreign_keys(true))
     }
 
     async fn read<T>(
@@ -310,7 +305,7 @@ impl SqliteStore {
         row.map(|r| stored_receipt(&r, "")).transpose()
     }
 
-    pub(crate) fn writer(&self) -> &WriterHandle {
+    pub(crate) fn writer(&self) -> &Writer {
         &self.writer
     }
 
@@ -357,10 +352,7 @@ impl SqliteStore {
     /// Stop taking writes, wait until the writer committed everything already sent to it, and
     /// close the database.
     pub async fn close(&self) {
-        self.writer.close();
-        if let Some(done) = self.writer_done.lock().await.take() {
-            let _ = done.await;
-        }
+        self.writer.close_and_wait().await;
         self.read.close().await;
         if let Ok(mut held) = self.sequencer.lock() {
             held.take(); // released: another process on the file may sign now
@@ -410,69 +402,74 @@ fn take_owner_lock(dir: &Path) -> anyhow::Result<(String, std::fs::File)> {
     Ok((owner, f))
 }
 
-async fn writer_loop(
-    mut conn: SqliteConnection,
-    mut rx: mpsc::Receiver<WriteOp>,
+/// The writer's side on SQLite: its connection (migrated, `wal_autocheckpoint=0`) and the
+/// receipt log's frontier as of its last commit.
+struct SqliteWriter {
+    conn: SqliteConnection,
     owner: String,
-    mut tree: Frontier,
+    tree: Frontier,
     head: watch::Sender<LogHead>,
-) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let started = Instant::now();
-        let (log_ops, ops): (Vec<WriteOp>, Vec<WriteOp>) = std::mem::take(&mut batch)
-            .into_iter()
-            .partition(|op| matches!(op, WriteOp::Log(..)));
-        if !ops.is_empty() {
-            metrics::histogram!("openexec_store_batch_size").record(ops.len() as f64);
-            let before = tree.clone();
-            match commit_batch(&mut conn, ops, &owner, &mut tree).await {
-                Ok(done) => {
-                    LogHead::publish(&head, &tree);
-                    reply(done);
-                }
-                Err((ops, e)) => {
-                    tracing::error!(error = %e, writes = ops.len(), "store commit failed; nothing in this batch is acknowledged");
-                    let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
-                    tree = before;
-                    for op in ops {
-                        op.fail(e.clone());
-                    }
-                }
-            }
-            metrics::histogram!("openexec_store_seconds", "op" => "commit")
-                .record(started.elapsed().as_secs_f64());
+}
+
+impl Commit for SqliteWriter {
+    type Op = WriteOp;
+    type Out = Written;
+
+    fn alone(op: &WriteOp) -> bool {
+        matches!(op, WriteOp::Log(_))
+    }
+
+    /// A batch in one transaction ([`apply_batch`]); on any error it is rolled back and the
+    /// frontier is as before. A log write alone, in its own.
+    async fn commit(&mut self, ops: &[WriteOp]) -> Result<Vec<Applied>, CommitError> {
+        if let [WriteOp::Log(w)] = ops {
+            return Ok(log_written(self.log_write(w).await)?);
         }
-        for op in log_ops {
-            if let WriteOp::Log(w, reply) = op {
-                let now = now_text();
-                let r = match &w {
-                    LogWrite::Identity {
-                        origin,
-                        verifier_key,
-                    } => match logstore::bind_identity(&mut conn, origin, verifier_key).await {
-                        Ok(recorded) => super::identity_conflict(recorded, (origin, verifier_key))
-                            .map(|()| true),
-                        Err(e) => Err(e.into()),
-                    },
-                    LogWrite::Checkpoint(cp) => logstore::add_checkpoint(&mut conn, cp, &now)
-                        .await
-                        .map(|()| true)
-                        .map_err(StoreError::from),
-                    LogWrite::Cosignature {
-                        size,
-                        witness,
-                        timestamp,
-                        line,
-                    } => logstore::add_cosignature(&mut conn, *size, witness, *timestamp, line)
-                        .await
-                        .map_err(StoreError::from),
-                };
-                let _ = reply.send(r);
+        let started = Instant::now();
+        let before = self.tree.clone();
+        match apply_batch(&mut self.conn, ops, &self.owner, &mut self.tree).await {
+            Ok(applied) => {
+                metrics::histogram!("openexec_store_seconds", "op" => "transaction")
+                    .record(started.elapsed().as_secs_f64());
+                LogHead::publish(&self.head, &self.tree);
+                Ok(applied)
+            }
+            Err(e) => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
+                self.tree = before;
+                Err(CommitError::Failed(e))
             }
         }
     }
-    let _ = conn.close().await;
+
+    async fn finish(self) {
+        let _ = self.conn.close().await;
+    }
+}
+
+impl SqliteWriter {
+    /// A log write (the statements are `openexec_logstore`'s).
+    async fn log_write(&mut self, w: &LogWrite) -> Result<bool, StoreError> {
+        let conn = &mut self.conn;
+        match w {
+            LogWrite::Identity {
+                origin,
+                verifier_key,
+            } => {
+                let recorded = logstore::bind_identity(conn, origin, verifier_key).await?;
+                super::identity_conflict(recorded, (origin, verifier_key)).map(|()| true)
+            }
+            LogWrite::Checkpoint(cp) => logstore::add_checkpoint(conn, cp, &now_text())
+                .await
+                .map(|()| true),
+            LogWrite::Cosignature {
+                size,
+                witness,
+                timestamp,
+                line,
+            } => logstore::add_cosignature(conn, *size, witness, *timestamp, line).await,
+        }
+    }
 }
 
 /// A JSON array of rows, as the text a `json_each(?)` parameter takes.
@@ -534,24 +531,7 @@ impl<'a> Script<'a> {
 ///    `COMMIT`.
 ///
 /// Reading back a taken nonce's row, or who used an approval first, costs one more round trip,
-/// only when it happens. On any error nothing is acknowledged: the ops come back so that each
-/// caller is told.
-async fn commit_batch(
-    conn: &mut SqliteConnection,
-    ops: Vec<WriteOp>,
-    owner: &str,
-    tree: &mut Frontier,
-) -> Result<Vec<Done>, (Vec<WriteOp>, StoreError)> {
-    let started = Instant::now();
-    let applied = match apply_batch(conn, &ops, owner, tree).await {
-        Ok(a) => a,
-        Err(e) => return Err((ops, e)),
-    };
-    metrics::histogram!("openexec_store_seconds", "op" => "transaction")
-        .record(started.elapsed().as_secs_f64());
-    Ok(settle(ops, applied))
-}
-
+/// only when it happens. On any error nothing is acknowledged (the writer tells every caller).
 async fn apply_batch(
     conn: &mut SqliteConnection,
     ops: &[WriteOp],
@@ -686,12 +666,12 @@ async fn apply_batch(
             continue;
         }
         let Some(k) = c.approval_key.as_deref() else {
-            out[*i] = Some(Applied::Claim(ClaimResult::Claimed));
+            out[*i] = Some(Ok(Written::Claim(ClaimResult::Claimed)));
             continue;
         };
         match approved.get(k) {
             Some(winner) if *winner == c.exec_id => {
-                out[*i] = Some(Applied::Claim(ClaimResult::Claimed));
+                out[*i] = Some(Ok(Written::Claim(ClaimResult::Claimed)));
             }
             winner => {
                 let exec_id = match winner {
@@ -708,7 +688,7 @@ async fn apply_batch(
                 s2.stmt("DELETE FROM executions WHERE tenant_id = ? AND nonce = ?")
                     .text(&c.tenant_id)
                     .text(&c.nonce);
-                out[*i] = Some(Applied::Claim(ClaimResult::ApprovalReused { exec_id }));
+                out[*i] = Some(Ok(Written::Claim(ClaimResult::ApprovalReused { exec_id })));
             }
         }
     }
@@ -724,9 +704,9 @@ async fn apply_batch(
         .await
         .map_err(unavailable)?
         .ok_or_else(|| StoreError::Corrupt(format!("claim of nonce '{}' vanished", c.nonce)))?;
-        out[i] = Some(Applied::Claim(ClaimResult::NonceTaken(Box::new(
+        out[i] = Some(Ok(Written::Claim(ClaimResult::NonceTaken(Box::new(
             claim_row(&row)?,
-        ))));
+        )))));
     }
 
     // Receipts in batch order: outcomes of the claims that were running, then rejections (a
@@ -780,9 +760,7 @@ async fn apply_batch(
     s2.stmt("COMMIT");
     s2.run(conn).await?;
 
-    out.into_iter()
-        .map(|a| a.ok_or_else(|| StoreError::Corrupt("a write of the batch got no result".into())))
-        .collect()
+    all_applied(out)
 }
 
 /// The receipt log's storage (`Store` implements `openexec_log::LogStore` with these).
@@ -806,7 +784,7 @@ impl SqliteStore {
     }
 
     pub async fn nodes(&self, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>, StoreError> {
-        Ok(logstore::nodes_on(&self.read, ids).await?)
+        logstore::nodes_on(&self.read, ids).await
     }
 
     pub async fn latest_checkpoint(

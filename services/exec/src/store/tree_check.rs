@@ -4,25 +4,11 @@
 
 pub use openexec_logstore::store::tree_check::LeafSource;
 pub use openexec_logstore::store::{
-    checkpoint_row, frontier_from, hash_hex, LogHead, LogStoreError, LATEST_CHECKPOINT,
+    checkpoint_row, frontier_from, hash_hex, LogHead, LATEST_CHECKPOINT,
 };
 use serde_json::Value;
 
-use super::StoreError;
-
-impl From<LogStoreError> for StoreError {
-    fn from(e: LogStoreError) -> Self {
-        match e {
-            LogStoreError::Unavailable(m) => StoreError::Unavailable(m),
-            LogStoreError::Corrupt(m) => StoreError::Corrupt(m),
-            LogStoreError::Conflict(m) => StoreError::Conflict(m),
-        }
-    }
-}
-
-pub(crate) fn corrupt(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(e.to_string())
-}
+use super::{corrupt, StoreError};
 
 /// The leaf data of one stored receipt row: JCS of `{"receipt", "signature", "key_id",
 /// "logged_at"}` (SPEC §7).

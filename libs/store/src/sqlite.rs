@@ -1,0 +1,105 @@
+//! Opening a SQLite database the one way every service does: the file private (directory 0700,
+//! file 0600, its WAL files following), WAL, `synchronous=FULL` (a commit is on disk when it
+//! returns), a busy timeout, foreign keys, created if missing.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+
+use crate::{OpenError, PoolLimits};
+
+/// Make `path`'s directory (0700) and the file (0600) unless they exist: SQLite then opens it
+/// as a new database and gives its WAL and shared-memory files the same mode.
+pub fn prepare(path: &Path) -> Result<(), OpenError> {
+    openexec_kit::keys::prepare_sqlite_file(path).map_err(|e| OpenError(e.to_string()))
+}
+
+/// The connection options of a service's database file: WAL, `synchronous=FULL`, waiting up to
+/// `busy_timeout` for a lock, foreign keys on, created if missing.
+pub fn options(path: &Path, busy_timeout: Duration) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(busy_timeout)
+        .foreign_keys(true)
+}
+
+/// [`prepare`] the file, then open a pool of `limits.size` connections with [`options`]
+/// (`limits.timeout` is both the busy timeout and how long a caller waits for a connection).
+pub async fn open_pool(path: &Path, limits: PoolLimits) -> Result<SqlitePool, OpenError> {
+    prepare(path)?;
+    pool(path, options(path, limits.timeout), limits).await
+}
+
+/// A pool of `limits.size` connections (at least `limits.min` kept open) with `opts`.
+pub async fn pool(
+    path: &Path,
+    opts: SqliteConnectOptions,
+    limits: PoolLimits,
+) -> Result<SqlitePool, OpenError> {
+    SqlitePoolOptions::new()
+        .max_connections(limits.size.max(1))
+        .min_connections(limits.min)
+        .acquire_timeout(limits.timeout)
+        .connect_with(opts)
+        .await
+        .map_err(|e| OpenError(format!("cannot open database {}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[tokio::test]
+    async fn a_new_database_is_private_in_wal_mode_and_synchronous_full() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("state/x.db");
+        let pool = open_pool(
+            &path,
+            PoolLimits {
+                size: 2,
+                min: 0,
+                timeout: Duration::from_millis(1234),
+            },
+        )
+        .await
+        .unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        let text: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(text, "wal");
+        for (pragma, want) in [
+            ("synchronous", 2),
+            ("busy_timeout", 1234),
+            ("foreign_keys", 1),
+        ] {
+            let got: i64 = sqlx::query_scalar(&format!("PRAGMA {pragma}"))
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            assert_eq!(got, want, "{pragma}");
+        }
+        pool.close().await;
+        // A file that cannot be opened names itself.
+        let e = open_pool(
+            &tmp.path().join("state"),
+            PoolLimits {
+                size: 1,
+                min: 0,
+                timeout: Duration::from_millis(100),
+            },
+        )
+        .await
+        .unwrap_err();
+        assert!(e.to_string().contains("state"), "{e}");
+    }
+}

@@ -1,0 +1,553 @@
+//! The group-commit writer: one writer per process takes every write, commits whatever is
+//! waiting — up to [`WriterConfig::max_batch`] — in one transaction, and answers each write only
+//! once that commit returned (is durable). Many requests share one commit and its fsync, so
+//! throughput is not one fsync per request, and nothing is acknowledged that could still be
+//! lost.
+//!
+//! The service supplies only "apply these operations in one transaction and commit" per
+//! backend ([`Commit`]); this module owns the rest: the queue ([`channel`]), sending an
+//! operation and waiting for its commit ([`WriterHandle::write`]), closing ([`WriterHandle::close`],
+//! [`WriterHandle::close_and_wait`]), batching ([`Queue::run`]), retrying a batch that lost a
+//! race ([`CommitError::Retry`]), and the per-operation answers (a failed commit answers every
+//! operation of its batch with the error; an operation the batch refused alone gets its own).
+
+use std::future::Future;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{corrupt, is_retryable, unavailable, StoreError};
+
+/// How a writer batches, retries and reports.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterConfig {
+    /// Writes that may wait for the writer before senders wait too.
+    pub queue: usize,
+    /// The most writes one commit takes.
+    pub max_batch: usize,
+    /// How often a batch is tried when its transaction loses a race ([`CommitError::Retry`]):
+    /// 1 never retries.
+    pub attempts: usize,
+    pub metrics: WriterMetrics,
+}
+
+/// The names of a writer's metrics (each service its own).
+#[derive(Debug, Clone, Copy)]
+pub struct WriterMetrics {
+    /// Histogram: writes per committed batch.
+    pub batch_size: &'static str,
+    /// Histogram in seconds, labelled `op`: `write` (sent → answered, per write) and `commit`
+    /// (one batch, retries included).
+    pub seconds: &'static str,
+    /// Counter: batch transactions run again after losing a race.
+    pub retries: &'static str,
+}
+
+/// Why a batch's transaction did not commit (it was rolled back whole).
+#[derive(Debug)]
+pub enum CommitError {
+    /// It lost a race (serialization failure, deadlock, busy: [`is_retryable`]) and may be run
+    /// again as it is; past [`WriterConfig::attempts`] every write gets the error.
+    Retry(StoreError),
+    /// Anything else: every write of the batch gets the error, at once.
+    Failed(StoreError),
+}
+
+impl From<sqlx::Error> for CommitError {
+    fn from(e: sqlx::Error) -> CommitError {
+        if is_retryable(&e) {
+            CommitError::Retry(unavailable(e))
+        } else {
+            CommitError::Failed(e.into())
+        }
+    }
+}
+
+impl From<StoreError> for CommitError {
+    fn from(e: StoreError) -> CommitError {
+        CommitError::Failed(e)
+    }
+}
+
+/// What a committed batch produced, one result per operation, in the batch's order: `Err` for
+/// an operation the batch refused alone (the rest of it committed).
+pub type Applied<Out> = Vec<Result<Out, StoreError>>;
+
+/// A service's side of the writer, per backend: apply a batch in one transaction.
+pub trait Commit: Send {
+    type Op: Send + Sync + 'static;
+    type Out: Send + 'static;
+
+    /// Whether `op` must be committed in a transaction of its own (after the batch it came
+    /// with): `commit` then gets it alone.
+    fn alone(_op: &Self::Op) -> bool {
+        false
+    }
+
+    /// Apply `ops` in one transaction and commit it. `Ok` only once the commit returned; on
+    /// `Err` nothing of it may be committed, and any state the service keeps beside the
+    /// database must be as before (the batch may be run again).
+    fn commit(
+        &mut self,
+        ops: &[Self::Op],
+    ) -> impl Future<Output = Result<Applied<Self::Out>, CommitError>> + Send;
+
+    /// Called once when the writer ends (every handle closed, every write answered), before
+    /// [`WriterHandle::close_and_wait`] returns: e.g. close the connection.
+    fn finish(self) -> impl Future<Output = ()> + Send
+    where
+        Self: Sized,
+    {
+        async {}
+    }
+}
+
+type Reply<Out> = oneshot::Sender<Result<Out, StoreError>>;
+/// A write on its way to the writer, with where its answer goes.
+type Sent<Op, Out> = (Op, Reply<Out>);
+
+/// The sending side of a writer: writes go through it until it is closed, after which they are
+/// refused (`Unavailable`).
+pub struct WriterHandle<Op, Out> {
+    tx: std::sync::Mutex<Option<mpsc::Sender<Sent<Op, Out>>>>,
+    done: tokio::sync::Mutex<Option<oneshot::Receiver<()>>>,
+    seconds: &'static str,
+}
+
+/// The receiving side of a writer, to [`run`](Queue::run) where the service wants its writer (a
+/// task, or a thread with a runtime of its own).
+pub struct Queue<Op, Out> {
+    rx: mpsc::Receiver<Sent<Op, Out>>,
+    done: oneshot::Sender<()>,
+    config: WriterConfig,
+}
+
+/// A writer's two sides. Dropping the [`Queue`] without running it (opening failed) makes every
+/// write fail and `close_and_wait` return at once.
+pub fn channel<Op, Out>(config: WriterConfig) -> (WriterHandle<Op, Out>, Queue<Op, Out>) {
+    let (tx, rx) = mpsc::channel(config.queue.max(1));
+    let (done_tx, done_rx) = oneshot::channel();
+    (
+        WriterHandle {
+            tx: std::sync::Mutex::new(Some(tx)),
+            done: tokio::sync::Mutex::new(Some(done_rx)),
+            seconds: config.metrics.seconds,
+        },
+        Queue {
+            rx,
+            done: done_tx,
+            config,
+        },
+    )
+}
+
+impl<Op, Out> WriterHandle<Op, Out> {
+    fn sender(&self) -> Result<mpsc::Sender<Sent<Op, Out>>, StoreError> {
+        self.tx
+            .lock()
+            .ok()
+            .and_then(|w| w.clone())
+            .filter(|w| !w.is_closed())
+            .ok_or_else(|| unavailable("the store is closed"))
+    }
+
+    /// Is the writer taking writes?
+    pub fn is_up(&self) -> bool {
+        self.sender().is_ok()
+    }
+
+    /// Stop taking writes; the writer ends once it committed and answered what it has.
+    pub fn close(&self) {
+        if let Ok(mut w) = self.tx.lock() {
+            w.take();
+        }
+    }
+
+    /// [`close`](Self::close), then wait until the writer has answered every write already sent
+    /// and finished ([`Commit::finish`]).
+    pub async fn close_and_wait(&self) {
+        self.close();
+        if let Some(done) = self.done.lock().await.take() {
+            let _ = done.await;
+        }
+    }
+
+    /// Hand `op` to the writer and wait until the transaction that holds it committed; its
+    /// result.
+    pub async fn write(&self, op: Op) -> Result<Out, StoreError> {
+        let started = Instant::now();
+        let (tx, rx) = oneshot::channel();
+        self.sender()?
+            .send((op, tx))
+            .await
+            .map_err(|_| unavailable("the writer has stopped"))?;
+        let r = rx
+            .await
+            .map_err(|_| unavailable("the writer has stopped"))?;
+        metrics::histogram!(self.seconds, "op" => "write").record(started.elapsed().as_secs_f64());
+        r
+    }
+}
+
+impl<Op: Send + Sync + 'static, Out: Send + 'static> Queue<Op, Out> {
+    /// The writer: until every handle is closed and every write sent is answered, take what is
+    /// waiting (up to `max_batch`), commit the writes that may share a transaction in one, then
+    /// each [`alone`](Commit::alone) write in its own, and answer each write after its commit.
+    pub async fn run<C: Commit<Op = Op, Out = Out>>(mut self, mut c: C) {
+        let max = self.config.max_batch.max(1);
+        let mut waiting: Vec<Sent<Op, Out>> = Vec::with_capacity(max);
+        let mut ops: Vec<Op> = Vec::with_capacity(max);
+        let mut replies: Vec<Reply<Out>> = Vec::with_capacity(max);
+        let mut alone: Vec<Sent<Op, Out>> = Vec::new();
+        while self.rx.recv_many(&mut waiting, max).await > 0 {
+            for (op, reply) in waiting.drain(..) {
+                if C::alone(&op) {
+                    alone.push((op, reply));
+                } else {
+                    ops.push(op);
+                    replies.push(reply);
+                }
+            }
+            if !ops.is_empty() {
+                let started = Instant::now();
+                let m = self.config.metrics;
+                metrics::histogram!(m.batch_size).record(ops.len() as f64);
+                match self.attempt(&mut c, &ops).await {
+                    Ok(applied) => answer(&mut replies, applied),
+                    Err(e) => {
+                        tracing::error!(error = %e, writes = ops.len(), "store commit failed; nothing in this batch is acknowledged");
+                        for r in replies.drain(..) {
+                            let _ = r.send(Err(e.clone()));
+                        }
+                    }
+                }
+                ops.clear();
+                metrics::histogram!(m.seconds, "op" => "commit")
+                    .record(started.elapsed().as_secs_f64());
+            }
+            for (op, reply) in alone.drain(..) {
+                let r = match self.attempt(&mut c, std::slice::from_ref(&op)).await {
+                    Ok(applied) => applied.into_iter().next().unwrap_or_else(no_result),
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(r);
+            }
+        }
+        c.finish().await;
+        drop(self.done);
+    }
+
+    /// Commit `ops`, running the transaction again while it loses races, up to `attempts`.
+    async fn attempt<C: Commit<Op = Op, Out = Out>>(
+        &self,
+        c: &mut C,
+        ops: &[Op],
+    ) -> Result<Applied<Out>, StoreError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match c.commit(ops).await {
+                Ok(applied) => return Ok(applied),
+                Err(CommitError::Retry(e)) if attempt < self.config.attempts => {
+                    metrics::counter!(self.config.metrics.retries).increment(1);
+                    tracing::info!(error = %e, attempt, "batch transaction retried (serialization failure, deadlock or busy)");
+                }
+                Err(CommitError::Retry(e) | CommitError::Failed(e)) => return Err(e),
+            }
+        }
+    }
+}
+
+fn no_result<Out>() -> Result<Out, StoreError> {
+    Err(corrupt("a write of the batch got no result"))
+}
+
+/// Answer the writes of a committed batch, each with its own result.
+fn answer<Out>(replies: &mut Vec<Reply<Out>>, applied: Applied<Out>) {
+    let mut applied = applied.into_iter();
+    for r in replies.drain(..) {
+        let _ = r.send(applied.next().unwrap_or_else(no_result));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    use tokio::sync::Semaphore;
+
+    const CONFIG: WriterConfig = WriterConfig {
+        queue: 64,
+        max_batch: 4,
+        attempts: 3,
+        metrics: WriterMetrics {
+            batch_size: "test_batch_size",
+            seconds: "test_seconds",
+            retries: "test_retries_total",
+        },
+    };
+
+    /// Ops are numbers; a committed op answers twice itself. 13 makes its batch fail, 7 is
+    /// refused alone, 1000 and more commit alone; `races` commits lose a race first.
+    struct Fake {
+        /// Each committed batch, appended when its commit returns.
+        committed: Arc<Mutex<Vec<Vec<u32>>>>,
+        /// One permit per commit (tries included): the test decides when a commit may run.
+        gate: Arc<Semaphore>,
+        races: usize,
+        tries: Arc<Mutex<usize>>,
+        finished: Arc<Mutex<bool>>,
+    }
+
+    impl Commit for Fake {
+        type Op = u32;
+        type Out = u32;
+
+        fn alone(op: &u32) -> bool {
+            *op >= 1000
+        }
+
+        async fn commit(&mut self, ops: &[u32]) -> Result<Applied<u32>, CommitError> {
+            self.gate.acquire().await.unwrap().forget();
+            *self.tries.lock().unwrap() += 1;
+            if self.races > 0 {
+                self.races -= 1;
+                return Err(CommitError::Retry(unavailable("could not serialize")));
+            }
+            if ops.contains(&13) {
+                return Err(CommitError::Failed(corrupt("13 does not read back")));
+            }
+            let out = ops
+                .iter()
+                .map(|&o| match o {
+                    7 => Err(StoreError::Conflict("seven".into())),
+                    o => Ok(o * 2),
+                })
+                .collect();
+            self.committed.lock().unwrap().push(ops.to_vec());
+            Ok(out)
+        }
+
+        async fn finish(self) {
+            *self.finished.lock().unwrap() = true;
+        }
+    }
+
+    struct Rig {
+        w: Arc<WriterHandle<u32, u32>>,
+        committed: Arc<Mutex<Vec<Vec<u32>>>>,
+        gate: Arc<Semaphore>,
+        tries: Arc<Mutex<usize>>,
+        finished: Arc<Mutex<bool>>,
+    }
+
+    fn rig(races: usize, config: WriterConfig) -> Rig {
+        let (w, q) = channel(config);
+        let r = Rig {
+            w: Arc::new(w),
+            committed: Arc::default(),
+            gate: Arc::new(Semaphore::new(0)),
+            tries: Arc::default(),
+            finished: Arc::default(),
+        };
+        tokio::spawn(q.run(Fake {
+            committed: r.committed.clone(),
+            gate: r.gate.clone(),
+            races,
+            tries: r.tries.clone(),
+            finished: r.finished.clone(),
+        }));
+        r
+    }
+
+    impl Rig {
+        /// Send `op` from a task of its own; its answer, checked to come after its commit.
+        fn send(&self, op: u32) -> tokio::task::JoinHandle<Result<u32, StoreError>> {
+            let (w, committed) = (self.w.clone(), self.committed.clone());
+            tokio::spawn(async move {
+                let r = w.write(op).await;
+                if r.is_ok() {
+                    let c = committed.lock().unwrap();
+                    assert!(
+                        c.iter().any(|b| b.contains(&op)),
+                        "{op} answered before its commit"
+                    );
+                }
+                r
+            })
+        }
+
+        /// Wait until `n` writes wait in the queue.
+        async fn queued(&self, n: usize) {
+            let tx = self.w.sender().unwrap();
+            for _ in 0..500 {
+                if tx.max_capacity() - tx.capacity() >= n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            panic!("{n} writes never queued");
+        }
+    }
+
+    #[tokio::test]
+    async fn waiting_writes_share_commits_of_at_most_max_batch_each_answered_after_it() {
+        let r = rig(0, CONFIG);
+        let first = r.send(0);
+        // The writer took op 0 and waits at the gate; ten more queue up behind it.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let rest: Vec<_> = (1..=10).map(|i| r.send(i)).collect();
+        r.queued(10).await;
+        assert!(
+            r.committed.lock().unwrap().is_empty(),
+            "nothing committed before the gate opens"
+        );
+        r.gate.add_permits(100);
+        assert_eq!(first.await.unwrap().unwrap(), 0);
+        for (i, h) in rest.into_iter().enumerate() {
+            let i = i as u32 + 1;
+            let got = h.await.unwrap();
+            if i == 7 {
+                assert_eq!(
+                    got,
+                    Err(StoreError::Conflict("seven".into())),
+                    "refused alone"
+                );
+            } else {
+                assert_eq!(got, Ok(i * 2));
+            }
+        }
+        let batches = r.committed.lock().unwrap().clone();
+        assert_eq!(batches[0], vec![0]);
+        let sizes: Vec<usize> = batches[1..].iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![4, 4, 2], "{batches:?}");
+        let mut all: Vec<u32> = batches.concat();
+        all.sort();
+        assert_eq!(all, (0..=10).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_answers_every_write_of_its_batch_with_the_error() {
+        let r = rig(0, CONFIG);
+        let first = r.send(0);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let batch: Vec<_> = [12, 13, 14].into_iter().map(|i| r.send(i)).collect();
+        r.queued(3).await;
+        r.gate.add_permits(100);
+        assert_eq!(first.await.unwrap(), Ok(0));
+        for h in batch {
+            assert_eq!(
+                h.await.unwrap(),
+                Err(StoreError::Corrupt("13 does not read back".into())),
+                "a corrupt batch stays corrupt for every write"
+            );
+        }
+        // The writer goes on.
+        assert_eq!(r.send(15).await.unwrap(), Ok(30));
+        assert!(!r.committed.lock().unwrap().concat().contains(&12));
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_loses_a_race_is_run_again_up_to_the_attempts() {
+        let r = rig(2, CONFIG);
+        r.gate.add_permits(100);
+        assert_eq!(r.send(5).await.unwrap(), Ok(10));
+        assert_eq!(*r.tries.lock().unwrap(), 3, "two races, then the commit");
+        let r = rig(3, CONFIG);
+        r.gate.add_permits(100);
+        let e = r.send(5).await.unwrap().unwrap_err();
+        assert_eq!(e, unavailable("could not serialize"), "attempts used up");
+        assert_eq!(*r.tries.lock().unwrap(), 3);
+        let once = WriterConfig {
+            attempts: 1,
+            ..CONFIG
+        };
+        let r = rig(1, once);
+        r.gate.add_permits(100);
+        assert!(r.send(5).await.unwrap().is_err());
+        assert_eq!(*r.tries.lock().unwrap(), 1, "attempts 1: never retried");
+    }
+
+    #[tokio::test]
+    async fn writes_that_must_be_alone_commit_alone_after_their_batch() {
+        let r = rig(0, CONFIG);
+        let first = r.send(0);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let hs: Vec<_> = [1000, 1, 1001, 2].into_iter().map(|i| r.send(i)).collect();
+        r.queued(4).await;
+        r.gate.add_permits(100);
+        first.await.unwrap().unwrap();
+        for h in hs {
+            h.await.unwrap().unwrap();
+        }
+        let batches = r.committed.lock().unwrap().clone();
+        assert_eq!(batches.len(), 4, "{batches:?}");
+        assert_eq!(batches[0], vec![0]);
+        let mut shared = batches[1].clone();
+        shared.sort();
+        assert_eq!(shared, vec![1, 2]);
+        let mut alone = vec![batches[2].clone(), batches[3].clone()];
+        alone.sort();
+        assert_eq!(alone, vec![vec![1000], vec![1001]]);
+    }
+
+    #[tokio::test]
+    async fn a_closed_writer_refuses_writes_after_answering_those_sent() {
+        let r = rig(0, CONFIG);
+        let sent = r.send(3);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(r.w.is_up());
+        r.w.close();
+        assert!(!r.w.is_up());
+        assert_eq!(
+            r.w.write(4).await,
+            Err(unavailable("the store is closed")),
+            "refused once closed"
+        );
+        assert!(
+            !*r.finished.lock().unwrap(),
+            "a write is still being committed"
+        );
+        r.gate.add_permits(100);
+        r.w.close_and_wait().await;
+        assert_eq!(
+            sent.await.unwrap(),
+            Ok(6),
+            "the write sent before closing is answered"
+        );
+        assert!(
+            *r.finished.lock().unwrap(),
+            "finish ran before close_and_wait returned"
+        );
+        assert_eq!(r.w.write(5).await, Err(unavailable("the store is closed")));
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_never_ran_fails_writes_and_closes_at_once() {
+        let (w, q) = channel::<u32, u32>(CONFIG);
+        drop(q);
+        assert!(w.write(1).await.is_err());
+        assert!(!w.is_up());
+        w.close_and_wait().await;
+    }
+
+    #[test]
+    fn sqlx_errors_become_commit_errors_by_class() {
+        let e = CommitError::from(sqlx::Error::PoolTimedOut);
+        assert!(
+            matches!(e, CommitError::Failed(StoreError::Unavailable(_))),
+            "{e:?}"
+        );
+        let e = CommitError::from(sqlx::Error::Decode("bad".into()));
+        assert!(
+            matches!(e, CommitError::Failed(StoreError::Corrupt(_))),
+            "{e:?}"
+        );
+        let e = CommitError::from(corrupt("x"));
+        assert!(
+            matches!(e, CommitError::Failed(StoreError::Corrupt(_))),
+            "{e:?}"
+        );
+    }
+}
