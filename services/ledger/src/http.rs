@@ -25,7 +25,7 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
 }
 
-/// The process-wide Prometheus recorder (installed once).
+/// ClawLedger's routes, with the kit's `/health`, `/ready`, `/version` and `/metrics`.
 pub fn router(state: AppState) -> Router {
     let probes = openexec_kit::probe::router(Arc::new(LedgerProbes(state.clone())));
     Router::new()
