@@ -40,7 +40,8 @@
 //! settings may be (their `Config::from_settings`), the binary's exit codes, and logging what the
 //! guard's defaults mean for them.
 //! The kit's own answers (403, 408) use the error shape of OpenExec's API,
-//! `{"detail": msg, "error": {"code": code, "message": msg}}` ([`error_response`]).
+//! `{"detail": msg, "error": {"code": code, "message": msg}}` ([`ApiError`], which implements
+//! `IntoResponse`, and [`error_response`]), the one shape every service answers errors in.
 //!
 //! *Dependency rule*: services depend on the kit; the kit depends on no service. Of the pure
 //! libraries it uses only core's key parsing: it knows nothing of receipts or logs.
@@ -72,12 +73,63 @@ pub use settings::{HttpConfig, HttpSettings, HttpValues, SettingError};
 /// An error answer in the shape of OpenExec's API:
 /// `{"detail": message, "error": {"code": code, "message": message}}`.
 pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        Json(serde_json::json!({
-            "detail": message,
-            "error": {"code": code, "message": message},
-        })),
-    )
-        .into_response()
+    ApiError::new(status, code, message).into_response()
+}
+
+/// The one error shape of every service, as a value a handler can return (`Result<_, ApiError>`)
+/// or build and turn into its answer: `{"detail": message, "error": {"code": code, "message":
+/// message}}` with `status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// Machine-readable, stable (`store_unavailable`, `invalid_request`, …).
+    pub code: String,
+    /// For people; never holds a secret.
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code: code.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// The answer's JSON body.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({
+            "detail": self.message,
+            "error": {"code": self.code, "message": self.message},
+        })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body())).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn the_one_error_shape() {
+        let e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "down");
+        let r = e.clone().into_response();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let b = r.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"detail": "down", "error": {"code": "store_unavailable", "message": "down"}})
+        );
+        assert_eq!(v, e.body());
+        let r = error_response(StatusCode::BAD_REQUEST, "invalid_request", "x");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    }
 }

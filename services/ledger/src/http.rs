@@ -40,7 +40,7 @@ pub fn router(state: AppState) -> Router {
 /// Errors have the one shape of every service (`openexec_kit::error_response`):
 /// `{"detail", "error": {"code", "message"}}`.
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    openexec_kit::error_response(status, code, &message.into())
+    openexec_kit::ApiError::new(status, code, message).into_response()
 }
 
 /// A database error: 503, so that clients and load balancers retry (the database may be back
