@@ -42,8 +42,10 @@ pub trait Probes: Send + Sync + 'static {
     fn readiness(&self) -> impl Future<Output = Readiness> + Send;
 }
 
-/// The routes `/health`, `/ready`, `/version` and `/metrics` over `probes`.
+/// The routes `/health`, `/ready`, `/version` and `/metrics` over `probes`. Installs the
+/// process's recorder now, so that what the service counts from its first request on is served.
 pub fn router<P: Probes>(probes: Arc<P>) -> Router {
+    crate::metrics::handle();
     Router::new()
         .route("/health", get(health::<P>))
         .route("/ready", get(ready::<P>))

@@ -9,7 +9,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use metrics_exporter_prometheus::PrometheusHandle;
 use openexec_core::json;
 use openexec_core::keys::{key_id, verifying_key_b64, verifying_key_to_pem, VerifyingKey};
 use openexec_core::receipt::{verify_evidence, Evidence};
@@ -24,7 +23,6 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Arc<Engine>,
-    pub metrics: PrometheusHandle,
 }
 
 pub fn router(engine: Arc<Engine>) -> Router {
@@ -35,10 +33,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         crate::log::WITNESS_SETTING,
     );
     let probes = openexec_kit::probe::router(Arc::new(ExecProbes(engine.clone())));
-    let state = AppState {
-        engine,
-        metrics: openexec_kit::metrics::handle(),
-    };
+    let state = AppState { engine };
     Router::new()
         .route("/", get(root))
         .route("/keys", get(keys))

@@ -9,7 +9,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine as _;
-use metrics_exporter_prometheus::PrometheusHandle;
 use openexec_log::plan_inclusion;
 use serde_json::{json, Value};
 
@@ -22,7 +21,6 @@ pub struct AppState {
     pub store: Arc<Store>,
     pub name: String,
     pub verifier_key: String,
-    pub metrics: PrometheusHandle,
 }
 
 /// ClawLedger's routes, with the kit's `/health`, `/ready`, `/version` and `/metrics`.

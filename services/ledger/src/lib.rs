@@ -157,7 +157,7 @@ impl Ledger {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         // The recorder first: the witness loops count from their first round.
-        let metrics = openexec_kit::metrics::handle();
+        openexec_kit::metrics::handle();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
@@ -180,7 +180,6 @@ impl Ledger {
             store: self.store.clone(),
             name: self.cosigner.name().to_string(),
             verifier_key: self.cosigner.verifier_key(),
-            metrics,
         });
         let addr = self.listener.local_addr()?;
         let guard = self.cfg.http.guard.for_addr(addr);

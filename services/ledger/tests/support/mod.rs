@@ -248,7 +248,6 @@ pub async fn serve_api(store: Arc<Store>) -> String {
         store,
         name: c.name().to_string(),
         verifier_key: c.verifier_key(),
-        metrics: openexec_kit::metrics::handle(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
