@@ -15,7 +15,7 @@ use std::time::Duration;
 
 #[cfg(test)]
 use openexec_handler::CancellationToken;
-use openexec_handler::{Handler, HandlerError, HandlerFuture, Invocation, Registry};
+use openexec_handler::{Handler, HandlerError, HandlerFuture, Invalid, Invocation, Registry};
 use serde_json::{json, Value};
 
 /// A registry of the built-in actions: `echo`, `add`, `sleep`.
@@ -32,6 +32,59 @@ pub fn register(r: &mut Registry) {
     r.register("sleep", Arc::new(Builtin::new("sleep", BuiltinKind::Sleep)));
 }
 
+/// The `builtin` kind of the registry file (SPEC §10): an action declared with its own name,
+/// schema and floor whose handler is one of the built-ins.
+///
+/// ```toml
+/// [actions.delete_resource]
+/// kind = "builtin"
+/// schema = { type = "object", required = ["env", "id"] }
+/// min_approvers = 2
+/// [actions.delete_resource.builtin]
+/// handler = "echo"        # echo | add | sleep
+/// ```
+/// Its receipts name `builtin:<action>` and the digest of its config entry. `effects` defaults
+/// to false for `echo` and `add`, true for `sleep`.
+pub struct Builtins;
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BuiltinSettings {
+    handler: String,
+}
+
+fn builtin_kind(settings: &BuiltinSettings) -> Result<BuiltinKind, String> {
+    match settings.handler.as_str() {
+        "echo" => Ok(BuiltinKind::Echo),
+        "add" => Ok(BuiltinKind::Add),
+        "sleep" => Ok(BuiltinKind::Sleep),
+        other => Err(format!(
+            "handler: unknown built-in '{other}'; the built-ins are echo, add and sleep"
+        )),
+    }
+}
+
+impl openexec_handler::Kind for Builtins {
+    fn name(&self) -> &'static str {
+        "builtin"
+    }
+
+    fn default_effects(&self, settings: &Value) -> bool {
+        settings.get("handler").and_then(Value::as_str) == Some("sleep")
+    }
+
+    fn build(&self, spec: &openexec_handler::Spec<'_>) -> Result<Arc<dyn Handler>, String> {
+        let kind = builtin_kind(&spec.settings()?)?;
+        Ok(Arc::new(Builtin {
+            name: format!("builtin:{}", spec.action),
+            digest: spec.digest.to_string(),
+            kind,
+            effects: spec.effects,
+            timeout: spec.timeout,
+        }))
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 enum BuiltinKind {
     Echo,
@@ -46,6 +99,8 @@ struct Builtin {
     name: String,
     digest: String,
     kind: BuiltinKind,
+    effects: bool,
+    timeout: Duration,
 }
 
 impl Builtin {
@@ -57,6 +112,33 @@ impl Builtin {
             digest: openexec_core::json::jcs_sha256(&entry),
             name,
             kind,
+            effects: matches!(kind, BuiltinKind::Sleep),
+            timeout: Duration::from_millis(SLEEP_MAX_MS) + Duration::from_secs(5),
+        }
+    }
+
+    /// The payload checks of SPEC §8, each with its message.
+    fn check(&self, payload: &Value) -> Result<(), String> {
+        match self.kind {
+            BuiltinKind::Echo => Ok(()),
+            BuiltinKind::Add => {
+                if !payload.is_object() {
+                    return Err(format!(
+                        "add needs an object {{\"a\": number, \"b\": number}}, got {}",
+                        kind_of(payload)
+                    ));
+                }
+                add(&number(payload, "a")?, &number(payload, "b")?).map(|_| ())
+            }
+            BuiltinKind::Sleep => {
+                if !payload.is_object() {
+                    return Err(format!(
+                        "sleep needs an object {{\"ms\": number}}, got {}",
+                        kind_of(payload)
+                    ));
+                }
+                sleep_ms(payload).map(|_| ())
+            }
         }
     }
 }
@@ -145,44 +227,47 @@ impl Handler for Builtin {
     /// whose claim must be durable before it starts (timeouts, shutdown and races are exercised
     /// with it).
     fn effects(&self) -> bool {
-        matches!(self.kind, BuiltinKind::Sleep)
+        self.effects
     }
 
-    /// Long enough for the longest `sleep`.
+    /// Long enough for the longest `sleep`, unless the registry file says otherwise.
     fn timeout(&self) -> Duration {
-        Duration::from_millis(SLEEP_MAX_MS) + Duration::from_secs(5)
+        self.timeout
     }
 
-    fn validate(&self, payload: &Value) -> Result<(), String> {
+    fn description(&self) -> &str {
         match self.kind {
-            BuiltinKind::Echo => Ok(()),
-            BuiltinKind::Add => {
-                if !payload.is_object() {
-                    return Err(format!(
-                        "add needs an object {{\"a\": number, \"b\": number}}, got {}",
-                        kind_of(payload)
-                    ));
-                }
-                add(&number(payload, "a")?, &number(payload, "b")?).map(|_| ())
-            }
+            BuiltinKind::Echo => "Answers its payload: {\"echo\": payload}",
+            BuiltinKind::Add => "Adds two numbers: {\"sum\": a + b}",
             BuiltinKind::Sleep => {
-                if !payload.is_object() {
-                    return Err(format!(
-                        "sleep needs an object {{\"ms\": number}}, got {}",
-                        kind_of(payload)
-                    ));
-                }
-                sleep_ms(payload).map(|_| ())
+                "Waits payload.ms milliseconds (at most 10000), then answers {\"slept_ms\": ms}"
             }
         }
     }
 
+    fn input_schema(&self) -> Value {
+        match self.kind {
+            BuiltinKind::Echo => json!({"type": "object"}),
+            BuiltinKind::Add => json!({
+                "type": "object",
+                "required": ["a", "b"],
+                "properties": {"a": {"type": "number"}, "b": {"type": "number"}}
+            }),
+            BuiltinKind::Sleep => json!({
+                "type": "object",
+                "required": ["ms"],
+                "properties": {"ms": {"type": "integer", "minimum": 0, "maximum": SLEEP_MAX_MS}}
+            }),
+        }
+    }
+
+    fn validate(&self, payload: &Value) -> Result<(), Invalid> {
+        self.check(payload).map_err(Invalid::new)
+    }
+
     fn run<'a>(&'a self, inv: &'a Invocation<'a>) -> HandlerFuture<'a> {
         Box::pin(async move {
-            let bad = |message: String| HandlerError {
-                code: "invalid_payload".into(),
-                message,
-            };
+            let bad = |message: String| HandlerError::new("invalid_payload", message);
             match self.kind {
                 BuiltinKind::Echo => Ok(json!({ "echo": inv.payload })),
                 BuiltinKind::Add => add(
@@ -264,7 +349,7 @@ mod tests {
             (json!(1e16), json!(0.5)), // a float written as 10000000000000000
         ] {
             let e = h.validate(&json!({"a": a, "b": b})).unwrap_err();
-            assert!(e.contains("range"), "{a} + {b}: {e}");
+            assert!(e.message.contains("range"), "{a} + {b}: {e}");
         }
         // large floats written with an exponent are fine
         assert_eq!(

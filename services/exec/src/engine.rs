@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, Mode};
-use crate::handler::{Handler, Invocation, Registry};
+use crate::handler::{Handler, Invocation, Registry, Violation};
 use crate::log::ReceiptLog;
 use crate::store::{
     Claim, ClaimResult, ClaimRow, ClaimStatus, NewReceipt, Store, StoreError, StoredReceipt,
@@ -110,6 +110,8 @@ pub enum Outcome {
     Refused {
         code: RefusalCode,
         message: String,
+        /// For `invalid_payload`: each failing place and rule (SPEC §10).
+        details: Vec<Violation>,
         evidence: Option<Box<Evidence>>,
         receipt_error: Option<String>,
     },
@@ -177,6 +179,8 @@ struct Attempt {
 struct Refusal {
     code: RefusalCode,
     message: String,
+    /// Each failing place of an `invalid_payload` (SPEC §10); empty otherwise.
+    details: Vec<Violation>,
     approval: Option<Box<ApprovalRef>>,
 }
 
@@ -185,6 +189,7 @@ impl Refusal {
         Refusal {
             code,
             message: message.into(),
+            details: Vec::new(),
             approval: None,
         }
     }
@@ -581,9 +586,10 @@ impl Engine {
             );
             return Err(Refusal::new(RefusalCode::InvalidPayload, msg));
         }
-        handler
-            .validate(&att.payload)
-            .map_err(|m| Refusal::new(RefusalCode::InvalidPayload, m))?;
+        handler.validate(&att.payload).map_err(|i| Refusal {
+            details: i.details,
+            ..Refusal::new(RefusalCode::InvalidPayload, i.message)
+        })?;
         match self.cfg.mode {
             Mode::Demo => Ok(None),
             Mode::Clawshield => self.check_approval(att, true).map(Some),
@@ -918,6 +924,18 @@ impl Engine {
                 let r = finish(Status::Executed, None, Some(rh));
                 (r, Some(result), None, ClaimStatus::Executed)
             }
+            Ran::Done(Ok(Err(e))) if e.unknown => {
+                // The handler cannot tell whether it took effect (a request sent, no answer):
+                // SPEC §5 — interrupted, never retried by itself.
+                tracing::warn!(action = %att.action, exec_id = %att.request_hash, code = %e.code,
+                    "handler could not tell whether it took effect; the request is interrupted");
+                let r = finish(Status::Interrupted, Some(e.code.clone()), None);
+                let m = format!(
+                    "{}; whether it took effect is unknown. It will not be run again.",
+                    e.message
+                );
+                (r, None, Some(m), ClaimStatus::Interrupted)
+            }
             Ran::Done(Ok(Err(e))) => {
                 let r = finish(Status::Failed, Some(e.code.clone()), None);
                 (r, None, Some(e.message), ClaimStatus::Failed)
@@ -1072,6 +1090,7 @@ impl Engine {
             |evidence: Option<Evidence>, receipt_error: Option<String>| Outcome::Refused {
                 code: r.code,
                 message: r.message.clone(),
+                details: r.details.clone(),
                 evidence: evidence.map(Box::new),
                 receipt_error,
             };

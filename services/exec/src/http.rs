@@ -171,10 +171,14 @@ pub fn outcome_response(o: &Outcome) -> (StatusCode, Value) {
         Outcome::Refused {
             code,
             message,
+            details,
             evidence,
             receipt_error,
         } => {
             let mut b = error_body(code.as_str(), message, evidence.as_deref());
+            if !details.is_empty() {
+                b["error"]["details"] = json!(details);
+            }
             if let Some(e) = receipt_error {
                 b["receipt_error"] = json!(e);
             }

@@ -35,7 +35,7 @@ impl Handler for Stubborn {
     fn timeout(&self) -> Duration {
         self.timeout
     }
-    fn validate(&self, _: &Value) -> Result<(), String> {
+    fn validate(&self, _: &Value) -> Result<(), openexec_exec::handler::Invalid> {
         Ok(())
     }
     fn run<'a>(&'a self, _: &'a Invocation<'a>) -> HandlerFuture<'a> {
@@ -185,4 +185,84 @@ async fn a_graceful_stop_cuts_off_what_still_runs_after_its_grace() {
     );
     assert_eq!(runs.load(Ordering::SeqCst), 1, "never re-run");
     s2.stop().await.unwrap();
+}
+
+/// Answers "outcome unknown" (a request sent, no answer) and lists each failing place of a bad
+/// payload: the two ways a handler tells the engine more than pass or fail.
+struct Unsure {
+    runs: Arc<AtomicUsize>,
+}
+
+impl Handler for Unsure {
+    fn name(&self) -> &str {
+        "test:unsure"
+    }
+    fn digest(&self) -> &str {
+        "1111111111111111111111111111111111111111111111111111111111111111"
+    }
+    fn effects(&self) -> bool {
+        true
+    }
+    fn validate(&self, p: &Value) -> Result<(), openexec_exec::handler::Invalid> {
+        if p.get("bad").is_none() {
+            return Ok(());
+        }
+        let v = |path: &str, rule: &str| openexec_exec::handler::Violation {
+            path: path.into(),
+            rule: rule.into(),
+            message: format!("{path} breaks {rule}"),
+        };
+        Err(openexec_exec::handler::Invalid {
+            message: "payload does not match".into(),
+            details: vec![v("/bad", "type"), v("", "required")],
+        })
+    }
+    fn run<'a>(&'a self, _: &'a Invocation<'a>) -> HandlerFuture<'a> {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            Err(openexec_exec::handler::HandlerError::outcome_unknown(
+                "the request was sent and no answer came",
+            ))
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_outcome_is_interrupted_and_invalid_payloads_list_details() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let mut reg = openexec_builtin::registry();
+    reg.register("unsure", Arc::new(Unsure { runs: runs.clone() }));
+    let s = start(dir.path(), reg, Duration::from_secs(5)).await;
+
+    let (st, b) = execute(
+        &s.base,
+        &json!({"action": "unsure", "payload": {"bad": 1}, "nonce": "u0"}),
+    )
+    .await;
+    assert_eq!(st, 400, "{b}");
+    assert_eq!(b["error"]["code"], "invalid_payload", "{b}");
+    assert_eq!(
+        b["error"]["details"],
+        json!([
+            {"path": "/bad", "rule": "type", "message": "/bad breaks type"},
+            {"path": "", "rule": "required", "message": " breaks required"}
+        ]),
+        "{b}"
+    );
+    assert_eq!(b["evidence"]["receipt"]["status"], "rejected", "{b}");
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+
+    let body = json!({"action": "unsure", "payload": {}, "nonce": "u1"});
+    let (st, b) = execute(&s.base, &body).await;
+    assert_eq!(st, 409, "{b}");
+    assert_eq!(b["status"], "interrupted", "{b}");
+    assert_eq!(b["evidence"]["receipt"]["status"], "interrupted", "{b}");
+    assert_eq!(b["evidence"]["receipt"]["code"], "outcome_unknown", "{b}");
+    // Asking again answers the stored outcome; the handler is not run again.
+    let (st, b) = execute(&s.base, &body).await;
+    assert_eq!(st, 409, "{b}");
+    assert_eq!(b["error"]["code"], "outcome_unknown", "{b}");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    s.stop().await.unwrap();
 }
