@@ -71,11 +71,14 @@ pub fn unsupported_media_type(headers: &HeaderMap) -> Response {
     ))
 }
 
-/// Read at most `limit` bytes of `body` (413 past it, checked against `Content-Length` first).
+/// Read at most `limit` bytes of `body` (413 past it, checked against `Content-Length` first). A
+/// body that cannot be read (the client hung up, a bad chunk) is a 400 with `read_error_code`
+/// (`invalid_json` for a JSON endpoint, `invalid_request` for others).
 pub async fn read_limited(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
+    read_error_code: &str,
 ) -> Result<bytes::Bytes, Response> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -89,7 +92,7 @@ pub async fn read_limited(
         Err(e) if e.is::<LengthLimitError>() => Err(body_too_large(limit)),
         Err(e) => Err(error_response(
             StatusCode::BAD_REQUEST,
-            "invalid_json",
+            read_error_code,
             &format!("could not read the request body: {e}"),
         )),
     }
@@ -104,7 +107,7 @@ pub async fn read_ijson(
     if !is_json(headers) {
         return Err(unsupported_media_type(headers));
     }
-    let bytes = read_limited(headers, body, limits.max_bytes).await?;
+    let bytes = read_limited(headers, body, limits.max_bytes, "invalid_json").await?;
     json::parse_ijson(&bytes, limits.max_depth)
         .map_err(|e| error_response(StatusCode::BAD_REQUEST, e.code(), &e.to_string()))
 }

@@ -24,8 +24,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use futures_util::future::BoxFuture;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use openexec_kit::error_response as error;
+use openexec_kit::ApiError;
 use openexec_log::{Hash, LogService, LogStore, ServiceError};
 use serde_json::json;
 use utoipa::OpenApi;
@@ -184,6 +183,11 @@ fn refused(r: LogRefusal) -> Response {
 
 type Params = Query<HashMap<String, String>>;
 
+/// An error answer in the one shape of every service ([`ApiError`]).
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    ApiError::new(status, code, message).into_response()
+}
+
 /// 413 `body_too_large`, closing the connection: the kit's answer, which every service gives.
 pub use openexec_kit::body::body_too_large;
 
@@ -265,17 +269,17 @@ async fn log_consistency(State(s): State<Shared>, q: Params) -> Response {
 #[utoipa::path(post, path = "/log/cosignatures", request_body(content = String, content_type = "text/plain", description = "one or more C2SP tlog-cosignature lines for the latest checkpoint"),
     responses((status = 200, description = "{stored: n}: lines stored (new, or newer than the stored line of their witness)"), (status = 403, description = "Not a configured witness's valid cosignature; nothing stored", body = ErrorBody), (status = 413, description = "too_many_cosignatures: more lines than configured witnesses; nothing stored", body = ErrorBody)))]
 async fn log_cosignatures(State(s): State<Shared>, req: Request) -> Response {
-    let limit = COSIGNATURE_BODY_LIMIT;
-    let bytes = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => return body_too_large(limit),
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                &format!("could not read the body: {e}"),
-            )
-        }
+    let (parts, body) = req.into_parts();
+    let bytes = match openexec_kit::body::read_limited(
+        &parts.headers,
+        body,
+        COSIGNATURE_BODY_LIMIT,
+        "invalid_request",
+    )
+    .await
+    {
+        Ok(b) => b,
+        Err(r) => return r,
     };
     let Ok(text) = std::str::from_utf8(&bytes) else {
         return error(

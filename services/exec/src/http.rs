@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use openexec_kit::ApiError;
 use openexec_core::json;
 use openexec_core::keys::{key_id, verifying_key_b64, verifying_key_to_pem, VerifyingKey};
 use openexec_core::receipt::{verify_evidence, Evidence};
@@ -50,7 +51,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    openexec_kit::error_response(status, code, message)
+    ApiError::new(status, code, message).into_response()
 }
 
 async fn not_found() -> Response {
@@ -120,7 +121,8 @@ fn refusal_status(code: RefusalCode) -> StatusCode {
 /// An error body in the original's shape plus the structured error, with the receipt's
 /// evidence (and its `id`) when one was written.
 fn error_body(code: &str, message: &str, evidence: Option<&Evidence>) -> Value {
-    let mut body = json!({"detail": message, "error": {"code": code, "message": message}});
+    // The status is the caller's (`outcome_response`); only the body shape is taken here.
+    let mut body = ApiError::new(StatusCode::OK, code, message).body();
     if let Some(ev) = evidence {
         body["id"] = ev.receipt.get("exec_id").cloned().unwrap_or(Value::Null);
         body["evidence"] = serde_json::to_value(ev).unwrap_or(Value::Null);
