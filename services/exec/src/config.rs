@@ -80,6 +80,10 @@ openexec_kit::settings! {
             /// Actions allowed to run.
             #[default_text = "all registered"]
             allowed_actions: Vec<String>,
+            /// The action registry file (TOML, SPEC §10): real actions with their schemas and
+            /// handlers, beside the built-ins.
+            #[default_text = "none: the built-ins only"]
+            actions: PathBuf,
             /// ClawShield public key(s): PEM (several allowed) or raw base64, or a file holding
             /// them.
             #[env = "CLAWSHIELD_PUBLIC_KEY"]
@@ -151,6 +155,8 @@ pub struct Config {
     pub log_interval: Duration,
     pub log_batch: u64,
     pub allowed_actions: Option<Vec<String>>,
+    /// The action registry file (`OPENEXEC_ACTIONS`), loaded by `Service::start_declared`.
+    pub actions: Option<PathBuf>,
     pub approval_keys: Option<String>,
     pub tenant_id: Option<String>,
     /// The tenants served; the default tenant is always one of them.
@@ -245,6 +251,7 @@ impl Config {
             log_interval: Duration::from_millis(s.log_interval_ms.max(1)),
             log_batch: s.log_batch.max(1),
             allowed_actions,
+            actions: s.actions.filter(|p| !p.as_os_str().is_empty()),
             approval_keys: nonempty(s.clawshield_public_key),
             tenant_id,
             tenants,

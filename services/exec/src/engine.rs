@@ -370,6 +370,17 @@ impl Engine {
         &self.handlers
     }
 
+    /// The actions that may run here: registered and, when there is an allow-list, on it
+    /// (`GET /actions`, SPEC §10), sorted by name.
+    pub fn runnable(&self) -> impl Iterator<Item = (&str, &crate::handler::Action)> {
+        self.handlers.entries().filter(|(name, _)| {
+            self.cfg
+                .allowed_actions
+                .as_ref()
+                .is_none_or(|list| list.iter().any(|a| a == name))
+        })
+    }
+
     /// Turn claims left `running` by a process that died into `interrupted` receipts. Run at
     /// start-up before serving, and again whenever a receipt could not be written.
     pub async fn recover_interrupted(&self) -> Result<usize, StoreError> {

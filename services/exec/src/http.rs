@@ -9,10 +9,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use openexec_kit::ApiError;
 use openexec_core::json;
 use openexec_core::keys::{key_id, verifying_key_b64, verifying_key_to_pem, VerifyingKey};
 use openexec_core::receipt::{verify_evidence, Evidence};
+use openexec_kit::ApiError;
 use serde_json::{json, Value};
 use utoipa::OpenApi;
 
@@ -24,6 +24,100 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Arc<Engine>,
+    /// `GET /actions` in its three forms, built once: the registry does not change while the
+    /// process runs.
+    actions: Arc<ActionLists>,
+}
+
+/// The bodies of `GET /actions` (SPEC §10).
+struct ActionLists {
+    native: Value,
+    openai: Value,
+    mcp: Value,
+}
+
+impl ActionLists {
+    fn of(engine: &Engine) -> ActionLists {
+        let (mut native, mut openai, mut mcp) = (Vec::new(), Vec::new(), Vec::new());
+        for (name, a) in engine.runnable() {
+            let h = &a.handler;
+            let schema = h.input_schema();
+            native.push(json!({
+                "name": name,
+                "description": h.description(),
+                "kind": h.kind(),
+                "input_schema": schema,
+                "digest": h.digest(),
+                "effects": h.effects(),
+                "min_approvers": a.min_approvers,
+            }));
+            openai.push(json!({"type": "function", "function": {
+                "name": name, "description": h.description(), "parameters": schema,
+            }}));
+            mcp.push(json!({"name": name, "description": h.description(), "inputSchema": schema}));
+        }
+        ActionLists {
+            native: Value::Array(native),
+            openai: Value::Array(openai),
+            mcp: json!({ "tools": mcp }),
+        }
+    }
+}
+
+/// What `/health` adds about the actions: every outbound destination a runnable action may
+/// connect to, and what each handler kind in use says of itself (the command kind: whether its
+/// sandbox is available). Built once.
+fn handler_health(engine: &Engine) -> Value {
+    let mut destinations: Vec<String> = engine
+        .runnable()
+        .flat_map(|(_, a)| a.handler.destinations())
+        .collect();
+    destinations.sort();
+    destinations.dedup();
+    let kinds: serde_json::Map<String, Value> = engine
+        .handlers()
+        .kind_health()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    json!({"outbound": destinations, "handler_kinds": kinds})
+}
+
+#[derive(serde::Deserialize)]
+struct ActionsQuery {
+    format: Option<String>,
+}
+
+#[utoipa::path(get, path = "/actions", params(("format" = Option<String>, Query, description = "`openai` (the OpenAI tool list) or `mcp` (an MCP tools/list result); absent: OpenExec's own list")),
+    responses((status = 200, description = "Every action that may run here (after the allow-list): name, description, kind, input_schema, digest, effects, min_approvers"),
+              (status = 400, description = "invalid_request: an unknown format", body = ErrorBody)))]
+async fn actions(
+    State(s): State<AppState>,
+    q: Result<axum::extract::Query<ActionsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let format = match q {
+        Ok(q) => q.0.format,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                &format!("bad query: {e}"),
+            )
+        }
+    };
+    let body = match format.as_deref() {
+        None | Some("") | Some("openexec") => &s.actions.native,
+        Some("openai") => &s.actions.openai,
+        Some("mcp") => &s.actions.mcp,
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                &format!("format must be openai or mcp (or absent), not '{other}'"),
+            )
+        }
+    };
+    Json(body.clone()).into_response()
 }
 
 pub fn router(engine: Arc<Engine>) -> Router {
@@ -33,11 +127,18 @@ pub fn router(engine: Arc<Engine>) -> Router {
         engine.store_arc(),
         crate::log::WITNESS_SETTING,
     );
-    let probes = openexec_kit::probe::router(Arc::new(ExecProbes(engine.clone())));
-    let state = AppState { engine };
+    let probes = openexec_kit::probe::router(Arc::new(ExecProbes {
+        handlers: handler_health(&engine),
+        engine: engine.clone(),
+    }));
+    let state = AppState {
+        actions: Arc::new(ActionLists::of(&engine)),
+        engine,
+    };
     Router::new()
         .route("/", get(root))
         .route("/keys", get(keys))
+        .route("/actions", get(actions))
         .route("/openapi.json", get(openapi))
         .route("/execute", post(execute))
         .route("/receipts/verify", post(verify_receipt))
@@ -250,13 +351,17 @@ async fn root(State(s): State<AppState>) -> Json<Value> {
         "version": VERSION,
         "status": "running",
         "exec_mode": s.engine.config().mode.as_str(),
-        "endpoints": ["/health", "/ready", "/version", "/keys", "/execute", "/receipts/verify",
+        "endpoints": ["/health", "/ready", "/version", "/keys", "/actions", "/execute", "/receipts/verify",
                       "/receipts/{exec_id}", "/metrics", "/openapi.json"],
     }))
 }
 
 /// OpenExec's side of the kit's `/health`, `/ready` and `/version`.
-struct ExecProbes(Arc<Engine>);
+struct ExecProbes {
+    engine: Arc<Engine>,
+    /// The actions' part of `/health` ([`handler_health`]).
+    handlers: Value,
+}
 
 impl openexec_kit::Probes for ExecProbes {
     fn service(&self) -> &'static str {
@@ -268,7 +373,7 @@ impl openexec_kit::Probes for ExecProbes {
     }
 
     async fn health(&self) -> (StatusCode, Value) {
-        let cfg = self.0.config();
+        let cfg = self.engine.config();
         let mut h = json!({
             "status": "healthy",
             "service": "OpenExec",
@@ -286,11 +391,13 @@ impl openexec_kit::Probes for ExecProbes {
                 h["warning"] = json!("No allow-list configured (OPENEXEC_ALLOWED_ACTIONS): every registered action may run");
             }
         }
+        h["outbound"] = self.handlers["outbound"].clone();
+        h["handler_kinds"] = self.handlers["handler_kinds"].clone();
         (StatusCode::OK, h)
     }
 
     async fn readiness(&self) -> openexec_kit::Readiness {
-        let e = &self.0;
+        let e = &self.engine;
         let database = e.store().ping().await;
         let approval_keys = e.config().mode == Mode::Demo || !e.keys().approval.is_empty();
         let log_problem = e.store().log_problem();
@@ -595,7 +702,7 @@ struct ErrorBody {
         title = "OpenExec",
         description = "Runs only what was approved, at most once, and signs a receipt for every attempt."
     ),
-    paths(execute, root, keys, get_receipt, verify_receipt, openapi),
+    paths(execute, root, keys, actions, get_receipt, verify_receipt, openapi),
     components(schemas(
         ExecuteBody,
         ExecuteOk,

@@ -26,6 +26,8 @@ use openexec_kit::clock::{Clock, SystemClock};
 pub use config::{Config, Mode, Settings};
 pub use engine::{Engine, Keys};
 pub use handler::{Handler, Registry};
+/// The action registry file's loader (its own crate, re-exported here for embedders).
+pub use openexec_actions as actions;
 
 /// A started service: bound, recovered, ready to serve.
 pub struct Service {
@@ -40,6 +42,23 @@ impl Service {
         Service::start_with_clock(cfg, handlers, Arc::new(SystemClock)).await
     }
 
+    /// [`Service::start`] with the action registry file of `cfg.actions` (`OPENEXEC_ACTIONS`,
+    /// SPEC §10), if one is set, loaded into `handlers` through the handler kinds `kinds`
+    /// offers. A registry that does not load stops the start with its message (naming the file,
+    /// the action and the key); nothing is served.
+    pub async fn start_declared(
+        mut cfg: Config,
+        mut handlers: Registry,
+        kinds: &openexec_actions::Loader,
+    ) -> anyhow::Result<Service> {
+        if let Some(path) = cfg.actions.take() {
+            kinds.load_file(&path, &mut handlers)?;
+            let declared: Vec<&str> = handlers.actions().collect();
+            tracing::info!(file = %path.display(), actions = ?declared, "action registry loaded");
+        }
+        Service::open(cfg, handlers, Arc::new(SystemClock)).await
+    }
+
     /// [`Service::start`] with approval windows checked against `clock` instead of the system's
     /// (tests set the time instead of waiting for it).
     pub async fn start_with_clock(
@@ -47,6 +66,22 @@ impl Service {
         handlers: Registry,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Service> {
+        Service::open(cfg, handlers, clock).await
+    }
+
+    async fn open(
+        cfg: Config,
+        handlers: Registry,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Service> {
+        if let Some(path) = &cfg.actions {
+            // Fail closed: a registry file that is set but not read would leave its actions
+            // silently missing (or, worse, an operator believing they are declared).
+            anyhow::bail!(
+                "OPENEXEC_ACTIONS is set ({}) but this service was started without handler kinds to build it with: use Service::start_declared",
+                path.display()
+            );
+        }
         openexec_kit::keys::create_private_dir(&cfg.data_dir).with_context(|| {
             format!(
                 "cannot create the data directory {}",

@@ -188,6 +188,11 @@ fn main() -> ExitCode {
     }
 }
 
+/// The handler kinds an action registry file (`OPENEXEC_ACTIONS`) may name.
+fn handler_kinds() -> openexec_exec::actions::Loader {
+    openexec_exec::actions::Loader::new().with_kind(std::sync::Arc::new(openexec_builtin::Builtins))
+}
+
 fn serve(a: Layers<openexec_exec::Settings>) -> Result<(), Fail> {
     init_logging("OPENEXEC_LOG");
     let cfg = a
@@ -195,7 +200,8 @@ fn serve(a: Layers<openexec_exec::Settings>) -> Result<(), Fail> {
         .map_err(usage)
         .and_then(|s| Config::from_settings(s).map_err(usage))?;
     until_stopped(|stop| async move {
-        let svc = Service::start(cfg, openexec_builtin::registry()).await?;
+        let svc =
+            Service::start_declared(cfg, openexec_builtin::registry(), &handler_kinds()).await?;
         let addr = svc.local_addr()?;
         // One line on stdout that scripts and tests can wait for (the stop signal is taken
         // over before it: from here on a signal means a graceful stop).
