@@ -37,6 +37,13 @@ pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<Value, HandlerEr
 /// How long a handler may run when it does not say ([`Handler::timeout`]).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The digest of a handler's config entry (SHA-256 of its canonical JSON, SPEC §2): what a
+/// handler of one's own returns from [`Handler::digest`], e.g. for `{"handler": "mine:x",
+/// "version": 1}`.
+pub fn digest_of(entry: &Value) -> String {
+    openexec_core::json::jcs_sha256(entry)
+}
+
 /// What a handler is told about the attempt it runs for.
 #[derive(Debug, Clone)]
 pub struct Invocation<'a> {
