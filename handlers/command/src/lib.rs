@@ -43,8 +43,9 @@
 //! children and grandchildren — is killed with `SIGKILL` when the deadline passes, when the run
 //! is cancelled, when the output is too large, when the run's future is dropped (the engine
 //! drops it at its own deadline), and also once the program has exited, so nothing it started
-//! outlives its run. (A process that leaves the group on purpose, with `setsid`, escapes that
-//! last kill unless sandboxed: in the sandbox, killing bubblewrap ends its whole pid namespace.)
+//! outlives its run. (A process that leaves the group on purpose, with `setsid` or `setpgid`,
+//! escapes the kill unless sandboxed — in the sandbox, killing bubblewrap ends its whole pid
+//! namespace — and if it keeps stdout open, the run waits for it until the deadline.)
 //!
 //! | outcome | receipt |
 //! | --- | --- |
