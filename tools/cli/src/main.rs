@@ -190,7 +190,10 @@ fn main() -> ExitCode {
 
 /// The handler kinds an action registry file (`OPENEXEC_ACTIONS`) may name.
 fn handler_kinds() -> openexec_exec::actions::Loader {
-    openexec_exec::actions::Loader::new().with_kind(std::sync::Arc::new(openexec_builtin::Builtins))
+    use std::sync::Arc;
+    openexec_exec::actions::Loader::new()
+        .with_kind(Arc::new(openexec_builtin::Builtins))
+        .with_kind(Arc::new(openexec_handler_command::CommandKind))
 }
 
 fn serve(a: Layers<openexec_exec::Settings>) -> Result<(), Fail> {

@@ -221,10 +221,18 @@ pub async fn all_gone(leader: u32, grandchild: u32) {
 }
 
 /// Whether the sandbox is available here; prints why not when it is not (the test then skips).
+/// Where `OPENEXEC_TEST_SANDBOX_REQUIRED=1` (set by `.ci/run`, which installs bubblewrap) an
+/// unavailable sandbox fails the test instead: CI never skips these.
 pub fn sandbox_available() -> bool {
     let h = CommandKind.health().unwrap();
     if h["sandbox"]["available"] == Value::Bool(true) {
         return true;
+    }
+    if std::env::var("OPENEXEC_TEST_SANDBOX_REQUIRED").is_ok_and(|v| v == "1") {
+        panic!(
+            "OPENEXEC_TEST_SANDBOX_REQUIRED=1 but the sandbox is not available: {}",
+            h["sandbox"]["reason"]
+        );
     }
     println!(
         "skipping: the sandbox is not available here: {}",
