@@ -52,7 +52,7 @@
 //! | no connection could be made (refused, DNS, TLS handshake or certificate, connect timeout): nothing was sent | failed | `http_connect_failed` |
 //! | the request was sent (or may have been) and no complete answer came: timeout, connection lost, cancellation | interrupted | `outcome_unknown` |
 //! | the payload's values do not fit the URL or template (only if the validation in front was bypassed) | failed | `invalid_payload` |
-//! | cancelled or out of time before anything was sent | failed | `cancelled` / `http_timeout` |
+//! | cancelled or out of time before anything was sent | failed | `http_cancelled` / `http_timeout` |
 //!
 //! The deadline reached while still connecting is counted as outcome unknown too: from outside
 //! the client one cannot tell whether the request had been written.
@@ -84,10 +84,8 @@ use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use reqwest::Method;
 use serde_json::Value;
 
-pub use settings::{
-    Header, Secret, Source, DEFAULT_MAX_RESPONSE_BYTES, MAX_RESPONSE_BYTES_LIMIT,
-};
 use settings::Settings;
+pub use settings::{Header, Secret, Source, DEFAULT_MAX_RESPONSE_BYTES, MAX_RESPONSE_BYTES_LIMIT};
 use template::{check_fields, Need};
 
 /// The longest a connection may take to open (TCP and TLS), unless the action's timeout is
@@ -259,17 +257,21 @@ impl HttpAction {
             ));
         }
         let max = self.settings.max_response_bytes;
-        let too_large = |size: String| {
+        let too_large = |declared: Option<u64>| {
+            let size = match declared {
+                Some(n) => format!("a body of {n} bytes (Content-Length)"),
+                None => "a body longer than that (reading stopped there)".to_string(),
+            };
             HandlerError::new(
                 "http_response_too_large",
                 format!(
-                    "{} answered {status} with a body of {size}, over max_response_bytes ({max})",
+                    "{} answered {status}, over max_response_bytes ({max}) with {size}",
                     self.what()
                 ),
             )
         };
         if let Some(n) = resp.content_length().filter(|n| *n > max) {
-            return Err(too_large(format!("{n} bytes (Content-Length)")));
+            return Err(too_large(Some(n)));
         }
         let mut body = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(|e| {
@@ -280,7 +282,7 @@ impl HttpAction {
             ))
         })? {
             if body.len() as u64 + chunk.len() as u64 > max {
-                return Err(too_large("more bytes".into()));
+                return Err(too_large(None));
             }
             body.extend_from_slice(&chunk);
         }
@@ -394,19 +396,22 @@ impl Handler for HttpAction {
         Box::pin(async move {
             if inv.cancel.is_cancelled() {
                 return Err(HandlerError::new(
-                    "cancelled",
+                    "http_cancelled",
                     format!("{}: cancelled before the request was sent", self.what()),
                 ));
             }
-            let req = self.request(inv.payload).map_err(|p| {
-                HandlerError::new("invalid_payload", invalid(p).message)
-            })?;
+            let req = self
+                .request(inv.payload)
+                .map_err(|p| HandlerError::new("invalid_payload", invalid(p).message))?;
             let now = tokio::time::Instant::now();
             let deadline = inv.deadline.min(now + self.timeout);
             if deadline <= now {
                 return Err(HandlerError::new(
                     "http_timeout",
-                    format!("{}: no time was left to send the request; nothing was sent", self.what()),
+                    format!(
+                        "{}: no time was left to send the request; nothing was sent",
+                        self.what()
+                    ),
                 ));
             }
             // Dropping the exchange (on cancel or timeout) closes its connection.

@@ -50,8 +50,12 @@ impl fmt::Display for Secret {
 /// Where a header's value came from; shown in `Debug` instead of the value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
+    /// Written in the registry file (`"literal"`).
     Literal,
+    /// Read from this environment variable at start-up (`{ env = "NAME" }`).
     Env(String),
+    /// Read from this file at start-up, resolved against the registry file's folder
+    /// (`{ file = "path" }`).
     File(std::path::PathBuf),
 }
 
@@ -60,8 +64,11 @@ pub enum Source {
 pub struct Header {
     /// The name as the table spells it.
     pub key: String,
+    /// The name as sent (lower case).
     pub name: HeaderName,
+    /// Where the value came from.
     pub source: Source,
+    /// The value, never shown.
     pub value: Secret,
 }
 
@@ -113,7 +120,7 @@ impl Settings {
     ) -> Result<Settings, String> {
         if !spec.settings.is_object() {
             return Err(format!(
-                "the [actions.{}.http] table is missing; it needs at least url",
+                "the [actions.{}.http] table is missing or not a table; it needs at least url",
                 spec.action
             ));
         }

@@ -276,7 +276,10 @@ impl UrlTemplate {
         let query_x = query.as_deref().map(|q| substitute(q, "x"));
         let probe = format!(
             "{scheme}://{authority}{path_x}{}",
-            query_x.as_deref().map(|q| format!("?{q}")).unwrap_or_default()
+            query_x
+                .as_deref()
+                .map(|q| format!("?{q}"))
+                .unwrap_or_default()
         );
         let parsed = Url::parse(&probe).map_err(|e| format!("'{url}' is not a valid URL: {e}"))?;
         if !parsed.username().is_empty() || parsed.password().is_some() {
@@ -351,28 +354,27 @@ impl UrlTemplate {
         let mut path = String::new();
         let mut seg_start = 0;
         let mut seg_fields: Vec<&str> = Vec::new();
-        let check_segment =
-            |seg: &str, fields: &[&str], problems: &mut Vec<Violation>| {
-                if fields.is_empty() {
-                    return;
-                }
-                let why = if is_dot_segment(seg) {
-                    Some(("dot_segment", format!("makes the path segment '{seg}', a '.' or '..' segment that would move the request off the configured path")))
-                } else if seg.is_empty() {
-                    Some(("minLength", "fills a url path segment with nothing, which would send the request to another path".to_string()))
-                } else {
-                    None
-                };
-                if let Some((rule, what)) = why {
-                    for f in fields {
-                        problems.push(Violation {
-                            path: pointer(f),
-                            rule: rule.into(),
-                            message: format!("payload field '{f}' {what}"),
-                        });
-                    }
-                }
+        let check_segment = |seg: &str, fields: &[&str], problems: &mut Vec<Violation>| {
+            if fields.is_empty() {
+                return;
+            }
+            let why = if is_dot_segment(seg) {
+                Some(("dot_segment", format!("makes the path segment '{seg}', a '.' or '..' segment that would move the request off the configured path")))
+            } else if seg.is_empty() {
+                Some(("minLength", "fills a url path segment with nothing, which would send the request to another path".to_string()))
+            } else {
+                None
             };
+            if let Some((rule, what)) = why {
+                for f in fields {
+                    problems.push(Violation {
+                        path: pointer(f),
+                        rule: rule.into(),
+                        message: format!("payload field '{f}' {what}"),
+                    });
+                }
+            }
+        };
         for piece in &self.path {
             match piece {
                 Piece::Lit(s) => {
@@ -419,7 +421,10 @@ impl UrlTemplate {
         let full = format!(
             "{}{path}{}",
             self.prefix,
-            query.as_deref().map(|q| format!("?{q}")).unwrap_or_default()
+            query
+                .as_deref()
+                .map(|q| format!("?{q}"))
+                .unwrap_or_default()
         );
         // The fixed parts were checked at start-up and the filled ones are unreserved characters
         // and %XX: parsing must keep every byte. Checked anyway, failing closed.
@@ -434,8 +439,9 @@ impl UrlTemplate {
             vec![Violation {
                 path: String::new(),
                 rule: "format".into(),
-                message: "the payload's values would change the configured url once parsed; refused"
-                    .into(),
+                message:
+                    "the payload's values would change the configured url once parsed; refused"
+                        .into(),
             }]
         })
     }
@@ -531,7 +537,9 @@ impl BodyTemplate {
                     problems.push(Violation {
                         path: pointer(f),
                         rule: "required".into(),
-                        message: format!("payload field '{f}' is missing; the body_template names it"),
+                        message: format!(
+                            "payload field '{f}' is missing; the body_template names it"
+                        ),
                     });
                     Value::Null
                 }
@@ -587,7 +595,9 @@ mod tests {
         assert!(parse_slots("/a/{id").unwrap_err().contains("never closed"));
         assert!(parse_slots("/a/}").unwrap_err().contains("closes no slot"));
         assert!(parse_slots("/a/{}").unwrap_err().contains("slot '{}'"));
-        assert!(parse_slots("/a/{a.b}").unwrap_err().contains("slot '{a.b}'"));
+        assert!(parse_slots("/a/{a.b}")
+            .unwrap_err()
+            .contains("slot '{a.b}'"));
         // slot names with non-ASCII are refused, and the message names the slot
         assert!(parse_slots("/{é}").unwrap_err().contains("{é}"));
     }
@@ -609,14 +619,28 @@ mod tests {
         ] {
             assert_eq!(UrlTemplate::parse(bad).unwrap_err(), SLOT_PLACE, "{bad}");
         }
-        assert!(UrlTemplate::parse("ftp://h/x").unwrap_err().contains("scheme 'ftp'"));
-        assert!(UrlTemplate::parse("http://u:p@h/x").unwrap_err().contains("user information"));
-        assert!(UrlTemplate::parse("http://h/x#f").unwrap_err().contains("fragment"));
-        assert!(UrlTemplate::parse("http://h/a/../b").unwrap_err().contains("exactly"));
-        assert!(UrlTemplate::parse("http://h/a b").unwrap_err().contains("whitespace"));
-        assert!(UrlTemplate::parse("http:\\\\h/a").unwrap_err().contains("backslash"));
+        assert!(UrlTemplate::parse("ftp://h/x")
+            .unwrap_err()
+            .contains("scheme 'ftp'"));
+        assert!(UrlTemplate::parse("http://u:p@h/x")
+            .unwrap_err()
+            .contains("user information"));
+        assert!(UrlTemplate::parse("http://h/x#f")
+            .unwrap_err()
+            .contains("fragment"));
+        assert!(UrlTemplate::parse("http://h/a/../b")
+            .unwrap_err()
+            .contains("exactly"));
+        assert!(UrlTemplate::parse("http://h/a b")
+            .unwrap_err()
+            .contains("whitespace"));
+        assert!(UrlTemplate::parse("http:\\\\h/a")
+            .unwrap_err()
+            .contains("backslash"));
         assert!(UrlTemplate::parse("h/a").unwrap_err().contains("absolute"));
-        assert!(UrlTemplate::parse("http://h/a%{x}").unwrap_err().contains("two hex digits"));
+        assert!(UrlTemplate::parse("http://h/a%{x}")
+            .unwrap_err()
+            .contains("two hex digits"));
         let t = UrlTemplate::parse("https://Example.COM/a/{id}?q={q}&x=1").unwrap();
         assert_eq!(t.destination(), "https://example.com:443");
         assert_eq!(t.fields().collect::<Vec<_>>(), ["id", "q"]);
@@ -628,10 +652,11 @@ mod tests {
     #[test]
     fn filled_values_stay_in_their_slot() {
         let t = UrlTemplate::parse("http://127.0.0.1:9/api/{id}/x?q={q}").unwrap();
-        let u = t
-            .fill(&json!({"id": "../admin", "q": "a&b=c#d"}))
-            .unwrap();
-        assert_eq!(u.as_str(), "http://127.0.0.1:9/api/%2E%2E%2Fadmin/x?q=a%26b%3Dc%23d");
+        let u = t.fill(&json!({"id": "../admin", "q": "a&b=c#d"})).unwrap();
+        assert_eq!(
+            u.as_str(),
+            "http://127.0.0.1:9/api/%2E%2E%2Fadmin/x?q=a%26b%3Dc%23d"
+        );
         let u = t.fill(&json!({"id": 12.5, "q": true})).unwrap();
         assert_eq!(u.as_str(), "http://127.0.0.1:9/api/12%2E5/x?q=true");
         // whole dot segments and empty segments are refused, naming the field
@@ -642,7 +667,10 @@ mod tests {
         }
         let t = UrlTemplate::parse("http://h/a/.{x}").unwrap();
         let e = t.fill(&json!({"x": "."})).unwrap_err();
-        assert_eq!((e[0].path.as_str(), e[0].rule.as_str()), ("/x", "dot_segment"));
+        assert_eq!(
+            (e[0].path.as_str(), e[0].rule.as_str()),
+            ("/x", "dot_segment")
+        );
         assert!(t.fill(&json!({"x": ".."})).is_ok()); // '...' is an ordinary segment
         let e = t.fill(&json!({"x": [1]})).unwrap_err();
         assert_eq!((e[0].path.as_str(), e[0].rule.as_str()), ("/x", "type"));
@@ -668,7 +696,10 @@ mod tests {
         assert!(e.starts_with("body_template/a/0: "), "{e}");
         let v = check_fields(&json!({"to": [1]}), &uses);
         assert_eq!(v.len(), 2);
-        assert_eq!((v[0].path.as_str(), v[0].rule.as_str()), ("/amount", "required"));
+        assert_eq!(
+            (v[0].path.as_str(), v[0].rule.as_str()),
+            ("/amount", "required")
+        );
         assert_eq!((v[1].path.as_str(), v[1].rule.as_str()), ("/to", "type"));
         assert_eq!(check_fields(&json!(3), &uses)[0].path, "");
     }
