@@ -193,6 +193,8 @@ fn handler_kinds() -> openexec_exec::actions::Loader {
     use std::sync::Arc;
     openexec_exec::actions::Loader::new()
         .with_kind(Arc::new(openexec_builtin::Builtins))
+        .with_kind(Arc::new(openexec_handler_http::HttpKind))
+        .with_kind(Arc::new(openexec_handler_wasm::WasmKind))
         .with_kind(Arc::new(openexec_handler_command::CommandKind))
 }
 
