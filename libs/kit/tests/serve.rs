@@ -9,6 +9,7 @@ use axum::body::Bytes;
 use axum::routing::{get, post};
 use axum::Router;
 use openexec_kit::{serve, GuardConfig, HttpLimits};
+use openexec_testkit::eventually;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
@@ -19,14 +20,12 @@ fn started() -> Arc<AtomicUsize> {
 
 /// Poll until `counter` reaches `n` (at most 5 s).
 async fn wait_started(counter: &AtomicUsize, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while counter.load(Ordering::SeqCst) < n {
-        assert!(
-            Instant::now() < deadline,
-            "the requests did not reach their handler"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        Duration::from_secs(5),
+        "the requests reach their handler",
+        || async { (counter.load(Ordering::SeqCst) >= n).then_some(()) },
+    )
+    .await;
 }
 
 fn app() -> Router {

@@ -198,25 +198,21 @@ async fn cosigned_checkpoint(
     size: u64,
     why: &Ledger,
 ) -> (Checkpoint, String) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    let seen = Seen::default();
+    let _context = OnPanic(|| format!("last checkpoint: {seen}\nledger log:\n{}", why.log()));
+    let what = format!("a checkpoint of size {size} cosigned by the witness");
+    eventually(Duration::from_secs(60), &what, || async {
         let (st, text) = s.get_text("/log/checkpoint").await;
-        if st == 200 {
-            let opened = note::open_note(&text, log).unwrap();
-            let cp = Checkpoint::parse_body(&opened.body).unwrap();
-            if cp.size >= size
-                && note::count_cosignatures(&opened, std::slice::from_ref(witness)) == 1
-            {
-                return (cp, text);
-            }
+        seen.set(&text);
+        if st != 200 {
+            return None;
         }
-        assert!(
-            Instant::now() < deadline,
-            "no cosigned checkpoint of size {size}: {text}\nledger log:\n{}",
-            why.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        let opened = note::open_note(&text, log).unwrap();
+        let cp = Checkpoint::parse_body(&opened.body).unwrap();
+        (cp.size >= size && note::count_cosignatures(&opened, std::slice::from_ref(witness)) == 1)
+            .then_some((cp, text))
+    })
+    .await
 }
 
 /// Check a ledger evidence answer: the entry is in the checkpoint it returns, which the log
@@ -672,19 +668,19 @@ async fn an_edited_log_is_an_alert_and_gets_no_new_cosignature() {
     execute_many(&s, 8..12).await;
     // The log still serves its old, valid checkpoint, but entry 5 is not what the witness
     // verified under it: the witness's re-check of mirrored entries raises an alert.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let alert = loop {
-        let alerts = l.alerts().await;
-        if let Some(a) = alerts.iter().find(|a| a["kind"] == "entry_changed") {
-            break a.clone();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no entry_changed alert: {alerts:?}\n{}",
-            l.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let seen = Seen::default();
+    let context = OnPanic(|| format!("alerts: {seen}\n{}", l.log()));
+    let alert = eventually(
+        Duration::from_secs(10),
+        "an entry_changed alert is listed",
+        || async {
+            let alerts = l.alerts().await;
+            seen.set(format!("{alerts:?}"));
+            alerts.into_iter().find(|a| a["kind"] == "entry_changed")
+        },
+    )
+    .await;
+    drop(context);
     assert!(
         alert["detail"].as_str().unwrap().contains("entry 5"),
         "{alert}"
@@ -697,21 +693,19 @@ async fn an_edited_log_is_an_alert_and_gets_no_new_cosignature() {
 
 /// Wait until the log's own checkpoint covers `size` entries.
 async fn log_reaches(s: &Server, log: &Verifier, size: u64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let seen = Seen::default();
+    let _context = OnPanic(|| format!("last checkpoint: {seen}"));
+    let what = format!("the log reaches {size}");
+    eventually(Duration::from_secs(30), &what, || async {
         let (st, text) = s.get_text("/log/checkpoint").await;
-        if st == 200 {
-            let opened = note::open_note(&text, log).unwrap();
-            if Checkpoint::parse_body(&opened.body).unwrap().size >= size {
-                return;
-            }
+        seen.set(&text);
+        if st != 200 {
+            return None;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the log did not reach {size}: {text}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        let opened = note::open_note(&text, log).unwrap();
+        (Checkpoint::parse_body(&opened.body).unwrap().size >= size).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -805,19 +799,15 @@ async fn a_catch_up_killed_midway_resumes_after_its_last_stored_chunk() {
     args.extend(["--catchup-chunk", "25"].map(String::from));
     let mut l = Ledger::start(tmp.path(), &strs(&args));
     let series = format!("clawledger_catchup_size{{origin=\"{origin}\"}}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let seen = Seen::default();
+    let context = OnPanic(|| format!("metrics: {seen}\n{}", l.log()));
+    eventually(Duration::from_secs(30), "progress to 125", || async {
         let (_, m) = l.get_text("/metrics").await;
-        if metric(&m, &series) == 125 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no progress to 125: {m}\n{}",
-            l.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        seen.set(&m);
+        (metric(&m, &series) == 125).then_some(())
+    })
+    .await;
+    drop(context);
     // Nothing of it is cosigned or served.
     let (st, _) = l.get_text(&format!("/checkpoint/{origin}")).await;
     assert_eq!(st, 404);
@@ -880,16 +870,14 @@ async fn a_mismatch_in_a_later_chunk_is_neither_cosigned_nor_served() {
     let mut args = ledger_args(tmp.path(), &wkey, &format!("{fake_url}={log_vkey}"));
     args.extend(["--catchup-chunk", "8"].map(String::from));
     let l = Ledger::start(tmp.path(), &strs(&args));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let context = OnPanic(|| l.log());
+    let text = eventually(Duration::from_secs(30), "16 cosigned", || async {
         let (st, text) = l.get_text(&format!("/checkpoint/{origin}")).await;
-        if st == 200 {
-            assert!(text.starts_with(&body16), "{text}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "16 not cosigned: {}", l.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (st == 200).then_some(text)
+    })
+    .await;
+    drop(context);
+    assert!(text.starts_with(&body16), "{text}");
 
     // 40, with entry 35 (in the last chunk, [32, 40)) forged.
     let (body40, cp40) = signed(40);
@@ -1264,30 +1252,29 @@ async fn a_hostile_log_raises_alerts_and_cannot_exhaust_the_witness_memory() {
         let l = &l;
         let want = bodies[size].clone();
         async move {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
+            let seen = Seen::default();
+            let _context = OnPanic(|| format!("last answer: {seen}\n{}", l.log()));
+            let what = format!("{size} cosigned");
+            eventually(Duration::from_secs(30), &what, || async {
                 within_bound();
                 let (st, text) = l.get_text(&format!("/checkpoint/{origin}")).await;
-                if st == 200 && text.starts_with(&want) {
-                    return;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "{size} not cosigned: {text}\n{}",
-                    l.log()
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+                seen.set(&text);
+                (st == 200 && text.starts_with(&want)).then_some(())
+            })
+            .await;
         }
     };
     // An alert of `kind` whose detail names `what` and says `how`, listed `n` times.
     let alerted = |kind: &'static str, what: &'static str, how: &'static str, n: usize| {
         let l = &l;
         async move {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
+            let seen = Seen::default();
+            let _context = OnPanic(|| format!("alerts: {seen}\n{}", l.log()));
+            let awaited = format!("{n} {kind} alerts about {what} ({how})");
+            let (got, alerts) = eventually(Duration::from_secs(20), &awaited, || async {
                 within_bound();
                 let alerts = l.alerts().await;
+                seen.set(format!("{alerts:?}"));
                 let got = alerts
                     .iter()
                     .filter(|a| {
@@ -1295,17 +1282,10 @@ async fn a_hostile_log_raises_alerts_and_cannot_exhaust_the_witness_memory() {
                         a["kind"] == kind && d.contains(what) && d.contains(how)
                     })
                     .count();
-                if got >= n {
-                    assert_eq!(got, n, "{alerts:?}");
-                    return;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "no {kind} alert about {what} ({how}): {alerts:?}\n{}",
-                    l.log()
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+                (got >= n).then_some((got, alerts))
+            })
+            .await;
+            assert_eq!(got, n, "{alerts:?}");
         }
     };
 

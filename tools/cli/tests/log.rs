@@ -5,12 +5,13 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use common::*;
 use openexec_log::note::{self, Checkpoint};
 use openexec_log::{leaf_hash, verify_consistency, verify_inclusion, Frontier, Hash};
+use openexec_testkit::eventually;
 use serde_json::{json, Value};
 use sqlx::{Connection, SqliteConnection};
 
@@ -35,24 +36,21 @@ fn hashes(v: &Value) -> Vec<Hash> {
 async fn checkpoint_at_least(s: &Server, size: u64) -> (Checkpoint, String) {
     let keys = s.keys().await;
     let verifier = note::parse_verifier_key(keys["log"]["verifier_key"].as_str().unwrap()).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let seen = Seen::default();
+    let _context = OnPanic(|| format!("last answer: {seen}"));
+    let what = format!("a checkpoint of size {size}");
+    eventually(Duration::from_secs(10), &what, || async {
         let (st, text) = s.get_text("/log/checkpoint").await;
-        if st == 200 {
-            let opened =
-                note::open_note(&text, &verifier).unwrap_or_else(|e| panic!("{e}: {text}"));
-            let cp = Checkpoint::parse_body(&opened.body).unwrap();
-            assert_eq!(cp.origin, keys["log"]["origin"].as_str().unwrap());
-            if cp.size >= size {
-                return (cp, text);
-            }
+        seen.set(format!("{st} {text}"));
+        if st != 200 {
+            return None;
         }
-        assert!(
-            Instant::now() < deadline,
-            "no checkpoint of size {size}: {st} {text}"
-        );
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
+        let opened = note::open_note(&text, &verifier).unwrap_or_else(|e| panic!("{e}: {text}"));
+        let cp = Checkpoint::parse_body(&opened.body).unwrap();
+        assert_eq!(cp.origin, keys["log"]["origin"].as_str().unwrap());
+        (cp.size >= size).then_some((cp, text))
+    })
+    .await
 }
 
 async fn run(s: &Server, from: usize, to: usize) -> Vec<Value> {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use common::*;
 use openexec_log::note;
-use openexec_testkit::{PrivatePg, TestDb};
+use openexec_testkit::{eventually, PrivatePg, TestDb};
 use serde_json::{json, Value};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -103,20 +103,12 @@ fn ea_exec_id(entries: &Value, i: usize) -> String {
 
 /// Poll `/log/checkpoint` until it covers at least `size` entries; returns its size.
 async fn wait_checkpoint(s: &Server, size: u64) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some((n, _)) = checkpoint(s).await {
-            if n >= size {
-                return n;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no checkpoint of size {size}; log:\n{}",
-            s.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let _context = OnPanic(|| format!("log:\n{}", s.log()));
+    let what = format!("a checkpoint of size {size}");
+    eventually(Duration::from_secs(30), &what, || async {
+        checkpoint(s).await.map(|(n, _)| n).filter(|&n| n >= size)
+    })
+    .await
 }
 
 /// The latest checkpoint a server serves: (size, root), checked against its log key.
@@ -202,14 +194,10 @@ async fn killing_the_sequencer_under_load_hands_the_log_over_without_loss() {
     let a = replica(&db.url, None, &[]);
     let b = replica(&db.url, Some(&a), &[]);
     // Wait until one of them has taken the role.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let seq = loop {
-        if let Some(i) = sequencer_of(&[&a, &b]).await {
-            break i;
-        }
-        assert!(Instant::now() < deadline, "no sequencer");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let seq = eventually(Duration::from_secs(10), "a sequencer", || async {
+        sequencer_of(&[&a, &b]).await
+    })
+    .await;
     let (mut victim, survivor) = if seq == 0 { (a, b) } else { (b, a) };
     let survivor = Arc::new(survivor);
     let victim_base = victim.base.clone();
@@ -403,21 +391,18 @@ async fn postgres_stopped_and_started_under_load_answers_503_and_recovers_withou
             .unwrap();
     }
     // While it is down: 503s, and /ready says so.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let seen = Seen::default();
+    let context = OnPanic(|| format!("still {seen}"));
+    let r = eventually(Duration::from_secs(10), "a 503", || async {
         let (st, r) = s
             .execute(&json!({"action": "echo", "payload": {}, "nonce": format!("probe-{:?}", Instant::now())}))
             .await;
-        if st == 503 {
-            assert_eq!(code(&r), "store_unavailable", "{r}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still {st} with the database gone: {r}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        seen.set(format!("{st} with the database gone: {r}"));
+        (st == 503).then_some(r)
+    })
+    .await;
+    drop(context);
+    assert_eq!(code(&r), "store_unavailable", "{r}");
     let (st, _) = s.get("/ready").await;
     assert_eq!(st, 503, "/ready with the database gone");
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -428,19 +413,14 @@ async fn postgres_stopped_and_started_under_load_answers_503_and_recovers_withou
             .unwrap();
     }
     // It comes back by itself.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (st, _) = s.get("/ready").await;
-        if st == 200 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not ready after the database came back; log:\n{}",
-            s.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let context = OnPanic(|| format!("log:\n{}", s.log()));
+    eventually(
+        Duration::from_secs(20),
+        "ready after the database came back",
+        || async { (s.get("/ready").await.0 == 200).then_some(()) },
+    )
+    .await;
+    drop(context);
     tokio::time::sleep(Duration::from_millis(700)).await;
     stop.store(true, Ordering::Relaxed);
     let mut all: Vec<(String, u16, String)> = Vec::new();
@@ -611,23 +591,26 @@ async fn a_replica_killed_mid_handler_leaves_an_interrupted_receipt_on_the_other
     a.kill9();
     let _ = pending.await;
     // B declares it interrupted after the lease (10 s) and its repair round (every 5 s).
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let answer = loop {
-        let (st, r) = b.execute(&body).await;
-        if st == 409 && code(&r) == "outcome_unknown" {
-            break r;
-        }
-        assert!(
-            st == 409 || st == 200 && r["replayed"] == true,
-            "unexpected {st}: {r}"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "still {st} {r}; log:\n{}",
-            b.log()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let seen = Seen::default();
+    let context = OnPanic(|| format!("still {seen}; log:\n{}", b.log()));
+    let answer = eventually(
+        Duration::from_secs(40),
+        "B answers 409 outcome_unknown",
+        || async {
+            let (st, r) = b.execute(&body).await;
+            if st == 409 && code(&r) == "outcome_unknown" {
+                return Some(r);
+            }
+            assert!(
+                st == 409 || st == 200 && r["replayed"] == true,
+                "unexpected {st}: {r}"
+            );
+            seen.set(format!("{st} {r}"));
+            None
+        },
+    )
+    .await;
+    drop(context);
     assert_eq!(
         answer["evidence"]["receipt"]["status"], "interrupted",
         "{answer}"

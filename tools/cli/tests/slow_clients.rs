@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::*;
+use openexec_testkit::eventually;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -224,18 +225,15 @@ fn still_open(conns: &[std::net::TcpStream]) -> usize {
 
 /// Poll `still_open(conns)` until it is at most `n`; panics with `what` after `within`.
 async fn wait_open_at_most(conns: &[std::net::TcpStream], n: usize, within: Duration, what: &str) {
-    let deadline = Instant::now() + within;
-    loop {
+    let seen = Seen::default();
+    let _context = OnPanic(|| format!("{what}: {seen} connections still open"));
+    let awaited = format!("{what}: at most {n} connections open");
+    eventually(within, &awaited, || async {
         let open = still_open(conns);
-        if open <= n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: {open} connections still open after {within:?} (wanted at most {n})"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        seen.set(open);
+        (open <= n).then_some(())
+    })
+    .await;
 }
 
 /// The sockets a process holds (its listening socket included).

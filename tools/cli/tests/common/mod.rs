@@ -32,6 +32,35 @@ pub fn load_vector(name: &str) -> Value {
     serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
 }
 
+/// What a poll last saw, kept for its failure message (see [`OnPanic`]).
+#[derive(Default)]
+pub struct Seen(std::sync::Mutex<String>);
+
+impl Seen {
+    pub fn set(&self, what: impl std::fmt::Display) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = what.to_string();
+    }
+}
+
+impl std::fmt::Display for Seen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// While alive, if the thread panics (an [`eventually`] that ran out of time, which names only
+/// what was awaited), prints `context()`, evaluated then: what the poll last saw ([`Seen`]) and
+/// a service's log at that moment. Keep it for the poll only.
+pub struct OnPanic<F: Fn() -> String>(pub F);
+
+impl<F: Fn() -> String> Drop for OnPanic<F> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", (self.0)());
+        }
+    }
+}
+
 /// A running `openexec serve` with its own data directory (removed when the `Server` is dropped).
 pub struct Server {
     proc: Process,
