@@ -13,12 +13,17 @@ fn readme() -> String {
 
 /// The `curl` commands of the quickstart block, continuation lines joined.
 fn quickstart_commands(readme: &str) -> Vec<String> {
+    block_commands(readme, "quickstart")
+}
+
+/// The `curl` commands between `<!-- NAME:begin -->` and `<!-- NAME:end -->`.
+fn block_commands(readme: &str, name: &str) -> Vec<String> {
     let start = readme
-        .find("<!-- quickstart:begin -->")
-        .expect("quickstart:begin marker");
+        .find(&format!("<!-- {name}:begin -->"))
+        .unwrap_or_else(|| panic!("{name}:begin marker"));
     let end = readme
-        .find("<!-- quickstart:end -->")
-        .expect("quickstart:end marker");
+        .find(&format!("<!-- {name}:end -->"))
+        .unwrap_or_else(|| panic!("{name}:end marker"));
     let mut cmds = Vec::new();
     let mut cur = String::new();
     for line in readme[start..end].lines() {
@@ -122,4 +127,156 @@ async fn the_quickstart_works_as_written() {
         "{openai}"
     );
     assert_eq!(openai["replayed"], false);
+}
+
+/// The walk-through of declared actions, as written: `examples/actions/` (its registry, module
+/// and stand-in upstream) served with the README's environment, and the README's curl commands.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_declared_actions_walk_through_works_as_written() {
+    let text = readme();
+    let cmds = block_commands(&text, "actions");
+    assert_eq!(
+        cmds.len(),
+        5,
+        "actions, pay, bad pay, shout, word_count: {cmds:#?}"
+    );
+    // The README's start commands are the ones run here.
+    assert!(text.contains("python3 examples/actions/upstream.py &"));
+    assert!(text.contains(
+        "PAY_TOKEN=demo-token OPENEXEC_ACTIONS=examples/actions/actions.toml cargo run --release -p openexec-cli -- serve"
+    ));
+
+    // The example folder, with the upstream on a free port instead of 9000.
+    let examples = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/actions"
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["actions.toml", "shout.wasm", "upstream.py"] {
+        std::fs::copy(examples.join(f), dir.path().join(f)).unwrap();
+    }
+    let mut upstream = std::process::Command::new("python3")
+        .arg(dir.path().join("upstream.py"))
+        .arg("0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start python3 upstream.py");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(upstream.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let up = line
+        .trim()
+        .strip_prefix("upstream: listening on http://")
+        .unwrap_or_else(|| panic!("upstream said {line:?}"))
+        .to_string();
+    let registry = std::fs::read_to_string(dir.path().join("actions.toml")).unwrap();
+    assert!(registry.contains("http://127.0.0.1:9000/pay"));
+    let registry = registry.replace("127.0.0.1:9000", &up);
+    std::fs::write(dir.path().join("actions.toml"), registry).unwrap();
+
+    let file = dir.path().join("actions.toml");
+    let s = Server::start(&[
+        ("OPENEXEC_ACTIONS", file.to_str().unwrap()),
+        ("PAY_TOKEN", "demo-token"),
+    ]);
+    let base = s.base.clone();
+    let outs: Vec<Value> =
+        tokio::task::spawn_blocking(move || cmds.iter().map(|c| run(c, &base)).collect())
+            .await
+            .unwrap();
+    let _ = upstream.kill();
+    let _ = upstream.wait();
+
+    let tools = outs[0].as_array().expect("a tool list");
+    for name in ["pay", "shout", "word_count", "echo"] {
+        assert!(
+            tools.iter().any(|t| t["function"]["name"] == name),
+            "{name} not in {}",
+            outs[0]
+        );
+    }
+    assert_eq!(outs[1]["status"], "executed", "{}", outs[1]);
+    assert_eq!(outs[1]["result"], json!({"paid": 1250, "to": "bob"}));
+    assert_eq!(
+        outs[1]["evidence"]["receipt"]["handler"]["name"],
+        "http:pay"
+    );
+    assert_eq!(outs[2]["error"]["code"], "invalid_payload", "{}", outs[2]);
+    let details = outs[2]["error"]["details"].as_array().unwrap();
+    assert!(details
+        .iter()
+        .any(|d| d["path"] == "/amount" && d["rule"] == "minimum"));
+    assert!(details
+        .iter()
+        .any(|d| d["path"] == "" && d["rule"] == "additionalProperties"));
+    assert_eq!(outs[2]["evidence"]["receipt"]["status"], "rejected");
+    assert_eq!(
+        outs[3]["result"],
+        json!({"TEXT": "HELLO, WORLD"}),
+        "{}",
+        outs[3]
+    );
+    assert_eq!(
+        outs[3]["evidence"]["receipt"]["handler"]["digest"],
+        "747826c0fd43f872267e812ab50cd941ef8a64f0f3d9d2492160b5fb640a9da0"
+    );
+    assert_eq!(outs[4]["result"], json!({"words": 5}), "{}", outs[4]);
+    assert!(!s.log().contains("demo-token"), "the token is in the log");
+}
+
+/// `examples/actions/shout.wasm` is `shout.wat` built, and the registry pins its hash.
+#[test]
+fn the_example_module_is_its_source_built_and_pinned() {
+    let dir = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/actions"
+    ));
+    let built = wat::parse_file(dir.join("shout.wat")).expect("shout.wat parses");
+    let committed = std::fs::read(dir.join("shout.wasm")).unwrap();
+    // wat2wasm writes no name section by default; the `wat` crate does. Custom sections aside,
+    // the two must be the same module.
+    assert_eq!(
+        without_custom_sections(&built),
+        without_custom_sections(&committed),
+        "shout.wasm is not shout.wat built: run wat2wasm shout.wat -o shout.wasm"
+    );
+    let hash = openexec_core::json::sha256_hex(&committed);
+    let registry = std::fs::read_to_string(dir.join("actions.toml")).unwrap();
+    assert!(
+        registry.contains(&format!("sha256 = \"{hash}\"")),
+        "actions.toml does not pin {hash}"
+    );
+}
+
+/// A wasm binary's bytes with its custom sections (id 0: names, producers, …) left out.
+fn without_custom_sections(wasm: &[u8]) -> Vec<u8> {
+    assert!(
+        wasm.len() >= 8 && &wasm[..4] == b"\0asm",
+        "not a wasm binary"
+    );
+    let mut out = wasm[..8].to_vec();
+    let mut i = 8;
+    while i < wasm.len() {
+        let id = wasm[i];
+        let (mut size, mut shift, mut j) = (0usize, 0, i + 1);
+        loop {
+            let b = wasm[j];
+            size |= usize::from(b & 0x7f) << shift;
+            shift += 7;
+            j += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        let end = j + size;
+        if id != 0 {
+            out.extend_from_slice(&wasm[i..end]);
+        }
+        i = end;
+    }
+    out
 }
