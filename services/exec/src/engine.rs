@@ -43,6 +43,7 @@ pub enum RefusalCode {
     ApprovalRequestMismatch,
     ApprovalExpired,
     ApprovalNotYetValid,
+    ApprovalQuorumUnmet,
     ApprovalReused,
     NonceConflict,
 }
@@ -64,6 +65,7 @@ impl RefusalCode {
             RefusalCode::ApprovalRequestMismatch => "approval_request_mismatch",
             RefusalCode::ApprovalExpired => "approval_expired",
             RefusalCode::ApprovalNotYetValid => "approval_not_yet_valid",
+            RefusalCode::ApprovalQuorumUnmet => "approval_quorum_unmet",
             RefusalCode::ApprovalReused => "approval_reused",
             RefusalCode::NonceConflict => "nonce_conflict",
         }
@@ -758,6 +760,24 @@ impl Engine {
                 return Err(Refusal {
                     approval: Some(Box::new(approval)),
                     ..Refusal::rejection(&r)
+                });
+            }
+            // The action's floor (SPEC §4, `min_approvers` in the registry file) needs valid
+            // signatures of distinct approvers of a pinned roster. Roster verification is not
+            // in this OpenExec yet (`OPENEXEC_APPROVER_ROSTER`, issue 11), so no artifact can
+            // meet a floor above 0: refuse rather than let one gate key approve alone.
+            let floor = self
+                .handlers
+                .entry(&att.action)
+                .map_or(0, |a| a.min_approvers);
+            if floor > 0 {
+                let msg = format!(
+                    "Action '{}' needs {floor} approver signatures checked against a pinned approver roster (min_approvers); this OpenExec has no approver roster, so no artifact meets the floor",
+                    att.action
+                );
+                return Err(Refusal {
+                    approval: Some(Box::new(approval)),
+                    ..Refusal::new(RefusalCode::ApprovalQuorumUnmet, msg)
                 });
             }
         }

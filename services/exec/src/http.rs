@@ -215,7 +215,8 @@ fn refusal_status(code: RefusalCode) -> StatusCode {
         | C::ApprovalTenantMismatch
         | C::ApprovalRequestMismatch
         | C::ApprovalExpired
-        | C::ApprovalNotYetValid => StatusCode::FORBIDDEN,
+        | C::ApprovalNotYetValid
+        | C::ApprovalQuorumUnmet => StatusCode::FORBIDDEN,
     }
 }
 

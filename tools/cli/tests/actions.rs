@@ -251,3 +251,56 @@ async fn health_lists_outbound_destinations_and_kinds() {
     assert_eq!(h["outbound"], json!([]), "{h}");
     assert!(h["handler_kinds"].is_object(), "{h}");
 }
+
+/// In clawshield mode an action with an approval floor (`min_approvers`) is refused whatever
+/// the artifact says until its signatures can be checked against a pinned approver roster:
+/// a single gate key must never approve it alone (SPEC §4). Demo mode ignores the floor.
+#[tokio::test]
+async fn an_approval_floor_is_never_met_by_one_gate_signature() {
+    use chrono::{Duration, Utc};
+    use openexec_core::artifact::{sign_v1, V1Params};
+    let d = registry_dir();
+    let file = d.path().join("actions.toml");
+    let s = clawshield_server(&[("OPENEXEC_ACTIONS", file.to_str().unwrap())]);
+    let sk = vector_signing_key();
+    let now = Utc::now();
+    let art = |action: &str, payload: &Value, nonce: &str| {
+        sign_v1(
+            &V1Params {
+                approval_id: nonce,
+                tenant_id: "tenant-001",
+                action,
+                payload,
+                nonce,
+                issued_at: now - Duration::minutes(1),
+                expires_at: now + Duration::minutes(5),
+                decision_id: None,
+                policy_hash: None,
+            },
+            &sk,
+        )
+    };
+    let del = json!({"env": "prod", "id": "db-1"});
+    let (st, b) = s
+        .execute(&json!({"action": "delete_resource", "payload": del, "nonce": "d1", "approval_artifact": art("delete_resource", &del, "d1")}))
+        .await;
+    assert_eq!(st, 403, "{b}");
+    assert_eq!(code(&b), "approval_quorum_unmet");
+    assert!(detail(&b).contains("2 approver signatures"), "{b}");
+    assert_eq!(b["evidence"]["receipt"]["status"], "rejected");
+    assert_eq!(s.handler_runs("delete_resource").await, 0);
+
+    // Without a floor the same gate signature is enough.
+    let pay = json!({"amount": 5, "currency": "EUR", "to": "bob"});
+    let (st, b) = s
+        .execute(&json!({"action": "charge_card", "payload": pay, "nonce": "c1", "approval_artifact": art("charge_card", &pay, "c1")}))
+        .await;
+    assert_eq!(st, 200, "{b}");
+
+    // Demo mode ignores the floor (SPEC §4).
+    let demo = Server::start(&[("OPENEXEC_ACTIONS", file.to_str().unwrap())]);
+    let (st, b) = demo
+        .execute(&json!({"action": "delete_resource", "payload": del, "nonce": "d1"}))
+        .await;
+    assert_eq!(st, 200, "{b}");
+}
