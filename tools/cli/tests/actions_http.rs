@@ -19,11 +19,14 @@ use serde_json::{json, Value};
 
 const SECRET: &str = "s3cr3t-t0ken-9f2c";
 
+/// One request the upstream got: path and query, its `X-Token`, its body.
+type Request = (String, Option<String>, Vec<u8>);
+
 #[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<(String, Option<String>, Vec<u8>)>>>);
+struct Seen(Arc<Mutex<Vec<Request>>>);
 
 impl Seen {
-    fn all(&self) -> Vec<(String, Option<String>, Vec<u8>)> {
+    fn all(&self) -> Vec<Request> {
         self.0.lock().unwrap().clone()
     }
     fn count(&self, path_prefix: &str) -> usize {
