@@ -13,6 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use openexec_handler::slots::kind_of;
 #[cfg(test)]
 use openexec_handler::CancellationToken;
 use openexec_handler::{Handler, HandlerError, HandlerFuture, Invalid, Invocation, Registry};
@@ -152,17 +153,6 @@ fn number(payload: &Value, field: &str) -> Result<serde_json::Number, String> {
             kind_of(other)
         )),
         None => Err(format!("add needs numbers: field '{field}' is missing")),
-    }
-}
-
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

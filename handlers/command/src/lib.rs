@@ -157,7 +157,7 @@ impl CommandHandler {
                 "{} fills its arguments from the payload's fields ({}), so the payload must be an object; got {}",
                 self.name,
                 c.fields.join(", "),
-                template::kind_of(payload)
+                openexec_handler::slots::kind_of(payload)
             );
             return Err(Invalid {
                 message: message.clone(),
@@ -173,7 +173,7 @@ impl CommandHandler {
             .iter()
             .filter_map(|f| template::field_text(map, f).err())
             .map(|p| Violation {
-                path: template::pointer(&p.field),
+                path: openexec_handler::slots::pointer(&p.field),
                 rule: p.rule.into(),
                 message: p.message,
             })
@@ -184,7 +184,7 @@ impl CommandHandler {
                 match t.fill(map) {
                     Ok(a) => args.push(a),
                     Err(p) => details.push(Violation {
-                        path: template::pointer(&p.field),
+                        path: openexec_handler::slots::pointer(&p.field),
                         rule: p.rule.into(),
                         message: p.message,
                     }),

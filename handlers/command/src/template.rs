@@ -3,18 +3,15 @@
 //! A slot names a top-level payload field; filling it puts that field's text into the element,
 //! which stays one element whatever the text holds (spaces, quotes, `;`, `$(…)`, a leading
 //! `-`). Nothing here knows about shells, because there is none: the elements go to `execve`
-//! as they are.
+//! as they are. The grammar and the text a field fills a slot with are
+//! [`openexec_handler::slots`]'s; this module adds the limits of an argument (no NUL, at most
+//! [`MAX_ARG_BYTES`]).
 
+use openexec_handler::slots::{self, kind_of, Piece};
 use serde_json::{Map, Value};
 
 /// The longest one argv element may be (Linux's `MAX_ARG_STRLEN`, 128 KiB, less its NUL).
 pub(crate) const MAX_ARG_BYTES: usize = 128 * 1024 - 1;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Piece {
-    Literal(String),
-    Slot(String),
-}
 
 /// A parsed argv element.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,67 +20,16 @@ pub(crate) struct Template {
 }
 
 impl Template {
-    /// Parse `{field}` slots; `{{` and `}}` are literal braces. The error says what is wrong
-    /// (the caller names the setting).
+    /// Parse `{field}` slots ([`slots::parse`]); `{{` and `}}` are literal braces. The error
+    /// says what is wrong (the caller names the setting).
     pub(crate) fn parse(text: &str) -> Result<Template, String> {
         if text.contains('\0') {
             return Err("contains a NUL character, which no argument can hold".into());
         }
-        let mut pieces = Vec::new();
-        let mut literal = String::new();
-        let mut chars = text.char_indices().peekable();
-        while let Some((at, c)) = chars.next() {
-            match c {
-                '{' if chars.peek().map(|&(_, n)| n) == Some('{') => {
-                    chars.next();
-                    literal.push('{');
-                }
-                '{' => {
-                    let mut name = String::new();
-                    let mut closed = false;
-                    for (_, n) in chars.by_ref() {
-                        match n {
-                            '}' => {
-                                closed = true;
-                                break;
-                            }
-                            '{' => {
-                                return Err(format!(
-                                    "the slot opened at byte {at} holds a '{{' (a slot is {{field}}; write {{{{ for a literal brace)"
-                                ))
-                            }
-                            other => name.push(other),
-                        }
-                    }
-                    if !closed {
-                        return Err(format!(
-                            "the slot opened at byte {at} is not closed with '}}' (write {{{{ for a literal brace)"
-                        ));
-                    }
-                    if name.is_empty() {
-                        return Err(format!(
-                            "the slot at byte {at} names no field ({{}}); write {{field}}, or {{{{}}}} for literal braces"
-                        ));
-                    }
-                    if !literal.is_empty() {
-                        pieces.push(Piece::Literal(std::mem::take(&mut literal)));
-                    }
-                    pieces.push(Piece::Slot(name));
-                }
-                '}' if chars.peek().map(|&(_, n)| n) == Some('}') => {
-                    chars.next();
-                    literal.push('}');
-                }
-                '}' => {
-                    return Err(format!(
-                        "a lone '}}' at byte {at} (write }}}} for a literal brace)"
-                    ))
-                }
-                other => literal.push(other),
-            }
-        }
-        if !literal.is_empty() || pieces.is_empty() {
-            pieces.push(Piece::Literal(literal));
+        let mut pieces = slots::parse(text)?;
+        if pieces.is_empty() {
+            // An empty element is still an argument.
+            pieces.push(Piece::Lit(String::new()));
         }
         Ok(Template { pieces })
     }
@@ -92,7 +38,7 @@ impl Template {
     pub(crate) fn slots(&self) -> impl Iterator<Item = &str> {
         self.pieces.iter().filter_map(|p| match p {
             Piece::Slot(s) => Some(s.as_str()),
-            Piece::Literal(_) => None,
+            Piece::Lit(_) => None,
         })
     }
 
@@ -101,7 +47,7 @@ impl Template {
         let mut out = String::new();
         for p in &self.pieces {
             match p {
-                Piece::Literal(s) => out.push_str(s),
+                Piece::Lit(s) => out.push_str(s),
                 Piece::Slot(_) => return None,
             }
         }
@@ -114,7 +60,7 @@ impl Template {
         let mut out = String::new();
         for p in &self.pieces {
             match p {
-                Piece::Literal(s) => out.push_str(s),
+                Piece::Lit(s) => out.push_str(s),
                 Piece::Slot(field) => out.push_str(&field_text(payload, field)?),
             }
         }
@@ -155,37 +101,28 @@ pub(crate) fn field_text(
         rule,
         message,
     };
-    let text = match payload.get(field) {
-        None => {
-            return Err(problem(
-                "required",
-                format!("field '{field}' is missing; the command's arguments need it"),
-            ))
-        }
-        Some(Value::String(s)) => {
-            if s.contains('\0') {
-                return Err(problem(
-                    "pattern",
-                    format!("field '{field}' holds a NUL character, which no argument can hold"),
-                ));
-            }
-            s.clone()
-        }
-        // Canonical (RFC 8785) text: the argument is a function of what the receipt hashes.
-        Some(v @ Value::Number(_)) => {
-            String::from_utf8_lossy(&openexec_core::json::canonicalize(v)).into_owned()
-        }
-        Some(Value::Bool(b)) => b.to_string(),
-        Some(other) => {
-            return Err(problem(
-                "type",
-                format!(
-                    "field '{field}' is {}; an argument is filled from a string, number or boolean",
-                    kind_of(other)
-                ),
-            ))
-        }
+    let Some(value) = payload.get(field) else {
+        return Err(problem(
+            "required",
+            format!("field '{field}' is missing; the command's arguments need it"),
+        ));
     };
+    // Canonical (RFC 8785) text: the argument is a function of what the receipt hashes.
+    let Some(text) = slots::scalar_text(value) else {
+        return Err(problem(
+            "type",
+            format!(
+                "field '{field}' is {}; an argument is filled from a string, number or boolean",
+                kind_of(value)
+            ),
+        ));
+    };
+    if text.contains('\0') {
+        return Err(problem(
+            "pattern",
+            format!("field '{field}' holds a NUL character, which no argument can hold"),
+        ));
+    }
     if text.len() > MAX_ARG_BYTES {
         return Err(problem(
             "maxLength",
@@ -196,22 +133,6 @@ pub(crate) fn field_text(
         ));
     }
     Ok(text)
-}
-
-/// A JSON Pointer to a top-level field (RFC 6901 escaping).
-pub(crate) fn pointer(field: &str) -> String {
-    format!("/{}", field.replace('~', "~0").replace('/', "~1"))
-}
-
-pub(crate) fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]
@@ -278,6 +199,6 @@ mod tests {
             assert_eq!(e.field, f);
             assert!(e.message.contains(&format!("'{f}'")), "{}", e.message);
         }
-        assert_eq!(pointer("a/b~c"), "/a~1b~0c");
+        assert_eq!(slots::pointer("a/b~c"), "/a~1b~0c");
     }
 }

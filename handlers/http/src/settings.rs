@@ -195,7 +195,7 @@ impl Settings {
 }
 
 fn kind(v: &Value) -> &'static str {
-    crate::template::kind_of(v)
+    openexec_handler::slots::kind_of(v)
 }
 
 fn read_headers(

@@ -1,82 +1,40 @@
 //! `{field}` slots: the URL template (slots in the path and query only, values percent-encoded)
 //! and the body template (a JSON value whose strings may name payload fields).
 //!
-//! This module does no I/O; everything in it is a function of the configuration and the payload.
+//! The grammar, and the text a field fills a slot with, come from [`openexec_handler::slots`];
+//! this module adds where a slot may stand, the stricter rule on names and percent-encoding. It
+//! does no I/O; everything in it is a function of the configuration and the payload.
 
 use std::collections::BTreeMap;
 
+use openexec_handler::slots::{self, kind_of, pointer, scalar_text, Piece};
 use openexec_handler::Violation;
 use reqwest::Url;
 use serde_json::{Map, Value};
 
-/// A piece of a string with slots: literal text, or the name of a top-level payload field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Piece {
-    Lit(String),
-    Slot(String),
-}
-
-/// Split `s` into literal text and `{field}` slots. `{{` and `}}` stand for a literal brace; any
-/// other brace that does not open or close a slot is an error. A field name is one or more ASCII
-/// letters, digits, `_` or `-`.
+/// [`slots::parse`] with this kind's stricter rule on names: a slot's field name is one or more
+/// ASCII letters, digits, `_` or `-` (so `{a.b}` or `{é}` refuses start-up).
 pub(crate) fn parse_slots(s: &str) -> Result<Vec<Piece>, String> {
-    let mut pieces = Vec::new();
-    let mut lit = String::new();
-    let mut chars = s.char_indices().peekable();
-    while let Some((at, c)) = chars.next() {
-        match c {
-            '{' if chars.peek().map(|&(_, n)| n) == Some('{') => {
-                chars.next();
-                lit.push('{');
-            }
-            '}' if chars.peek().map(|&(_, n)| n) == Some('}') => {
-                chars.next();
-                lit.push('}');
-            }
-            '{' => {
-                let rest = &s[at + 1..];
-                let Some(end) = rest.find('}') else {
+    let pieces = slots::parse(s)?;
+    // The character each piece starts at: a literal brace was written twice.
+    let mut at = 1;
+    for piece in &pieces {
+        match piece {
+            Piece::Lit(l) => at += l.chars().count() + l.matches(['{', '}']).count(),
+            Piece::Slot(name) => {
+                if !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                {
                     return Err(format!(
-                        "a '{{' at character {} opens a slot that is never closed (write '{{{{' for a literal brace)",
-                        at + 1
-                    ));
-                };
-                let name = &rest[..end];
-                if !is_field_name(name) {
-                    return Err(format!(
-                        "slot '{{{name}}}' at character {}: a slot names a top-level payload field (ASCII letters, digits, '_' or '-')",
-                        at + 1
+                        "slot '{{{name}}}' at character {at}: a slot names a top-level payload field (ASCII letters, digits, '_' or '-')"
                     ));
                 }
-                if !lit.is_empty() {
-                    pieces.push(Piece::Lit(std::mem::take(&mut lit)));
-                }
-                pieces.push(Piece::Slot(name.to_string()));
-                // skip the name and its closing brace
-                for _ in 0..name.chars().count() + 1 {
-                    chars.next();
-                }
+                at += name.chars().count() + 2;
             }
-            '}' => {
-                return Err(format!(
-                    "a '}}' at character {} closes no slot (write '}}}}' for a literal brace)",
-                    at + 1
-                ))
-            }
-            c => lit.push(c),
         }
     }
-    if !lit.is_empty() {
-        pieces.push(Piece::Lit(lit));
-    }
     Ok(pieces)
-}
-
-fn is_field_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Append `value` percent-encoded: every byte but ASCII letters, digits, `-`, `_` and `~` becomes
@@ -102,33 +60,6 @@ pub(crate) enum Need {
     Any,
     /// A string, number or boolean (filled as text: URL slots, other template strings).
     Scalar,
-}
-
-/// The text a scalar fills a slot with: a string as it is, a number as its JSON literal, a
-/// boolean as `true`/`false`; `None` for null, arrays and objects.
-pub(crate) fn scalar_text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
-pub(crate) fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// The JSON Pointer of a top-level field.
-pub(crate) fn pointer(field: &str) -> String {
-    format!("/{}", field.replace('~', "~0").replace('/', "~1"))
 }
 
 /// Check that every field in `uses` is present in `payload` and of the kind its slots need: one
@@ -592,7 +523,7 @@ mod tests {
                 Piece::Lit("/b{c}".into())
             ]
         );
-        assert!(parse_slots("/a/{id").unwrap_err().contains("never closed"));
+        assert!(parse_slots("/a/{id").unwrap_err().contains("not closed"));
         assert!(parse_slots("/a/}").unwrap_err().contains("closes no slot"));
         assert!(parse_slots("/a/{}").unwrap_err().contains("slot '{}'"));
         assert!(parse_slots("/a/{a.b}")
@@ -600,6 +531,10 @@ mod tests {
             .contains("slot '{a.b}'"));
         // slot names with non-ASCII are refused, and the message names the slot
         assert!(parse_slots("/{é}").unwrap_err().contains("{é}"));
+        // the position counts each escaped brace as the two characters written
+        assert!(parse_slots("{{x}}/{a.b}")
+            .unwrap_err()
+            .contains("slot '{a.b}' at character 7"));
     }
 
     #[test]

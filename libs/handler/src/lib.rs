@@ -18,8 +18,13 @@
 //! service's; the service enforces the timeout (a handler that overruns is cut off whatever it
 //! does with its deadline) and decides what a cut-off run becomes (SPEC §5: `failed` with
 //! `handler_timeout` for a handler without effects, `interrupted` for one with effects).
+//!
+//! [`slots`] is the `{field}` template grammar every kind's configuration uses (the `http`
+//! kind's URL and body template, the `command` kind's argv), parsed in one place.
 
 #![forbid(unsafe_code)]
+
+pub mod slots;
 
 use std::collections::BTreeMap;
 use std::future::Future;
