@@ -71,9 +71,11 @@ pub fn parse(text: &str) -> Result<Vec<Piece>, String> {
                 }
                 pieces.push(Piece::Slot(name));
             }
-            '}' => return Err(format!(
+            '}' => {
+                return Err(format!(
                 "a lone '}}' at character {at} closes no slot (write '}}}}' for a literal brace)"
-            )),
+            ))
+            }
             other => lit.push(other),
         }
     }
