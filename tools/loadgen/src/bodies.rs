@@ -32,6 +32,14 @@ pub enum BodySource {
         /// Hand out at most this many (`None`: unlimited).
         limit: Option<u64>,
     },
+    /// `{"action":"<action>","payload":{"n":N},"nonce":"<run>-nN"}` for N = 0, 1, 2, …
+    /// (`--actions-bench`: any action, the same small payload for each).
+    Action {
+        /// `{"action":"<action>","payload":{"n":` (the action as a JSON string).
+        prefix: Vec<u8>,
+        run_id: String,
+        next: AtomicU64,
+    },
     /// Pre-built bodies (each with its own signed artifact), handed out once each.
     Pool {
         bodies: Vec<Bytes>,
@@ -58,6 +66,19 @@ impl BodySource {
         }
     }
 
+    /// Unlimited bodies running `action` with payload `{"n": N}`, for run `run_id`.
+    pub fn action(action: &str, run_id: &str) -> BodySource {
+        let mut prefix = b"{\"action\":".to_vec();
+        // A string always serialises.
+        prefix.extend_from_slice(serde_json::to_string(action).unwrap_or_default().as_bytes());
+        prefix.extend_from_slice(b",\"payload\":{\"n\":");
+        BodySource::Action {
+            prefix,
+            run_id: run_id.to_string(),
+            next: AtomicU64::new(0),
+        }
+    }
+
     /// A fixed pool of pre-built bodies.
     pub fn pool(bodies: Vec<Bytes>) -> BodySource {
         BodySource::Pool {
@@ -80,6 +101,14 @@ impl BodySource {
                 }
                 Some(Bytes::from(demo_body(run_id, i)))
             }
+            BodySource::Action {
+                prefix,
+                run_id,
+                next,
+            } => {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                Some(Bytes::from(action_body(prefix, run_id, i)))
+            }
             BodySource::Pool { bodies, next } => {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 bodies.get(i).cloned()
@@ -94,6 +123,7 @@ impl BodySource {
                 let n = next.load(Ordering::Relaxed);
                 limit.map_or(n, |l| n.min(l))
             }
+            BodySource::Action { next, .. } => next.load(Ordering::Relaxed),
             BodySource::Pool { bodies, next } => {
                 (next.load(Ordering::Relaxed) as u64).min(bodies.len() as u64)
             }
@@ -104,6 +134,7 @@ impl BodySource {
     pub fn capacity(&self) -> Option<u64> {
         match self {
             BodySource::Template { limit, .. } => *limit,
+            BodySource::Action { .. } => None,
             BodySource::Pool { bodies, .. } => Some(bodies.len() as u64),
         }
     }
@@ -118,6 +149,17 @@ pub fn demo_body(run_id: &str, i: u64) -> Vec<u8> {
     v.extend_from_slice(b"},\"nonce\":\"");
     v.extend_from_slice(run_id.as_bytes());
     let _ = write!(v, "-d{i}\"}}");
+    v
+}
+
+/// The body of request `i` of a [`BodySource::action`] (built by hand like [`demo_body`]).
+fn action_body(prefix: &[u8], run_id: &str, i: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(prefix.len() + 48 + run_id.len());
+    v.extend_from_slice(prefix);
+    let _ = write!(v, "{i}");
+    v.extend_from_slice(b"},\"nonce\":\"");
+    v.extend_from_slice(run_id.as_bytes());
+    let _ = write!(v, "-n{i}\"}}");
     v
 }
 

@@ -19,10 +19,17 @@
 //! next to `GET /health`, with the handler-run count of every replica checked against the
 //! answers.
 //!
+//! `--actions-bench` measures the kinds of declared actions instead (see `actionsbench.rs`):
+//! one demo server with a registry file this tool writes, POST /execute of the built-in `echo`,
+//! then of an `http` action (to an upstream run in-process), a `wasm` one (shout.wasm) and a
+//! `command` one (`/bin/echo {}`), each compared with echo, with the upstream's request count
+//! and the server's handler-run counts checked against the answers.
+//!
 //! Exit codes: 0 success; 1 the benchmark failed (a non-200 answer without `--allow-errors`,
 //! the artifact pool ran out, or the sanity check of the answers failed); 2 it could not run.
 #![forbid(unsafe_code)]
 
+mod actionsbench;
 mod bodies;
 mod client;
 mod logbench;
@@ -117,6 +124,12 @@ struct Args {
     /// With --replicas-bench: leave out the SQLite reference row.
     #[arg(long, requires = "replicas_bench")]
     no_sqlite: bool,
+    /// Run the actions benchmark instead of the modes (one demo-mode server started here with
+    /// a registry file of declared actions): POST /execute of the built-in echo, then of an
+    /// http action (to an upstream this tool runs on 127.0.0.1), a wasm one (shout.wasm) and a
+    /// command one (/bin/echo {}), one after another; reports each against echo.
+    #[arg(long, conflicts_with_all = ["modes", "premint", "log_bench", "replicas_bench", "url"])]
+    actions_bench: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -493,6 +506,9 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     }
     if args.replicas_bench {
         return replicas::run(args, &rt, tck, &run_id, &command_line());
+    }
+    if args.actions_bench {
+        return actionsbench::run(args, &rt, tck, &run_id, &command_line());
     }
     let sk = signing_key_from_seed(SIGNING_SEED);
     let clawshield_pem = verifying_key_to_pem(&sk.verifying_key());

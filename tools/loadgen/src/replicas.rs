@@ -770,7 +770,10 @@ async fn sample_waits(admin: String, db: String, window: Window) -> anyhow::Resu
 }
 
 /// `/metrics` of the server at `addr`, as text.
-fn metrics_text(rt: &tokio::runtime::Runtime, addr: SocketAddr) -> anyhow::Result<String> {
+pub(crate) fn metrics_text(
+    rt: &tokio::runtime::Runtime,
+    addr: SocketAddr,
+) -> anyhow::Result<String> {
     let (st, body) = rt
         .block_on(get_once(addr, "/metrics"))
         .with_context(|| format!("GET /metrics on {addr} failed"))?;

@@ -219,6 +219,22 @@ pub fn stat_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// `cutime + cstime` in clock ticks from the text of a `/proc/<pid>/stat` file: the CPU of the
+/// process's children that exited and were waited for (the programs a `command` action runs).
+pub fn stat_child_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 16 and 17 overall.
+    let cutime: u64 = fields.get(13)?.parse().ok()?;
+    let cstime: u64 = fields.get(14)?.parse().ok()?;
+    Some(cutime + cstime)
+}
+
+/// [`stat_child_ticks`] of process `pid`.
+pub fn process_child_ticks(pid: u32) -> Option<u64> {
+    stat_child_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
 /// Machine-wide CPU ticks from the first line of `/proc/stat`: (busy excluding softirq,
 /// softirq). Busy = user + nice + system + irq + steal (guest time is inside user).
 pub fn machine_ticks() -> Option<(u64, u64)> {
