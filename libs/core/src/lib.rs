@@ -36,5 +36,6 @@ pub mod keys;
 pub mod payload;
 pub mod receipt;
 pub mod request;
+pub mod roster;
 pub mod time;
 pub mod url;

@@ -80,6 +80,15 @@ openexec_kit::settings! {
             /// Actions allowed to run.
             #[default_text = "all registered"]
             allowed_actions: Vec<String>,
+            /// The approver roster ClawShield publishes (a JSON file, SPEC §4), pinned: artifacts'
+            /// quorums and action floors are checked against its keys (clawshield mode).
+            #[default_text = "none: quorums are the gate's word; an action with a floor is refused"]
+            approver_roster: PathBuf,
+            /// Approval floors per action (`charge_card=2,delete_db=3`): that many valid roster
+            /// signatures whatever an artifact's quorum says (with `min_approvers` in the
+            /// registry file, the higher counts).
+            #[default_text = "none"]
+            min_approvers: Vec<String>,
             /// The action registry file (TOML, SPEC §10): real actions with their schemas and
             /// handlers, beside the built-ins.
             #[default_text = "none: the built-ins only"]
@@ -155,6 +164,10 @@ pub struct Config {
     pub log_interval: Duration,
     pub log_batch: u64,
     pub allowed_actions: Option<Vec<String>>,
+    /// The pinned approver roster file (`OPENEXEC_APPROVER_ROSTER`).
+    pub approver_roster: Option<PathBuf>,
+    /// Approval floors by action (`OPENEXEC_MIN_APPROVERS`).
+    pub min_approvers: std::collections::BTreeMap<String, u32>,
     /// The action registry file (`OPENEXEC_ACTIONS`), loaded by `Service::start_declared`.
     pub actions: Option<PathBuf>,
     pub approval_keys: Option<String>,
@@ -234,6 +247,20 @@ impl Config {
                 tenants.push(t);
             }
         }
+        let mut min_approvers = std::collections::BTreeMap::new();
+        for item in list_items(s.min_approvers.as_deref()) {
+            let bad = || {
+                ConfigError(format!(
+                    "OPENEXEC_MIN_APPROVERS: '{item}' is not <action>=<number from 0 to 100> (e.g. charge_card=2)"
+                ))
+            };
+            let (action, n) = item.split_once('=').ok_or_else(bad)?;
+            let n: u32 = n.trim().parse().map_err(|_| bad())?;
+            if n > 100 || action.trim().is_empty() {
+                return Err(bad());
+            }
+            min_approvers.insert(action.trim().to_string(), n);
+        }
         let http = s
             .http
             .validate(<Settings as openexec_kit::ServiceSettings>::PREFIX)
@@ -252,6 +279,8 @@ impl Config {
             log_batch: s.log_batch.max(1),
             allowed_actions,
             actions: s.actions.filter(|p| !p.as_os_str().is_empty()),
+            approver_roster: s.approver_roster.filter(|p| !p.as_os_str().is_empty()),
+            min_approvers,
             approval_keys: nonempty(s.clawshield_public_key),
             tenant_id,
             tenants,

@@ -275,6 +275,8 @@ pub struct Keys {
     /// Earlier receipt keys: published and trusted for verification, never used to sign.
     pub previous_receipt: Vec<VerifyingKey>,
     pub approval: Vec<VerifyingKey>,
+    /// The pinned approver roster (`OPENEXEC_APPROVER_ROSTER`), verified against `approval`.
+    pub roster: Option<openexec_core::roster::Roster>,
 }
 
 impl Keys {
@@ -284,6 +286,7 @@ impl Keys {
             receipt,
             previous_receipt: Vec::new(),
             approval,
+            roster: None,
         }
     }
 
@@ -762,19 +765,30 @@ impl Engine {
                     ..Refusal::rejection(&r)
                 });
             }
-            // The action's floor (SPEC §4, `min_approvers` in the registry file) needs valid
-            // signatures of distinct approvers of a pinned roster. Roster verification is not
-            // in this OpenExec yet (`OPENEXEC_APPROVER_ROSTER`, issue 11), so no artifact can
-            // meet a floor above 0: refuse rather than let one gate key approve alone.
+            // The action's floor (SPEC §4: `min_approvers` in the registry file, or
+            // OPENEXEC_MIN_APPROVERS; the higher counts) and the artifact's own quorum need
+            // valid signatures of distinct approvers of the pinned roster. Without a roster no
+            // artifact meets a floor above 0: one gate key must never approve such an action.
             let floor = self
                 .handlers
                 .entry(&att.action)
-                .map_or(0, |a| a.min_approvers);
-            if floor > 0 {
-                let msg = format!(
-                    "Action '{}' needs {floor} approver signatures checked against a pinned approver roster (min_approvers); this OpenExec has no approver roster, so no artifact meets the floor",
-                    att.action
+                .map_or(0, |a| a.min_approvers)
+                .max(
+                    self.cfg
+                        .min_approvers
+                        .get(&att.action)
+                        .copied()
+                        .unwrap_or(0),
                 );
+            let unmet = match &self.keys.roster {
+                Some(roster) => openexec_core::roster::check_quorum(&art, roster, floor).err(),
+                None if floor > 0 => Some(format!(
+                    "Action '{}' needs {floor} approver signatures checked against a pinned approver roster (min_approvers); this OpenExec has no approver roster (OPENEXEC_APPROVER_ROSTER), so no artifact meets the floor",
+                    att.action
+                )),
+                None => None,
+            };
+            if let Some(msg) = unmet {
                 return Err(Refusal {
                     approval: Some(Box::new(approval)),
                     ..Refusal::new(RefusalCode::ApprovalQuorumUnmet, msg)

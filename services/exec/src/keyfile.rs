@@ -50,3 +50,27 @@ pub fn previous_receipt_keys(cfg: &Config) -> anyhow::Result<Vec<VerifyingKey>> 
         "OPENEXEC_PREVIOUS_RECEIPT_KEYS",
     )?)
 }
+
+/// Read and verify the pinned approver roster (`OPENEXEC_APPROVER_ROSTER`) against ClawShield's
+/// keys: a roster that does not verify stops the start.
+pub fn approver_roster(
+    path: &std::path::Path,
+    approval: &[openexec_core::keys::VerifyingKey],
+) -> anyhow::Result<openexec_core::roster::Roster> {
+    let text = std::fs::read(path).map_err(|e| {
+        anyhow::anyhow!(
+            "OPENEXEC_APPROVER_ROSTER: cannot read {}: {e}",
+            path.display()
+        )
+    })?;
+    let v = openexec_core::json::parse_ijson(&text, 32).map_err(|e| {
+        anyhow::anyhow!(
+            "OPENEXEC_APPROVER_ROSTER: {} is not JSON: {e}",
+            path.display()
+        )
+    })?;
+    let r = openexec_core::roster::verify_roster(&v, approval)
+        .map_err(|e| anyhow::anyhow!("OPENEXEC_APPROVER_ROSTER: {}: {e}", path.display()))?;
+    tracing::info!(file = %path.display(), version = r.version, approvers = r.approvers.len(), "approver roster pinned");
+    Ok(r)
+}

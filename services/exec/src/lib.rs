@@ -122,8 +122,13 @@ impl Service {
         let listener = tokio::net::TcpListener::bind(&cfg.bind)
             .await
             .with_context(|| format!("cannot listen on {}", cfg.bind))?;
+        let roster = match (&cfg.approver_roster, cfg.mode) {
+            (Some(path), Mode::Clawshield) => Some(keyfile::approver_roster(path, &approval)?),
+            _ => None,
+        };
         let keys = Keys {
             previous_receipt: previous,
+            roster,
             ..Keys::new(receipt, approval)
         };
         let log = log::ReceiptLog::new(

@@ -304,3 +304,140 @@ async fn an_approval_floor_is_never_met_by_one_gate_signature() {
         .await;
     assert_eq!(st, 200, "{b}");
 }
+
+/// With a pinned roster (SPEC §4), a floor and a quorum are met only by valid signatures of
+/// distinct roster approvers; the roster itself must verify against ClawShield's key.
+#[tokio::test]
+async fn a_pinned_roster_decides_floors_and_quorums() {
+    use chrono::{Duration, Utc};
+    use openexec_core::artifact::{sign_v1_object, vote_message};
+    use openexec_core::keys::{key_id, sign_b64, signing_key_from_seed, verifying_key_b64};
+    let gate = vector_signing_key();
+    let approver = |n: u8| signing_key_from_seed([n; 32]);
+    let entry = |id: &str, g: &str, n: u8| {
+        let pk = approver(n).verifying_key();
+        json!({"id": id, "groups": [g], "key_id": key_id(&pk), "public_key": verifying_key_b64(&pk)})
+    };
+    let roster = openexec_core::roster::sign_roster(
+        json!({"v": 1, "roster_version": 1, "approvers": [entry("alice", "finance", 1), entry("bob", "finance", 2), entry("carol", "ops", 3)]})
+            .as_object()
+            .unwrap()
+            .clone(),
+        &gate,
+    );
+    let d = registry_dir();
+    std::fs::write(d.path().join("roster.json"), roster.to_string()).unwrap();
+    let file = d.path().join("actions.toml");
+    let roster_file = d.path().join("roster.json");
+    let s = clawshield_server(&[
+        ("OPENEXEC_ACTIONS", file.to_str().unwrap()),
+        ("OPENEXEC_APPROVER_ROSTER", roster_file.to_str().unwrap()),
+        ("OPENEXEC_MIN_APPROVERS", "echo=1"),
+    ]);
+    let now = Utc::now();
+    let art = |action: &str, payload: &Value, nonce: &str, voters: &[(&str, u8)], quorum: Value| {
+        let rh = openexec_core::hash::request_hash(action, nonce, payload, "tenant-001");
+        let approvers: Vec<Value> = voters
+            .iter()
+            .map(|(id, n)| json!({"id": id, "key_id": key_id(&approver(*n).verifying_key()), "signature": sign_b64(&approver(*n), &vote_message(&rh, id))}))
+            .collect();
+        let m = json!({"v": 1, "approval_id": nonce, "tenant_id": "tenant-001", "action": action,
+            "request_hash": rh, "intent_hash": openexec_core::hash::intent_hash(action, payload),
+            "nonce": nonce, "issued_at": openexec_core::time::format_rfc3339(now - Duration::minutes(1)),
+            "expires_at": openexec_core::time::format_rfc3339(now + Duration::minutes(5)),
+            "decision_id": null, "policy_hash": null, "approvers": approvers, "quorum": quorum});
+        sign_v1_object(m.as_object().unwrap().clone(), &gate)
+    };
+    let run = |action: &'static str,
+               payload: Value,
+               nonce: &'static str,
+               voters: Vec<(&'static str, u8)>,
+               quorum: Value| {
+        let a = art(action, &payload, nonce, &voters, quorum);
+        let body =
+            json!({"action": action, "payload": payload, "nonce": nonce, "approval_artifact": a});
+        let s = &s;
+        async move { s.execute(&body).await }
+    };
+    let del = json!({"env": "prod", "id": "db-1"});
+    // delete_resource's floor is 2 (registry): one vote is not enough, two are, a repeated one
+    // counts once, a vote by a key not on the roster does not count.
+    let (st, b) = run(
+        "delete_resource",
+        del.clone(),
+        "d1",
+        vec![("alice", 1)],
+        Value::Null,
+    )
+    .await;
+    assert_eq!((st, code(&b)), (403, "approval_quorum_unmet"), "{b}");
+    let (st, b) = run(
+        "delete_resource",
+        del.clone(),
+        "d2",
+        vec![("alice", 1), ("alice", 1)],
+        Value::Null,
+    )
+    .await;
+    assert_eq!((st, code(&b)), (403, "approval_quorum_unmet"), "{b}");
+    let (st, b) = run(
+        "delete_resource",
+        del.clone(),
+        "d3",
+        vec![("alice", 1), ("bob", 9)],
+        Value::Null,
+    )
+    .await;
+    assert_eq!((st, code(&b)), (403, "approval_quorum_unmet"), "{b}");
+    let (st, b) = run(
+        "delete_resource",
+        del.clone(),
+        "d4",
+        vec![("alice", 1), ("carol", 3)],
+        Value::Null,
+    )
+    .await;
+    assert_eq!(st, 200, "{b}");
+    // echo's floor is 1 (OPENEXEC_MIN_APPROVERS).
+    let (st, b) = run("echo", json!({}), "e1", vec![], Value::Null).await;
+    assert_eq!((st, code(&b)), (403, "approval_quorum_unmet"), "{b}");
+    let (st, b) = run("echo", json!({}), "e2", vec![("bob", 2)], Value::Null).await;
+    assert_eq!(st, 200, "{b}");
+    // The artifact's own quorum: two of finance; carol (ops) does not count for it.
+    let pay = json!({"amount": 5, "currency": "EUR", "to": "bob"});
+    let q = json!({"min": 2, "groups": ["finance"]});
+    let (st, b) = run(
+        "charge_card",
+        pay.clone(),
+        "c1",
+        vec![("alice", 1), ("carol", 3)],
+        q.clone(),
+    )
+    .await;
+    assert_eq!((st, code(&b)), (403, "approval_quorum_unmet"), "{b}");
+    let (st, b) = run(
+        "charge_card",
+        pay.clone(),
+        "c2",
+        vec![("alice", 1), ("bob", 2)],
+        q,
+    )
+    .await;
+    assert_eq!(st, 200, "{b}");
+    drop(s);
+
+    // A roster not signed by the configured ClawShield key stops the start.
+    let forged = openexec_core::roster::sign_roster(
+        roster.as_object().unwrap().clone(),
+        &signing_key_from_seed([42; 32]),
+    );
+    std::fs::write(&roster_file, forged.to_string()).unwrap();
+    let v = load_vector("legacy_v0.json");
+    let env = clawshield_env(v["public_key_pem"].as_str().unwrap());
+    let mut e = env_ref(&env);
+    e.push(("OPENEXEC_APPROVER_ROSTER", roster_file.to_str().unwrap()));
+    let f = Server::try_start(&e)
+        .err()
+        .expect("started with a forged roster");
+    assert!(f.log.contains("OPENEXEC_APPROVER_ROSTER"), "{}", f.log);
+}
