@@ -75,6 +75,30 @@ enum Cmd {
         #[command(subcommand)]
         cmd: LogCmd,
     },
+    /// Work with a ClawShield policy bundle (a directory of .rego files and an optional
+    /// data.json; the decision is data.clawshield.decision).
+    Policy {
+        #[command(subcommand)]
+        cmd: PolicyCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Load and compile a bundle; print its policy_hash (exit 1 when it does not load).
+    Check {
+        /// The bundle's directory.
+        dir: PathBuf,
+    },
+    /// Evaluate a bundle on one input (a proposal as policy sees it); print the decision and
+    /// the rules that fired. Exit 0 whatever the effect; 1 for a policy_error.
+    Eval {
+        dir: PathBuf,
+        /// The input JSON file (- for stdin).
+        input: PathBuf,
+    },
+    /// Run the bundle's Rego unit tests (rules named test_*); exit 1 when any fails.
+    Test { dir: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -140,6 +164,65 @@ struct HashArgs {
 /// A failure with its exit code.
 struct Fail(u8, anyhow::Error);
 
+fn policy(cmd: PolicyCmd) -> Result<(), Fail> {
+    use openexec_policy::Bundle;
+    let load = |dir: &std::path::Path| Bundle::load(dir).map_err(|e| Fail(1, e.into()));
+    match cmd {
+        PolicyCmd::Check { dir } => {
+            let b = load(&dir)?;
+            println!(
+                "{}",
+                serde_json::json!({"ok": true, "policy_hash": b.policy_hash(), "files": b.files().keys().collect::<Vec<_>>()})
+            );
+            Ok(())
+        }
+        PolicyCmd::Eval { dir, input } => {
+            let b = load(&dir)?;
+            let text = if input.as_os_str() == "-" {
+                let mut t = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut t).map_err(usage)?;
+                t
+            } else {
+                std::fs::read(&input)
+                    .map_err(|e| usage(anyhow::anyhow!("cannot read {}: {e}", input.display())))?
+            };
+            let v = openexec_core::json::parse_ijson(&text, 64)
+                .map_err(|e| usage(anyhow::anyhow!("{}: {e}", input.display())))?;
+            let d = b.evaluate(&v);
+            println!("{}", serde_json::to_string_pretty(&d).map_err(usage)?);
+            if d.is_policy_error() {
+                return Err(Fail(
+                    1,
+                    anyhow::anyhow!("policy_error: {}", d.reasons.join("; ")),
+                ));
+            }
+            Ok(())
+        }
+        PolicyCmd::Test { dir } => {
+            let b = load(&dir)?;
+            let r = b.test();
+            for t in &r.results {
+                let mark = if t.passed { "PASS" } else { "FAIL" };
+                match &t.message {
+                    Some(m) if !t.passed => println!("{mark} {} ({}): {m}", t.name, t.file),
+                    _ => println!("{mark} {} ({})", t.name, t.file),
+                }
+            }
+            println!("{} passed, {} failed", r.passed(), r.failed());
+            if r.ok() {
+                Ok(())
+            } else if r.results.is_empty() {
+                Err(Fail(1, anyhow::anyhow!("the bundle has no test_* rules")))
+            } else {
+                Err(Fail(
+                    1,
+                    anyhow::anyhow!("{} policy tests failed", r.failed()),
+                ))
+            }
+        }
+    }
+}
+
 fn usage(e: impl Into<anyhow::Error>) -> Fail {
     Fail(2, e.into())
 }
@@ -178,6 +261,7 @@ fn main() -> ExitCode {
                     state,
                 },
         } => log_audit(url, log_key, &keys, state),
+        Cmd::Policy { cmd } => policy(cmd),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
