@@ -43,7 +43,7 @@ use sha2::{Digest, Sha256};
 use crate::bodies::BodySource;
 use crate::client::{Endpoint, Totals, Window};
 use crate::replicas::{metric_value, metrics_text};
-use crate::report::{ms, non_ok_text, percentiles, row_json, Row};
+use crate::report::{cores, ms, non_ok_text, percentiles, row_json, Row};
 use crate::{
     check_samples, cpu_model, fmt_dur, get_once, nproc, run_phase_in, server, threads_text,
     window_from_now, Args, Phase,
@@ -482,13 +482,6 @@ fn opt(x: Option<f64>, digits: usize, signed: bool) -> String {
     }
 }
 
-fn cores(c: Option<f64>) -> String {
-    match c {
-        Some(c) => format!("{:.0}%", c * 100.0),
-        None => "n/a".into(),
-    }
-}
-
 /// The Markdown table of the actions benchmark.
 pub fn actions_table(rows: &[ActionRow]) -> String {
     let mut t = String::new();
@@ -761,23 +754,10 @@ pub fn run(
             failures.push(format!("{name}: POST /execute had no 200 answer"));
         }
         if row.row.errors() > 0 {
-            let examples: Vec<String> = phase
-                .outcome
-                .non_ok_examples
-                .iter()
-                .map(|(s, b)| {
-                    let t = String::from_utf8_lossy(b);
-                    format!("{s}: {}", t.chars().take(300).collect::<String>())
-                })
-                .collect();
-            let msg = format!(
-                "{name}: POST /execute got non-200 answers ({}); e.g. {}",
-                non_ok_text(&row.row.non_ok),
-                if examples.is_empty() {
-                    "connection errors".to_string()
-                } else {
-                    examples.join(" | ")
-                }
+            let msg = crate::report::non_ok_message(
+                &format!("{name}: POST /execute"),
+                &row.row.non_ok,
+                &phase.outcome.non_ok_examples,
             );
             if args.allow_errors {
                 notes.push(msg);

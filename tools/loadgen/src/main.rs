@@ -682,23 +682,10 @@ fn run(args: &Args) -> anyhow::Result<bool> {
                 failures.push(format!("{m}: {} had no 200 answer", row.endpoint));
             }
             if row.errors() > 0 {
-                let examples: Vec<String> = o
-                    .non_ok_examples
-                    .iter()
-                    .map(|(s, b)| {
-                        let t = String::from_utf8_lossy(b);
-                        format!("{s}: {}", t.chars().take(300).collect::<String>())
-                    })
-                    .collect();
-                let msg = format!(
-                    "{m}: {} got non-200 answers ({}); e.g. {}",
-                    row.endpoint,
-                    report::non_ok_text(&row.non_ok),
-                    if examples.is_empty() {
-                        "connection errors".to_string()
-                    } else {
-                        examples.join(" | ")
-                    }
+                let msg = report::non_ok_message(
+                    &format!("{m}: {}", row.endpoint),
+                    &row.non_ok,
+                    &o.non_ok_examples,
                 );
                 if args.allow_errors {
                     notes.push(msg);

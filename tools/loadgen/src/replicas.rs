@@ -30,7 +30,7 @@ use sqlx::{ConnectOptions, Connection, PgConnection};
 
 use crate::bodies::BodySource;
 use crate::client::{Endpoint, Totals, Window};
-use crate::report::{ms, non_ok_text, percentiles, row_json, Row, StoreMetrics};
+use crate::report::{cores, ms, non_ok_text, percentiles, row_json, Row, StoreMetrics};
 use crate::{
     check_samples, cpu_model, fmt_dur, get_once, nproc, run_phase_in, server, threads_text,
     window_from_now, Args, Phase,
@@ -356,13 +356,6 @@ fn ratio3(x: Option<f64>) -> String {
     match x {
         Some(x) => format!("{x:.3}"),
         None => "—".into(),
-    }
-}
-
-fn cores(c: Option<f64>) -> String {
-    match c {
-        Some(c) => format!("{:.0}%", c * 100.0),
-        None => "n/a".into(),
     }
 }
 

@@ -79,11 +79,37 @@ pub fn ms(us: u64) -> String {
     format!("{:.2}", us as f64 / 1000.0)
 }
 
-fn cores(c: Option<f64>) -> String {
+/// A CPU share as `% of one core`, `n/a` when it could not be read.
+pub fn cores(c: Option<f64>) -> String {
     match c {
         Some(c) => format!("{:.0}%", c * 100.0),
         None => "n/a".into(),
     }
+}
+
+/// The failure line for non-200 answers: `<what> got non-200 answers (404×3, …); e.g. <the
+/// first answer of each status, 300 characters at most>`.
+pub fn non_ok_message(
+    what: &str,
+    non_ok: &BTreeMap<u16, u64>,
+    examples: &BTreeMap<u16, bytes::Bytes>,
+) -> String {
+    let examples: Vec<String> = examples
+        .iter()
+        .map(|(s, b)| {
+            let t = String::from_utf8_lossy(b);
+            format!("{s}: {}", t.chars().take(300).collect::<String>())
+        })
+        .collect();
+    format!(
+        "{what} got non-200 answers ({}); e.g. {}",
+        non_ok_text(non_ok),
+        if examples.is_empty() {
+            "connection errors".to_string()
+        } else {
+            examples.join(" | ")
+        }
+    )
 }
 
 /// `404×3, conn×1` for non-200 answers (status 0 = transport error), `0` when there were none.
