@@ -648,9 +648,15 @@ pub fn sign_v0(
 /// The bytes an approver signs for a vote: `clawshield-vote-v1:` ‖
 /// JCS({"decision": "approve", "request_hash": …, "approver": id}).
 pub fn vote_message(request_hash: &str, approver: &str) -> Vec<u8> {
+    vote_message_for("approve", request_hash, approver)
+}
+
+/// The bytes an approver signs for a vote of either kind (`decision` is `approve` or `deny`):
+/// `clawshield-vote-v1:` ‖ JCS({"decision", "request_hash", "approver"}).
+pub fn vote_message_for(decision: &str, request_hash: &str, approver: &str) -> Vec<u8> {
     let mut m = VOTE_CONTEXT.to_vec();
     m.extend_from_slice(&canonicalize(&json!({
-        "decision": "approve",
+        "decision": decision,
         "request_hash": request_hash,
         "approver": approver,
     })));

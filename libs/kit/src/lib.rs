@@ -29,6 +29,8 @@
 //! - [`metrics`]: the one Prometheus recorder of the process, which every service renders.
 //! - [`body`]: request bodies as every service reads them — JSON declared as such (415), within
 //!   a size (413) and depth, parsed as I-JSON (400 naming what is wrong).
+//! - [`openapi`]: the answers of the guard and the body rules, added to every operation of a
+//!   service's OpenAPI document ([`openapi::GuardStatuses`]).
 //! - [`probe`]: the operational routes `/health`, `/ready`, `/version`, `/metrics` over a
 //!   service's [`Probes`], with their OpenAPI operations.
 //! - [`settings`](mod@settings): the HTTP settings of every service ([`HttpSettings`], declared with
@@ -53,6 +55,7 @@ pub mod config;
 pub mod guard;
 pub mod keys;
 pub mod metrics;
+pub mod openapi;
 pub mod probe;
 pub mod run;
 pub mod serve;

@@ -492,7 +492,7 @@ impl Engine {
         // The last receipts get a checkpoint before the store closes (from the sequencer; on
         // PostgreSQL another replica signs them otherwise).
         if matches!(self.store.sequencer().await, Ok(true)) {
-            if let Err(e) = self.log.sign_head(&self.store).await {
+            if let Err(e) = self.log.sign_head(&*self.store).await {
                 tracing::warn!(error = %e, "no final checkpoint");
             }
         }
@@ -676,7 +676,7 @@ impl Engine {
         if let Some(r) = &row.receipt {
             if let Ok(Some(inc)) = self
                 .log
-                .inclusion(&self.store, r.log_index, &r.logged_at)
+                .inclusion(&*self.store, r.log_index, &r.logged_at)
                 .await
             {
                 if let Some(ev) = a.evidence_mut() {
@@ -1149,7 +1149,7 @@ impl Engine {
                 let mut ev = evidence_of(&stored);
                 ev.inclusion = self
                     .log
-                    .inclusion(&self.store, stored.log_index, &stored.logged_at)
+                    .inclusion(&*self.store, stored.log_index, &stored.logged_at)
                     .await
                     .unwrap_or(None);
                 return refused(Some(ev), None);
@@ -1193,7 +1193,7 @@ impl Engine {
         let mut ev = evidence_of(&r);
         ev.inclusion = self
             .log
-            .inclusion(&self.store, r.log_index, &r.logged_at)
+            .inclusion(&*self.store, r.log_index, &r.logged_at)
             .await?;
         Ok(Some(ev))
     }

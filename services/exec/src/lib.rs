@@ -131,7 +131,7 @@ impl Service {
             roster,
             ..Keys::new(receipt, approval)
         };
-        let log = log::ReceiptLog::new(
+        let log = log::receipt_log(
             cfg.log_origin.as_deref(),
             log_key,
             cfg.witness_keys.as_deref(),

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod shield;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -75,6 +76,16 @@ enum Cmd {
         #[command(subcommand)]
         cmd: LogCmd,
     },
+    /// ClawShield, the governance gate.
+    Shield {
+        #[command(subcommand)]
+        cmd: shield::ShieldCmd,
+    },
+    /// Vote on a ClawShield proposal as an approver, signing the vote locally with --key.
+    Vote(shield::VoteArgs),
+    /// Start the whole stack on 127.0.0.1 (ClawShield, OpenExec in clawshield mode, ClawLedger),
+    /// with generated keys, the example policy, actions and identities; write <DIR>/dev.json.
+    Dev(shield::DevArgs),
     /// Work with a ClawShield policy bundle (a directory of .rego files and an optional
     /// data.json; the decision is data.clawshield.decision).
     Policy {
@@ -162,7 +173,7 @@ struct HashArgs {
 }
 
 /// A failure with its exit code.
-struct Fail(u8, anyhow::Error);
+pub(crate) struct Fail(u8, anyhow::Error);
 
 fn policy(cmd: PolicyCmd) -> Result<(), Fail> {
     use openexec_policy::Bundle;
@@ -223,7 +234,7 @@ fn policy(cmd: PolicyCmd) -> Result<(), Fail> {
     }
 }
 
-fn usage(e: impl Into<anyhow::Error>) -> Fail {
+pub(crate) fn usage(e: impl Into<anyhow::Error>) -> Fail {
     Fail(2, e.into())
 }
 
@@ -262,6 +273,9 @@ fn main() -> ExitCode {
                 },
         } => log_audit(url, log_key, &keys, state),
         Cmd::Policy { cmd } => policy(cmd),
+        Cmd::Shield { cmd } => shield::shield(cmd),
+        Cmd::Vote(a) => shield::vote(a),
+        Cmd::Dev(a) => shield::dev(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

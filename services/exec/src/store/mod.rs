@@ -216,7 +216,7 @@ async fn write_log(w: &Writer, op: LogWrite) -> Result<bool, StoreError> {
 pub struct Store(Backend);
 
 enum Backend {
-    Sqlite(sqlite::SqliteStore),
+    Sqlite(Box<sqlite::SqliteStore>),
     Postgres(Box<postgres::PgStore>),
 }
 
@@ -244,9 +244,9 @@ impl Store {
     /// last signed checkpoint.
     pub async fn open(target: &DbTarget, limits: StoreLimits) -> anyhow::Result<Store> {
         Ok(Store(match target {
-            DbTarget::Sqlite(path) => {
-                Backend::Sqlite(sqlite::SqliteStore::open(path, limits.timeout).await?)
-            }
+            DbTarget::Sqlite(path) => Backend::Sqlite(Box::new(
+                sqlite::SqliteStore::open(path, limits.timeout).await?,
+            )),
             DbTarget::Postgres(url) => {
                 Backend::Postgres(Box::new(postgres::PgStore::open(url, limits).await?))
             }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use openexec_store::{Commit, CommitError, PgUrl, PoolLimits};
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::watch;
 
 use openexec_log::{leaf_hash, Frontier, Hash, NodeId, StoredCheckpoint};
@@ -52,13 +52,12 @@ const ATTEMPTS: usize = 5;
 pub(crate) struct PgStore {
     owner: String,
     pool: PgPool,
-    connect: PgConnectOptions,
     timeout: Duration,
     writer: Writer,
     head: watch::Receiver<LogHead>,
     log_problem: Option<String>,
     /// The connection holding (or trying for) the sequencer lock, and whether it holds it.
-    sequencer: tokio::sync::Mutex<Option<(PgConnection, bool)>>,
+    sequencer: openexec_logstore::sequencer::PgSequencer,
     /// Since when this replica's heartbeats have all succeeded.
     healthy_since: std::sync::Arc<Mutex<Option<Instant>>>,
     heartbeat: tokio::task::JoinHandle<()>,
@@ -138,12 +137,17 @@ impl PgStore {
         Ok(PgStore {
             owner,
             pool,
-            connect,
             timeout: limits.timeout,
             writer,
             head: head_rx,
             log_problem: opened.1,
-            sequencer: tokio::sync::Mutex::new(None),
+            sequencer: openexec_logstore::sequencer::PgSequencer::new(
+                connect.clone(),
+                SEQUENCER_LOCK,
+                limits.timeout,
+                "openexec_log_sequencer",
+                "the receipt log",
+            ),
             healthy_since,
             heartbeat,
         })
@@ -165,55 +169,9 @@ impl PgStore {
         &self.owner
     }
 
-    /// Hold (or try to take) the sequencer lock. A held lock is checked on its connection first:
-    /// a connection that no longer answers has lost it.
+    /// Hold (or try to take) the sequencer lock (`openexec_logstore::sequencer`).
     pub async fn sequencer(&self) -> Result<bool, StoreError> {
-        let mut guard = self.sequencer.lock().await;
-        if let Some((conn, held)) = guard.as_mut() {
-            let alive = tokio::time::timeout(self.timeout, conn.ping())
-                .await
-                .is_ok_and(|r| r.is_ok());
-            if !alive {
-                if *held {
-                    tracing::warn!("lost the sequencer lock (its connection failed)");
-                    metrics::gauge!("openexec_log_sequencer").set(0.0);
-                }
-                *guard = None;
-            } else if *held {
-                return Ok(true);
-            }
-        }
-        if guard.is_none() {
-            // The server must notice a sequencer whose host died or was cut off (no FIN ever
-            // arrives) within seconds, not after the kernel's default two hours of keepalive
-            // silence: only then does it release the lock for another replica.
-            let opts = sequencer_options(&self.connect);
-            let conn = tokio::time::timeout(self.timeout, opts.connect())
-                .await
-                .map_err(|_| unavailable("connecting for the sequencer lock timed out"))?
-                .map_err(db_err)?;
-            *guard = Some((conn, false));
-        }
-        let Some((conn, held)) = guard.as_mut() else {
-            return Ok(false);
-        };
-        let got: bool = match sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(SEQUENCER_LOCK)
-            .fetch_one(&mut *conn)
-            .await
-        {
-            Ok(g) => g,
-            Err(e) => {
-                *guard = None;
-                return Err(db_err(e));
-            }
-        };
-        if got {
-            *held = true;
-            tracing::info!(owner = %self.owner, "this replica is now the receipt log's sequencer");
-            metrics::gauge!("openexec_log_sequencer").set(1.0);
-        }
-        Ok(got)
+        self.sequencer.try_hold().await
     }
 
     pub(crate) fn writer(&self) -> &Writer {
@@ -341,9 +299,7 @@ impl PgStore {
     pub async fn close(&self) {
         self.writer.close_and_wait().await;
         self.heartbeat.abort();
-        if let Some((conn, _)) = self.sequencer.lock().await.take() {
-            let _ = conn.close().await; // releases the sequencer lock
-        }
+        self.sequencer.release().await; // another replica may sign now
         let _ = sqlx::query("DELETE FROM replicas WHERE owner = $1")
             .bind(&self.owner)
             .execute(&self.pool)
@@ -364,16 +320,6 @@ impl PgStore {
     ) -> Result<Option<(StoredCheckpoint, Vec<String>)>, StoreError> {
         logstore::latest_checkpoint(&self.pool).await
     }
-}
-
-/// The sequencer's session: the service's options, plus TCP keepalives the server uses to find
-/// a dead peer within about 11 s (5 s idle, then 3 probes 2 s apart).
-fn sequencer_options(connect: &PgConnectOptions) -> PgConnectOptions {
-    connect.clone().options([
-        ("tcp_keepalives_idle", "5"),
-        ("tcp_keepalives_interval", "2"),
-        ("tcp_keepalives_count", "3"),
-    ])
 }
 
 async fn heartbeat_loop(
@@ -776,7 +722,11 @@ mod tests {
             .parse::<PgConnectOptions>()
             .unwrap()
             .options([("lock_timeout", "1234")]);
-        let mut c = sequencer_options(&base).connect().await.unwrap();
+        use sqlx::ConnectOptions;
+        let mut c = openexec_logstore::sequencer::session_options(&base)
+            .connect()
+            .await
+            .unwrap();
         for (name, want) in [
             ("tcp_keepalives_idle", "5"),
             ("tcp_keepalives_interval", "2"),

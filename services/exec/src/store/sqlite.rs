@@ -33,8 +33,8 @@ pub(crate) struct SqliteStore {
     /// another process can tell a crashed owner from a live one on the same database.
     owners_dir: PathBuf,
     _owner_lock: std::fs::File,
-    /// The sequencer lock file, while this process holds it.
-    sequencer: std::sync::Mutex<Option<std::fs::File>>,
+    /// The sequencer role: an flock on `<db>.owners/sequencer.lock`.
+    sequencer: openexec_logstore::sequencer::FileSequencer,
     read: SqlitePool,
     /// Closed by [`SqliteStore::close`], which waits until the writer thread has committed
     /// everything and closed its connection.
@@ -149,11 +149,15 @@ impl SqliteStore {
         )
         .await?;
         tokio::spawn(checkpoint_loop(read.clone()));
+        let sequencer_path = owners_dir.join("sequencer.lock");
         Ok(SqliteStore {
             owner,
             owners_dir,
             _owner_lock: owner_lock,
-            sequencer: std::sync::Mutex::new(None),
+            sequencer: openexec_logstore::sequencer::FileSequencer::new(
+                sequencer_path,
+                "openexec_log_sequencer",
+            ),
             read,
             writer,
             head: head_rx,
@@ -181,31 +185,7 @@ impl SqliteStore {
     /// kernel when it dies, so another takes over at its next try). Storing a checkpoint still
     /// re-checks, under `BEGIN IMMEDIATE`, that it contradicts none.
     pub async fn sequencer(&self) -> Result<bool, StoreError> {
-        let mut held = self
-            .sequencer
-            .lock()
-            .map_err(|_| unavailable("the sequencer lock is poisoned"))?;
-        if held.is_some() {
-            return Ok(true);
-        }
-        let path = self.owners_dir.join("sequencer.lock");
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| unavailable(format!("cannot open {}: {e}", path.display())))?;
-        match f.try_lock() {
-            Ok(()) => {
-                *held = Some(f);
-                metrics::gauge!("openexec_log_sequencer").set(1.0);
-                Ok(true)
-            }
-            Err(std::fs::TryLockError::WouldBlock) => Ok(false),
-            Err(std::fs::TryLockError::Error(e)) => {
-                Err(unavailable(format!("cannot lock {}: {e}", path.display())))
-            }
-        }
+        self.sequencer.try_hold()
     }
 
     /// Leaf data of entries [start, end), with each entry's `logged_at`.
@@ -354,9 +334,7 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.writer.close_and_wait().await;
         self.read.close().await;
-        if let Ok(mut held) = self.sequencer.lock() {
-            held.take(); // released: another process on the file may sign now
-        }
+        self.sequencer.release(); // another process on the file may sign now
         let _ = std::fs::remove_file(self.owners_dir.join(format!("{}.lock", self.owner)));
     }
 }
