@@ -452,6 +452,8 @@ impl Engine {
         let nonce = s("nonce")?.ok_or_else(|| invalid("field 'nonce' is required"))?;
         openexec_core::request::check_nonce(&nonce).map_err(|e| invalid(e.0))?;
         if let Some(t) = s("tenant_id")? {
+            // A malformed tenant is the request's mistake (400), not another tenant (403).
+            openexec_core::request::check_tenant(&t).map_err(|e| invalid(e.0))?;
             if t != tenant {
                 return Err(refuse(
                     StatusCode::FORBIDDEN,
@@ -777,7 +779,10 @@ impl Engine {
         let first_entry = mk_entry(&p);
         let breakers = Breakers {
             freeze: !frozen,
-            loop_count: (self.cfg.loop_max > 0).then(|| LoopCount {
+            // A proposal denied because the agent is frozen is not counted as a loop: no
+            // denial is prepared for a frozen one (it is denied already), and an agent
+            // repeating itself while frozen keeps being answered `frozen`.
+            loop_count: (self.cfg.loop_max > 0 && !frozen).then(|| LoopCount {
                 intent_hash: intent_hash.clone(),
                 window_start: loop_window,
                 max: self.cfg.loop_max as i64,
@@ -937,19 +942,18 @@ impl Engine {
     }
 
     async fn read(&self, who: &Identity, id: &str) -> Result<(ProposalRow, Proposal), Refusal> {
-        let r = self.store.proposal(id).await.map_err(store_err)?;
-        let not_found = || {
-            refuse(
-                StatusCode::NOT_FOUND,
-                "unknown_proposal",
-                format!("no proposal '{id}' that this identity may read"),
-            )
-        };
-        let r = r.ok_or_else(not_found)?;
-        let p = parse_doc(&r)?;
+        let (r, p) = self.read_any(id).await?;
         if !self.may_read(who, &p) {
-            return Err(not_found());
+            return Err(unknown_proposal(id));
         }
+        Ok((r, p))
+    }
+
+    /// A proposal whoever asks (a voter's eligibility is [`Engine::ineligible`]'s to judge).
+    async fn read_any(&self, id: &str) -> Result<(ProposalRow, Proposal), Refusal> {
+        let r = self.store.proposal(id).await.map_err(store_err)?;
+        let r = r.ok_or_else(|| unknown_proposal(id))?;
+        let p = parse_doc(&r)?;
         Ok((r, p))
     }
 
@@ -1073,7 +1077,8 @@ impl Engine {
             Some(_) => return Err(invalid("field 'signature' must be a string")),
         };
         for _attempt in 0..8 {
-            let (r, mut p) = self.read(who, id).await?;
+            // An approver of another tenant is told not_eligible (SPEC §9), not 404.
+            let (r, mut p) = self.read_any(id).await?;
             if let Some(refusal) = self.ineligible(approver, &p) {
                 return Err(refusal);
             }
@@ -1389,6 +1394,14 @@ impl Engine {
         }
         Ok((StatusCode::OK, v))
     }
+}
+
+fn unknown_proposal(id: &str) -> Refusal {
+    refuse(
+        StatusCode::NOT_FOUND,
+        "unknown_proposal",
+        format!("no proposal '{id}' that this identity may read"),
+    )
 }
 
 fn breaker_decision(code: &str, why: &str) -> Decision {
