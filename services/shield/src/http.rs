@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -67,6 +68,19 @@ fn identify<'a>(e: &'a Engine, headers: &HeaderMap) -> Result<&'a Identity, &'st
         .ok_or("the token belongs to no identity")
 }
 
+/// The `{id}` of a route, or a 400 in the one error shape (axum's own rejection is plain text),
+/// e.g. for a percent-encoding that is not UTF-8.
+fn path_id(id: Result<Path<String>, PathRejection>) -> Result<String, Response> {
+    id.map(|Path(id)| id).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("the id in the path: {}", e.body_text()),
+        )
+        .into_response()
+    })
+}
+
 async fn body_of(e: &Engine, headers: &HeaderMap, body: Body) -> Result<Value, Response> {
     openexec_kit::read_ijson(
         headers,
@@ -125,12 +139,16 @@ async fn list(
 async fn get_proposal(
     State(e): State<S>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let who = match identify(&e, &headers) {
         Ok(w) => w,
         Err(m) => return unauthorized(m),
+    };
+    let id = match path_id(id) {
+        Ok(id) => id,
+        Err(r) => return r,
     };
     if let Some(k) = q.keys().find(|k| *k != "wait") {
         return refusal(
@@ -167,12 +185,16 @@ async fn get_proposal(
 async fn vote(
     State(e): State<S>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     body: Body,
 ) -> Response {
     let who = match identify(&e, &headers) {
         Ok(w) => w,
         Err(m) => return unauthorized(m),
+    };
+    let id = match path_id(id) {
+        Ok(id) => id,
+        Err(r) => return r,
     };
     let body = match body_of(&e, &headers, body).await {
         Ok(b) => b,
@@ -183,10 +205,18 @@ async fn vote(
 
 #[utoipa::path(get, path = "/v1/decisions/{id}", params(("id" = String, Path, description = "The decision id")),
     responses((status = 200, description = "{\"decision\": <log entry>, \"inclusion\": <proof, once a checkpoint covers it>}"), (status = 401, description = "unauthorized"), (status = 404, description = "unknown_decision")))]
-async fn decision(State(e): State<S>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn decision(
+    State(e): State<S>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
     let who = match identify(&e, &headers) {
         Ok(w) => w,
         Err(m) => return unauthorized(m),
+    };
+    let id = match path_id(id) {
+        Ok(id) => id,
+        Err(r) => return r,
     };
     answer(e.decision(who, &id).await)
 }
@@ -267,6 +297,15 @@ async fn not_found() -> Response {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route").into_response()
 }
 
+async fn method_not_allowed() -> Response {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+    .into_response()
+}
+
 /// ClawShield's side of the kit's `/health`, `/ready`, `/version` and `/metrics`.
 struct ShieldProbes(S);
 
@@ -344,4 +383,5 @@ pub fn router(engine: S) -> Router {
         .merge(log_routes)
         .merge(probes)
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
 }
