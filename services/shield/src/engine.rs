@@ -960,7 +960,9 @@ impl Engine {
     /// `GET /v1/proposals/{id}?wait=S`.
     pub async fn get(&self, who: &Identity, id: &str, wait: Option<u64>) -> Answer {
         let (_, p) = self.read(who, id).await?;
-        let Some(wait) = wait.filter(|w| *w > 0) else {
+        // Only a pending proposal's status can still change: a decided one is answered at once
+        // (a client long-polling an approved proposal must not hang for its whole wait).
+        let Some(wait) = wait.filter(|w| *w > 0 && p.status == "pending") else {
             return Ok((StatusCode::OK, p.answer()));
         };
         let until = Instant::now() + std::time::Duration::from_secs(wait.min(60));
