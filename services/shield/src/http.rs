@@ -68,17 +68,22 @@ fn identify<'a>(e: &'a Engine, headers: &HeaderMap) -> Result<&'a Identity, &'st
         .ok_or("the token belongs to no identity")
 }
 
-/// The `{id}` of a route, or a 400 in the one error shape (axum's own rejection is plain text),
-/// e.g. for a percent-encoding that is not UTF-8.
-fn path_id(id: Result<Path<String>, PathRejection>) -> Result<String, Response> {
-    id.map(|Path(id)| id).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            format!("the id in the path: {}", e.body_text()),
-        )
-        .into_response()
-    })
+/// The `{id}` of a route; a 400 in the one error shape when it cannot be read (axum's own
+/// rejection is plain text), e.g. for a percent-encoding that is not UTF-8.
+macro_rules! path_id {
+    ($id:expr) => {
+        match $id {
+            Ok(Path(id)) => id,
+            Err(e) => {
+                return ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    format!("the id in the path: {}", e.body_text()),
+                )
+                .into_response()
+            }
+        }
+    };
 }
 
 async fn body_of(e: &Engine, headers: &HeaderMap, body: Body) -> Result<Value, Response> {
@@ -146,10 +151,7 @@ async fn get_proposal(
         Ok(w) => w,
         Err(m) => return unauthorized(m),
     };
-    let id = match path_id(id) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
+    let id = path_id!(id);
     if let Some(k) = q.keys().find(|k| *k != "wait") {
         return refusal(
             ApiError::new(
@@ -192,10 +194,7 @@ async fn vote(
         Ok(w) => w,
         Err(m) => return unauthorized(m),
     };
-    let id = match path_id(id) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
+    let id = path_id!(id);
     let body = match body_of(&e, &headers, body).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -214,10 +213,7 @@ async fn decision(
         Ok(w) => w,
         Err(m) => return unauthorized(m),
     };
-    let id = match path_id(id) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
+    let id = path_id!(id);
     answer(e.decision(who, &id).await)
 }
 
