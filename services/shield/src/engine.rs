@@ -932,11 +932,13 @@ impl Engine {
         )
     }
 
-    /// Who may read a proposal: the agent that made it, or an approver of its tenant.
+    /// Who may read a proposal (SPEC §9): the agent that made it, or an approver who may vote
+    /// on it (of its tenant, in a required group, not its requester) — whether or not it has
+    /// voted yet or the proposal is still pending.
     fn may_read(&self, who: &Identity, p: &Proposal) -> bool {
         match who.kind {
             Kind::Agent => who.id == p.agent_id,
-            Kind::Approver => who.tenant.as_deref() == Some(p.tenant_id.as_str()),
+            Kind::Approver => self.ineligible(who, p).is_none(),
             Kind::Admin => true,
         }
     }
