@@ -175,6 +175,10 @@ async fn approval_flow(db: Db) {
     let parsed = openexec_core::artifact::parse(&art).unwrap();
     openexec_core::roster::check_quorum(&parsed, &roster, 2).expect("quorum met offline");
     assert_eq!(gate.proposal(&fx.agent, &pid).await["artifact"], art);
+    // Its approvers (and the others of its group) still read it once decided.
+    for who in [&fx.alice, &fx.frank] {
+        assert_eq!(gate.proposal(who, &pid).await["status"], "approved");
+    }
 
     // Proposing the same request again is the same proposal; another request on a used nonce
     // is a conflict; neither decides anything new.
@@ -578,8 +582,18 @@ async fn long_poll_and_pending_list(db: Db) {
         .get(&fx.other_agent, &format!("/v1/proposals/{pid}"))
         .await;
     refused(&r, 404, "unknown_proposal");
-    let r = gate.get(&fx.mallory, &format!("/v1/proposals/{pid}")).await;
-    refused(&r, 404, "unknown_proposal");
+    // Nor do approvers who may not vote on it: of another tenant, another group, or the human
+    // the agent acts for.
+    for who in [&fx.mallory, &fx.carol, &fx.erin] {
+        let r = gate.get(who, &format!("/v1/proposals/{pid}")).await;
+        refused(&r, 404, "unknown_proposal");
+        let r = gate.get(who, &format!("/v1/proposals/{pid}?wait=5")).await;
+        refused(&r, 404, "unknown_proposal");
+    }
+    assert_eq!(
+        gate.proposal(&fx.bob, &pid).await["proposal_id"],
+        pid.as_str()
+    );
 
     // Once alice voted, P leaves her list but not bob's.
     let r = gate.vote(&fx.alice, &p, "approve", "ok").await;
@@ -904,6 +918,59 @@ async fn budget_is_exact_across_two_gates_on_postgres() {
         .map(|e| e["decision_id"].as_str().unwrap())
         .collect();
     assert_eq!(ids.len(), entries.len(), "a decision_id twice");
+    let first_policy = entries.iter().filter(|e| e["kind"] == "policy").count();
+    assert_eq!(first_policy, 1, "the first policy was put in force once");
+
+    // A proposal made on one gate is voted on the other, whose decision wakes the first's
+    // long poll; each gate serves the decision with an inclusion proof.
+    let r = a
+        .propose3(
+            &fx.agent,
+            "delete_resource",
+            json!({"env": "prod", "id": "db-9"}),
+            "two-1",
+        )
+        .await;
+    assert_eq!(r.status, 202, "{r:?}");
+    let d = r.body;
+    let id = d["proposal_id"].as_str().unwrap().to_string();
+    let poller = {
+        let (a, agent, id) = (a.clone(), fx.agent.clone(), id.clone());
+        tokio::spawn(async move { a.get(&agent, &format!("/v1/proposals/{id}?wait=10")).await })
+    };
+    // Only orders the poll before the votes; nothing to poll for.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let r = b.vote(&fx.carol, &d, "approve", "ok").await;
+    assert_eq!(r.body["status"], "pending", "{r:?}");
+    let r = b.vote(&fx.dave, &d, "approve", "ok too").await;
+    assert_eq!(r.body["status"], "approved", "{r:?}");
+    let voted = Instant::now();
+    let decision_id = r.body["decision"]["decision_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let polled = poller.await.unwrap();
+    assert_eq!(polled.body["status"], "approved", "{polled:?}");
+    assert_eq!(polled.body["artifact"], r.body["artifact"]);
+    assert!(
+        voted.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        voted.elapsed()
+    );
+    for gate in [&a, &b] {
+        eventually(
+            Duration::from_secs(10),
+            "the decision's inclusion proof",
+            || async {
+                let r = gate
+                    .get(&fx.agent, &format!("/v1/decisions/{decision_id}"))
+                    .await;
+                assert_eq!(r.status, 200, "{r:?}");
+                r.body.get("inclusion").map(drop)
+            },
+        )
+        .await;
+    }
 }
 
 async fn freeze_and_unfreeze(db: Db) {
