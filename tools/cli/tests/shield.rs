@@ -1624,7 +1624,17 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         .propose3(&fx.agent, "charge_card", small(1, "a"), "fresh-1")
         .await;
     assert_eq!(r.body["status"], "approved", "{r:?}");
-    assert!(!gate.log().contains("panicked"), "{}", gate.log());
+    let log = gate.log();
+    assert!(!log.contains("panicked"), "{log}");
+    // Tokens are never logged in the clear, known or not.
+    for token in [
+        &fx.agent.token,
+        &fx.alice.token,
+        &fx.admin.token,
+        "tok-nobody",
+    ] {
+        assert!(!log.contains(token), "a token is in the log:\n{log}");
+    }
 }
 
 // ---- 7. the decision log -------------------------------------------------------------------
