@@ -318,6 +318,12 @@ impl openexec_kit::Probes for ShieldProbes {
         let e = &self.0;
         let db = e.store().ping().await;
         let policy = e.active_policy();
+        // The log's size in the database (every replica's appends), not only this process's
+        // commits; this process's view when the database does not answer.
+        let size = match openexec_log::LogStore::head(&**e.store()).await {
+            Ok((size, _)) => size,
+            Err(_) => e.store().watch_head().borrow().size,
+        };
         (
             if db {
                 StatusCode::OK
@@ -331,7 +337,7 @@ impl openexec_kit::Probes for ShieldProbes {
                 "policy_hash": policy.as_ref().map(|p| p.bundle.policy_hash().to_string()),
                 "policy_problem": e.policy_problem(),
                 "identities": e.identities().len(),
-                "log": {"origin": e.log().origin(), "size": e.store().watch_head().borrow().size},
+                "log": {"origin": e.log().origin(), "size": size},
             }),
         )
     }
