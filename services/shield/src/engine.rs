@@ -927,16 +927,23 @@ impl Engine {
         )
     }
 
-    /// Who may read a proposal: the agent that made it, or an approver of its tenant.
+    /// Who may read a proposal: the agent that made it, or an approver who may vote on it.
     fn may_read(&self, who: &Identity, p: &Proposal) -> bool {
         match who.kind {
             Kind::Agent => who.id == p.agent_id,
-            Kind::Approver => who.tenant.as_deref() == Some(p.tenant_id.as_str()),
-            Kind::Admin => true,
+            Kind::Approver => self.ineligible(who, p).is_none(),
+            Kind::Admin => false,
         }
     }
 
     async fn read(&self, who: &Identity, id: &str) -> Result<(ProposalRow, Proposal), Refusal> {
+        if who.kind == Kind::Admin {
+            return Err(refuse(
+                StatusCode::FORBIDDEN,
+                "wrong_identity_kind",
+                format!("proposals are read with the agent's or an approver's token; '{}' is an admin", who.id),
+            ));
+        }
         let r = self.store.proposal(id).await.map_err(store_err)?;
         let not_found = || {
             refuse(
