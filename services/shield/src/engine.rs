@@ -941,7 +941,10 @@ impl Engine {
             return Err(refuse(
                 StatusCode::FORBIDDEN,
                 "wrong_identity_kind",
-                format!("proposals are read with the agent's or an approver's token; '{}' is an admin", who.id),
+                format!(
+                    "proposals are read with the agent's or an approver's token; '{}' is an admin",
+                    who.id
+                ),
             ));
         }
         let r = self.store.proposal(id).await.map_err(store_err)?;
