@@ -787,7 +787,12 @@ impl Engine {
             budget: reserve,
         };
         let mut denials = Vec::new();
-        if p.status != "denied" || !frozen {
+        {
+            let wanted = |code: &str| match code {
+                "frozen" => breakers.freeze,
+                "loop_detected" => breakers.loop_count.is_some(),
+                _ => breakers.budget.is_some(),
+            };
             for (code, why) in [
                 ("frozen", "the tenant or the agent is frozen by an admin"),
                 (
@@ -799,6 +804,9 @@ impl Engine {
                     "the tenant's budget for this window would be exceeded",
                 ),
             ] {
+                if !wanted(code) {
+                    continue;
+                }
                 let mut d = p.clone();
                 d.status = "denied".into();
                 d.decision.effect = "deny".into();
