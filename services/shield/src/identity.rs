@@ -290,7 +290,10 @@ mod tests {
     #[test]
     fn bad_files_are_named() {
         for (extra, says) in [
-            ("[[admin]]\nid = \"root\"\ntoken_sha256 = \"00\"\n", "64 hex"),
+            (
+                "[[admin]]\nid = \"root\"\ntoken_sha256 = \"00\"\n",
+                "64 hex",
+            ),
             (
                 &format!(
                     "[[admin]]\nid = \"bot\"\ntoken_sha256 = \"{}\"\n",
