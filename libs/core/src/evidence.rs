@@ -3,6 +3,9 @@
 //! leaf is in the tree its checkpoint commits to, that the log's key signed that checkpoint, and
 //! that at least `k` of the trusted witnesses cosigned it.
 //!
+//! The inclusion part ([`check_inclusion`]) is written once for every log whose entries carry
+//! an `inclusion`: OpenExec's receipts here, ClawShield's decisions in [`crate::decision`].
+//!
 //! Trust boundary: a verifier trusts only the keys it is given — receipt keys, the log's note
 //! verifier key, witness cosigner keys — never anything the evidence says about itself.
 
@@ -37,53 +40,90 @@ pub fn verify_full(
     trust: &LogTrust,
 ) -> VerifyReport {
     let mut report = verify_evidence(evidence, receipt_keys);
-    let inclusion = evidence.get("inclusion").filter(|v| !v.is_null());
-    let Some(inc) = inclusion else {
-        if trust.require_inclusion || trust.k > 0 {
-            report.checks.insert("inclusion".into(), false);
-            report
-                .errors
-                .push("the evidence has no inclusion proof yet (no checkpoint covers it)".into());
-            report.valid = false;
-        }
-        return report;
-    };
-    let set = |report: &mut VerifyReport, name: &str, r: Result<(), String>| {
-        let ok = r.is_ok();
-        report.checks.insert(name.into(), ok);
-        if let Err(e) = r {
-            report.errors.push(e);
-            report.valid = false;
-        }
-    };
-    match check_inclusion(evidence, inc, trust) {
-        Ok((sig, witnesses)) => {
-            set(&mut report, "checkpoint_signature", sig);
-            set(&mut report, "inclusion", Ok(()));
-            if trust.k > 0 {
-                set(&mut report, "witnesses", witnesses);
-            }
-        }
-        Err((name, e)) => {
-            for c in ["checkpoint_signature", "inclusion"] {
-                report.checks.entry(c.into()).or_insert(false);
-            }
-            if trust.k > 0 {
-                report.checks.entry("witnesses".into()).or_insert(false);
-            }
-            set(&mut report, name, Err(e));
-        }
-    }
+    let s = |k: &str| evidence.get(k).and_then(Value::as_str).unwrap_or_default();
+    let receipt = evidence.get("receipt").cloned().unwrap_or(Value::Null);
+    let leaf = |logged_at: &str| Ok(log_leaf(&receipt, s("signature"), s("key_id"), logged_at));
+    check_inclusion(
+        &mut report,
+        &Logged {
+            checks: "",
+            context: "",
+            inclusion: evidence.get("inclusion"),
+            log_index: evidence.get("log_index"),
+            leaf: &leaf,
+        },
+        trust,
+    );
     report
 }
 
-type Checked = (Result<(), String>, Result<(), String>);
+/// One log entry as its evidence presents it, for [`check_inclusion`].
+pub struct Logged<'a> {
+    /// Prefix of the check names: `""` gives `inclusion`, `checkpoint_signature`, `witnesses`;
+    /// `"decision_"` gives `decision_inclusion`, ….
+    pub checks: &'a str,
+    /// Put before every error message (`"decision: "`), to say which log it is about.
+    pub context: &'a str,
+    /// The evidence's `inclusion` member, if any (null counts as none).
+    pub inclusion: Option<&'a Value>,
+    /// The index the evidence claims for the entry (its `log_index`): the proof's `leaf_index`
+    /// must be it.
+    pub log_index: Option<&'a Value>,
+    /// The entry's leaf data, given the inclusion's `logged_at` (an error if they disagree).
+    pub leaf: &'a dyn Fn(&str) -> Result<Vec<u8>, String>,
+}
 
-fn check_inclusion(
-    evidence: &Value,
+/// Check one entry's `inclusion` (SPEC §7) against its log and record the outcome in `report`
+/// (which becomes invalid on any failure): `inclusion` (the leaf is at `leaf_index` in the tree
+/// the checkpoint commits to), `checkpoint_signature` (the trusted log key signed that
+/// checkpoint, of the size the proof is for) and, when `k > 0`, `witnesses`. Without an
+/// `inclusion`, nothing is checked unless `trust` requires one (`require_inclusion`, or `k > 0`).
+pub fn check_inclusion(report: &mut VerifyReport, entry: &Logged, trust: &LogTrust) {
+    let name = |c: &str| format!("{}{c}", entry.checks);
+    let set = |report: &mut VerifyReport, c: &str, r: Result<(), String>| {
+        report.checks.insert(name(c), r.is_ok());
+        if let Err(e) = r {
+            report.errors.push(format!("{}{e}", entry.context));
+            report.valid = false;
+        }
+    };
+    let Some(inc) = entry.inclusion.filter(|v| !v.is_null()) else {
+        if trust.require_inclusion || trust.k > 0 {
+            set(
+                report,
+                "inclusion",
+                Err("the evidence has no inclusion proof yet (no checkpoint covers it)".into()),
+            );
+        }
+        return;
+    };
+    match inclusion_checks(entry, inc, trust) {
+        Ok(witnesses) => {
+            set(report, "checkpoint_signature", Ok(()));
+            set(report, "inclusion", Ok(()));
+            if trust.k > 0 {
+                set(report, "witnesses", witnesses);
+            }
+        }
+        Err((failed, e)) => {
+            let mut names = vec!["checkpoint_signature", "inclusion"];
+            if trust.k > 0 {
+                names.push("witnesses");
+            }
+            for c in names {
+                report.checks.entry(name(c)).or_insert(false);
+            }
+            set(report, failed, Err(e));
+        }
+    }
+}
+
+/// The witnesses' verdict, or the check that failed first and why.
+fn inclusion_checks(
+    entry: &Logged,
     inc: &Value,
     trust: &LogTrust,
-) -> Result<Checked, (&'static str, String)> {
+) -> Result<Result<(), String>, (&'static str, String)> {
     let bad = |m: String| ("inclusion", m);
     let num = |k: &str| {
         inc.get(k).and_then(Value::as_u64).ok_or_else(|| {
@@ -116,14 +156,12 @@ fn check_inclusion(
                 .map_err(|_| bad(format!("inclusion hash {i} is not 32 bytes")))
         })
         .collect::<Result<_, _>>()?;
-    if evidence.get("log_index").and_then(Value::as_u64) != Some(index) {
+    if entry.log_index.and_then(Value::as_u64) != Some(index) {
         return Err(bad(
             "inclusion leaf_index differs from the evidence's log_index".into(),
         ));
     }
-    let s = |k: &str| evidence.get(k).and_then(Value::as_str).unwrap_or_default();
-    let receipt = evidence.get("receipt").cloned().unwrap_or(Value::Null);
-    let leaf = leaf_hash(&log_leaf(&receipt, s("signature"), s("key_id"), logged_at));
+    let leaf = leaf_hash(&(entry.leaf)(logged_at).map_err(bad)?);
 
     let Some(log) = trust.log else {
         return Err((
@@ -147,13 +185,12 @@ fn check_inclusion(
     verify_inclusion(&leaf, index, size, &hashes, &cp.root)
         .map_err(|e| bad(format!("inclusion proof: {e}")))?;
     let n = note::count_cosignatures(&opened, trust.witnesses);
-    let witnesses = if n >= trust.k {
+    Ok(if n >= trust.k {
         Ok(())
     } else {
         Err(format!(
             "{n} of the trusted witnesses cosigned the checkpoint; {} required",
             trust.k
         ))
-    };
-    Ok((Ok(()), witnesses))
+    })
 }

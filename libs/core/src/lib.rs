@@ -18,17 +18,21 @@
 //! - [`artifact`]: approval artifacts (v1 and the legacy v0 format): well-formedness, the
 //!   verification checks of SPEC §4 in their order, and minting.
 //! - [`receipt`]: the receipt of SPEC §6, its hash, its signature, and offline checking of an
-//!   evidence object.
+//!   evidence object; [`evidence`]: the whole of it offline, inclusion proof and checkpoint
+//!   included.
+//! - [`decision`]: ClawShield's decision log entries (SPEC §9), a decision's evidence, and the
+//!   chain from a receipt to the decision that allowed it.
 //! - [`url`]: URLs in messages, their passwords hidden.
 //!
 //! What it leaves to others: all I/O (HTTP, files, environment variables, databases), clocks
 //! (every function that needs "now" takes it as an argument), randomness (key generation takes a
-//! 32-byte seed), nonce bookkeeping and single use, policy, handlers, and the Merkle log with its
-//! checkpoints and inclusion proofs. It has no async code and no `unsafe`.
+//! 32-byte seed), nonce bookkeeping and single use, policy, handlers, and the Merkle log itself (its
+//! maths and checkpoint formats are openexec-log's, which the evidence checks call). It has no async code and no `unsafe`.
 
 #![forbid(unsafe_code)]
 
 pub mod artifact;
+pub mod decision;
 pub mod evidence;
 pub mod hash;
 pub mod json;

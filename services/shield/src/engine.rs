@@ -779,9 +779,9 @@ impl Engine {
         let first_entry = mk_entry(&p);
         let breakers = Breakers {
             freeze: !frozen,
-            // A proposal denied because the agent is frozen is not counted as a loop: no
-            // denial is prepared for a frozen one (it is denied already), and an agent
-            // repeating itself while frozen keeps being answered `frozen`.
+            // A proposal denied because the agent is frozen is not counted as a loop: an
+            // agent repeating itself while frozen keeps being answered `frozen`, and is not
+            // loop-blocked for the cool-down once unfrozen.
             loop_count: (self.cfg.loop_max > 0 && !frozen).then(|| LoopCount {
                 intent_hash: intent_hash.clone(),
                 window_start: loop_window,
@@ -792,7 +792,12 @@ impl Engine {
             budget: reserve,
         };
         let mut denials = Vec::new();
-        if p.status != "denied" || !frozen {
+        {
+            let wanted = |code: &str| match code {
+                "frozen" => breakers.freeze,
+                "loop_detected" => breakers.loop_count.is_some(),
+                _ => breakers.budget.is_some(),
+            };
             for (code, why) in [
                 ("frozen", "the tenant or the agent is frozen by an admin"),
                 (
@@ -804,6 +809,9 @@ impl Engine {
                     "the tenant's budget for this window would be exceeded",
                 ),
             ] {
+                if !wanted(code) {
+                    continue;
+                }
                 let mut d = p.clone();
                 d.status = "denied".into();
                 d.decision.effect = "deny".into();
@@ -939,11 +947,21 @@ impl Engine {
         match who.kind {
             Kind::Agent => who.id == p.agent_id,
             Kind::Approver => self.ineligible(who, p).is_none(),
-            Kind::Admin => true,
+            Kind::Admin => false,
         }
     }
 
     async fn read(&self, who: &Identity, id: &str) -> Result<(ProposalRow, Proposal), Refusal> {
+        if who.kind == Kind::Admin {
+            return Err(refuse(
+                StatusCode::FORBIDDEN,
+                "wrong_identity_kind",
+                format!(
+                    "proposals are read with the agent's or an approver's token; '{}' is an admin",
+                    who.id
+                ),
+            ));
+        }
         let (r, p) = self.read_any(id).await?;
         if !self.may_read(who, &p) {
             return Err(unknown_proposal(id));

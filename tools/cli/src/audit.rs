@@ -1,12 +1,15 @@
-//! `openexec log audit`: replay a whole receipt log from its public endpoints and check it with
-//! public keys alone — the checkpoint's signature, every entry hashing into its root, every
-//! receipt's hash and signature, and consistency with the last checkpoint this auditor trusted
+//! `openexec log audit`: replay a whole log from its public endpoints and check it with public
+//! keys alone — the checkpoint's signature, every entry hashing into its root, every entry
+//! (an OpenExec receipt log: every receipt's hash and signature; ClawShield's decision log,
+//! `--decisions`: every entry a well-formed decision log entry of SPEC §9, in canonical form,
+//! each `decision_id` once), and consistency with the last checkpoint this auditor trusted
 //! (remembered in a state file between runs).
 
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context};
 use base64::Engine as _;
+use openexec_core::decision;
 use openexec_core::keys::VerifyingKey;
 use openexec_log::note::{self, Checkpoint};
 use openexec_log::{leaf_hash, verify_consistency, Frontier, Hash};
@@ -17,8 +20,27 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 pub struct Audit {
     pub url: String,
     pub log_key: Option<String>,
-    pub receipt_keys: Vec<VerifyingKey>,
+    pub entries: Entries,
     pub state: Option<PathBuf>,
+}
+
+/// What the log's entries are.
+pub enum Entries {
+    /// OpenExec's receipt log, with the trusted receipt keys (none: the ones the log publishes).
+    Receipts(Vec<VerifyingKey>),
+    /// ClawShield's decision log.
+    Decisions,
+}
+
+/// What the entries seen so far tell.
+#[derive(Default)]
+struct Tally {
+    bad: u64,
+    /// Decision logs: entries per kind, and where each decision_id was first seen.
+    kinds: std::collections::BTreeMap<String, u64>,
+    ids: std::collections::HashMap<String, u64>,
+    /// Receipt logs: a bad entry that reads as a decision log entry (a hint to the auditor).
+    looks_like_decisions: bool,
 }
 
 /// Findings: problems found in the log (exit 1) versus failures to audit at all (exit 2).
@@ -57,8 +79,11 @@ pub async fn run(a: Audit) -> anyhow::Result<Outcome> {
         }
     };
     let verifier = note::parse_verifier_key(&log_key).map_err(|e| anyhow!("log key: {e}"))?;
-    let mut receipt_keys = a.receipt_keys.clone();
-    if receipt_keys.is_empty() {
+    let mut receipt_keys = match &a.entries {
+        Entries::Receipts(k) => k.clone(),
+        Entries::Decisions => Vec::new(),
+    };
+    if receipt_keys.is_empty() && matches!(a.entries, Entries::Receipts(_)) {
         warnings.push("no --key: trusting the receipt keys the log itself publishes".into());
         for k in keys["receipt_keys"].as_array().into_iter().flatten() {
             let text = k["public_key"].as_str().unwrap_or_default();
@@ -93,9 +118,10 @@ pub async fn run(a: Audit) -> anyhow::Result<Outcome> {
         ));
     }
 
-    // Every entry, in pages; each must be a receipt signed by a trusted key.
+    // Every entry, in pages; each must be a receipt signed by a trusted key, or a decision log
+    // entry.
     let mut tree = Frontier::empty();
-    let mut bad_receipts = 0u64;
+    let mut tally = Tally::default();
     while tree.size() < cp.size {
         let start = tree.size();
         let url = format!("{base}/log/entries?start={start}&end={}", cp.size);
@@ -109,8 +135,14 @@ pub async fn run(a: Audit) -> anyhow::Result<Outcome> {
                 .decode(e)
                 .map_err(|err| anyhow!("entry {index} is not base64: {err}"))?;
             tree.append(leaf_hash(&data)).map_err(|e| anyhow!("{e}"))?;
-            if let Err(why) = check_entry(&data, &receipt_keys) {
-                bad_receipts += 1;
+            let checked = match a.entries {
+                Entries::Receipts(_) => check_entry(&data, &receipt_keys).inspect_err(|_| {
+                    tally.looks_like_decisions |= decision::parse_leaf(&data).is_ok();
+                }),
+                Entries::Decisions => check_decision(&data, index, &mut tally),
+            };
+            if let Err(why) = checked {
+                tally.bad += 1;
                 if problems.len() < 20 {
                     problems.push(format!("entry {index}: {why}"));
                 }
@@ -164,16 +196,28 @@ pub async fn run(a: Audit) -> anyhow::Result<Outcome> {
             }
         }
     }
-    let report = json!({
+    if tally.looks_like_decisions {
+        warnings.push(
+            "entries of this log read as ClawShield decision log entries: audit it with --decisions"
+                .into(),
+        );
+    }
+    let mut report = json!({
         "origin": cp.origin,
         "tree_size": cp.size,
         "root": B64.encode(cp.root),
         "entries_checked": tree.size(),
-        "bad_receipts": bad_receipts,
         "consistency": consistency,
         "problems": problems,
         "warnings": warnings,
     });
+    match a.entries {
+        Entries::Receipts(_) => report["bad_receipts"] = json!(tally.bad),
+        Entries::Decisions => {
+            report["bad_entries"] = json!(tally.bad);
+            report["kinds"] = json!(tally.kinds);
+        }
+    }
     if !problems.is_empty() {
         return Ok(Outcome::Problems(report));
     }
@@ -183,6 +227,26 @@ pub async fn run(a: Audit) -> anyhow::Result<Outcome> {
             .with_context(|| format!("cannot write state file {}", p.display()))?;
     }
     Ok(Outcome::Clean(report))
+}
+
+/// One leaf of a decision log: a well-formed entry in canonical form whose `decision_id` no
+/// earlier entry has (a decision id names one entry: `GET /v1/decisions/{id}`, and the receipts
+/// that cite it, rely on that).
+fn check_decision(data: &[u8], index: u64, tally: &mut Tally) -> Result<(), String> {
+    let entry = decision::parse_leaf(data).map_err(|e| e.to_string())?;
+    let s = |k: &str| entry[k].as_str().unwrap_or_default().to_string();
+    *tally.kinds.entry(s("kind")).or_default() += 1;
+    match tally.ids.entry(s("decision_id")) {
+        std::collections::hash_map::Entry::Occupied(first) => Err(format!(
+            "decision_id {} was already used by entry {}",
+            first.key(),
+            first.get()
+        )),
+        std::collections::hash_map::Entry::Vacant(v) => {
+            v.insert(index);
+            Ok(())
+        }
+    }
 }
 
 /// One leaf: `{"receipt", "signature", "key_id", "logged_at"}` whose receipt hashes and is
@@ -205,5 +269,47 @@ fn check_entry(data: &[u8], keys: &[VerifyingKey]) -> Result<(), String> {
         Ok(())
     } else {
         Err(r.errors.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str) -> Value {
+        json!({
+            "v": 1, "decision_id": id, "kind": "vote", "proposal_id": "p_1", "tenant_id": "t",
+            "agent_id": "agent", "action": "charge_card", "intent_hash": "a".repeat(64),
+            "request_hash": "b".repeat(64), "nonce": "n", "effect": null, "code": null,
+            "rules": null, "policy_hash": null, "approval_id": null, "voter": "alice",
+            "vote": "approve", "logged_at": "2026-12-02T09:09:50Z",
+        })
+    }
+
+    #[test]
+    fn decision_leaves_are_canonical_entries_each_decision_id_once() {
+        let mut t = Tally::default();
+        let jcs = |v: &Value| openexec_core::json::canonicalize(v);
+        assert_eq!(check_decision(&jcs(&entry("v_1")), 0, &mut t), Ok(()));
+        assert_eq!(check_decision(&jcs(&entry("v_2")), 1, &mut t), Ok(()));
+        assert_eq!(
+            check_decision(&jcs(&entry("v_1")), 2, &mut t),
+            Err("decision_id v_1 was already used by entry 0".into())
+        );
+        let pretty = serde_json::to_vec_pretty(&entry("v_3")).unwrap();
+        assert_eq!(
+            check_decision(&pretty, 3, &mut t),
+            Err("not in canonical form (JCS)".into())
+        );
+        let mut bad = entry("v_4");
+        bad["vote"] = json!("maybe");
+        assert!(check_decision(&jcs(&bad), 4, &mut t)
+            .unwrap_err()
+            .contains("field 'vote'"));
+        assert_eq!(
+            t.kinds.get("vote"),
+            Some(&3),
+            "the three that read as entries"
+        );
     }
 }

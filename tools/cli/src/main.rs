@@ -43,27 +43,9 @@ enum Cmd {
     },
     /// Mint a v1 approval artifact for one request (scripts, tests, break-glass).
     Approve(ApproveArgs),
-    /// Check an evidence JSON file offline against receipt public keys.
-    Verify {
-        /// The evidence file (an /execute answer, a GET /receipts answer, or the evidence itself); - for stdin.
-        evidence: PathBuf,
-        /// A receipt public key (PEM or raw base64, or a file holding one); repeatable.
-        #[arg(long = "key", required = true, allow_hyphen_values = true)]
-        keys: Vec<String>,
-        /// The receipt log's note verifier key (`<origin>+<hex>+<base64>`, as GET /keys gives
-        /// it): checks the inclusion proof and its checkpoint.
-        #[arg(long)]
-        log_key: Option<String>,
-        /// A witness cosigner verifier key; repeatable.
-        #[arg(long = "witness")]
-        witnesses: Vec<String>,
-        /// How many of the witnesses must have cosigned the checkpoint.
-        #[arg(long, default_value_t = 0)]
-        k: usize,
-        /// Fail when the evidence carries no inclusion proof.
-        #[arg(long)]
-        require_inclusion: bool,
-    },
+    /// Check an evidence JSON file offline against receipt public keys; with --decision, the
+    /// chain from the receipt to the ClawShield decision that allowed it.
+    Verify(VerifyArgs),
     /// Print the canonical forms and hashes of a request.
     Hash(HashArgs),
     /// ClawLedger, the witness of logs.
@@ -115,8 +97,9 @@ enum PolicyCmd {
 #[derive(Subcommand)]
 enum LogCmd {
     /// Replay a whole log from its endpoints and check it with public keys: checkpoint
-    /// signature, every entry into the root, every receipt's signature, and consistency with the
-    /// checkpoint trusted last time (--state).
+    /// signature, every entry into the root, every receipt's signature (or, with --decisions,
+    /// every decision log entry's shape), and consistency with the checkpoint trusted last time
+    /// (--state).
     Audit {
         /// The log's base URL, e.g. http://127.0.0.1:5000
         #[arg(long)]
@@ -125,12 +108,54 @@ enum LogCmd {
         #[arg(long)]
         log_key: Option<String>,
         /// A trusted receipt public key; repeatable (default: the ones the log publishes).
-        #[arg(long = "key", allow_hyphen_values = true)]
+        #[arg(long = "key", allow_hyphen_values = true, conflicts_with = "decisions")]
         keys: Vec<String>,
         /// Where the last trusted checkpoint is remembered between runs.
         #[arg(long)]
         state: Option<PathBuf>,
+        /// The log is ClawShield's decision log (SPEC §9): every entry must be a well-formed
+        /// decision log entry in canonical form, each decision_id once (no receipt signatures).
+        #[arg(long)]
+        decisions: bool,
     },
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// The evidence file (an /execute answer, a GET /receipts answer, or the evidence itself); - for stdin.
+    evidence: PathBuf,
+    /// A receipt public key (PEM or raw base64, or a file holding one); repeatable.
+    #[arg(long = "key", required = true, allow_hyphen_values = true)]
+    keys: Vec<String>,
+    /// The receipt log's note verifier key (`<origin>+<hex>+<base64>`, as GET /keys gives
+    /// it): checks the inclusion proof and its checkpoint.
+    #[arg(long)]
+    log_key: Option<String>,
+    /// A witness cosigner verifier key; repeatable. With --decision, it counts for both logs'
+    /// checkpoints.
+    #[arg(long = "witness")]
+    witnesses: Vec<String>,
+    /// How many of the witnesses must have cosigned the checkpoint (with --decision: each of
+    /// the two checkpoints).
+    #[arg(long, default_value_t = 0)]
+    k: usize,
+    /// Fail when the evidence carries no inclusion proof.
+    #[arg(long)]
+    require_inclusion: bool,
+    /// ClawShield's answer to GET /v1/decisions/{decision_id} for the receipt's
+    /// approval.decision_id (- for stdin): checks the chain — the entry is a decision that allows
+    /// the receipt's request_hash with its approval_id, and both the receipt and the entry are
+    /// included in checkpoints signed by their logs (implies --require-inclusion).
+    #[arg(long, requires_all = ["decision_log_key", "log_key"])]
+    decision: Option<PathBuf>,
+    /// ClawShield's decision log note verifier key (its GET /keys log.verifier_key); required
+    /// with --decision.
+    #[arg(long, requires = "decision")]
+    decision_log_key: Option<String>,
+    /// A ClawShield approval public key (PEM or raw base64, or a file holding one); repeatable:
+    /// the receipt's approval must have been verified with one of them (its approval.key_id).
+    #[arg(long = "approval-key", allow_hyphen_values = true)]
+    approval_keys: Vec<String>,
 }
 
 #[derive(Args)]
@@ -244,21 +269,7 @@ fn main() -> ExitCode {
         Cmd::Serve(a) => serve(*a),
         Cmd::Keygen { out } => keygen(&out).map_err(usage),
         Cmd::Approve(a) => approve(a).map_err(usage),
-        Cmd::Verify {
-            evidence,
-            keys,
-            log_key,
-            witnesses,
-            k,
-            require_inclusion,
-        } => verify(
-            &evidence,
-            &keys,
-            log_key.as_deref(),
-            &witnesses,
-            k,
-            require_inclusion,
-        ),
+        Cmd::Verify(a) => verify(&a),
         Cmd::Hash(a) => hash_cmd(a).map_err(usage),
         Cmd::Ledger {
             cmd: LedgerCmd::Serve(a),
@@ -270,8 +281,9 @@ fn main() -> ExitCode {
                     log_key,
                     keys,
                     state,
+                    decisions,
                 },
-        } => log_audit(url, log_key, &keys, state),
+        } => log_audit(url, log_key, &keys, state, decisions),
         Cmd::Policy { cmd } => policy(cmd),
         Cmd::Shield { cmd } => shield::shield(cmd),
         Cmd::Vote(a) => shield::vote(a),
@@ -317,6 +329,11 @@ fn serve(a: Layers<openexec_exec::Settings>) -> Result<(), Fail> {
 
 /// `--key` values: each a public key (PEM or raw base64) or a file holding some.
 fn public_keys(key_args: &[String]) -> Result<Vec<keys::VerifyingKey>, Fail> {
+    public_keys_for("--key", key_args)
+}
+
+/// The values of a public key flag (`flag` names it in messages).
+fn public_keys_for(flag: &str, key_args: &[String]) -> Result<Vec<keys::VerifyingKey>, Fail> {
     let mut out = Vec::new();
     for k in key_args {
         let text = if std::path::Path::new(k).is_file() {
@@ -327,7 +344,7 @@ fn public_keys(key_args: &[String]) -> Result<Vec<keys::VerifyingKey>, Fail> {
         };
         out.extend(
             keys::parse_verifying_keys(&text)
-                .map_err(|e| usage(anyhow::anyhow!("--key {k}: {e}")))?,
+                .map_err(|e| usage(anyhow::anyhow!("{flag} {k}: {e}")))?,
         );
     }
     Ok(out)
@@ -338,14 +355,19 @@ fn log_audit(
     log_key: Option<String>,
     key_args: &[String],
     state: Option<PathBuf>,
+    decisions: bool,
 ) -> Result<(), Fail> {
-    let receipt_keys = public_keys(key_args)?;
+    let entries = if decisions {
+        audit::Entries::Decisions
+    } else {
+        audit::Entries::Receipts(public_keys(key_args)?)
+    };
     let rt = tokio::runtime::Runtime::new().map_err(|e| Fail(2, e.into()))?;
     let outcome = rt
         .block_on(audit::run(audit::Audit {
             url,
             log_key,
-            receipt_keys,
+            entries,
             state,
         }))
         .map_err(usage)?;
@@ -425,43 +447,79 @@ fn approve(a: ApproveArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn verify(
-    path: &std::path::Path,
-    key_args: &[String],
-    log_key: Option<&str>,
-    witness_args: &[String],
-    k: usize,
-    require_inclusion: bool,
-) -> Result<(), Fail> {
+fn read_json(path: &std::path::Path, what: &str) -> Result<Value, Fail> {
     let bytes = read_input(path).map_err(usage)?;
-    let v = json::parse_ijson(&bytes, json::DEFAULT_MAX_DEPTH)
-        .map_err(|e| usage(anyhow::anyhow!("{} is not valid JSON: {e}", path.display())))?;
-    let pks = public_keys(key_args)?;
+    json::parse_ijson(&bytes, json::DEFAULT_MAX_DEPTH).map_err(|e| {
+        usage(anyhow::anyhow!(
+            "{what} {} is not valid JSON: {e}",
+            path.display()
+        ))
+    })
+}
+
+fn verify(a: &VerifyArgs) -> Result<(), Fail> {
+    use openexec_core::evidence::LogTrust;
+    if a.decision.as_deref() == Some(std::path::Path::new("-")) && a.evidence.as_os_str() == "-" {
+        return Err(usage(anyhow::anyhow!(
+            "the evidence and --decision cannot both be read from stdin"
+        )));
+    }
+    let v = read_json(&a.evidence, "the evidence file")?;
+    let answer = a
+        .decision
+        .as_deref()
+        .map(|p| read_json(p, "the --decision file"))
+        .transpose()?;
+    let pks = public_keys(&a.keys)?;
+    let approval_keys = public_keys_for("--approval-key", &a.approval_keys)?;
     let ev = v.get("evidence").filter(|e| e.is_object()).unwrap_or(&v);
-    let log = log_key
-        .map(openexec_log::note::parse_verifier_key)
-        .transpose()
-        .map_err(|e| usage(anyhow::anyhow!("--log-key: {e}")))?;
-    let witnesses = witness_args
+    let verifier = |flag: &str, k: Option<&str>| {
+        k.map(openexec_log::note::parse_verifier_key)
+            .transpose()
+            .map_err(|e| usage(anyhow::anyhow!("{flag}: {e}")))
+    };
+    let log = verifier("--log-key", a.log_key.as_deref())?;
+    let decision_log = verifier("--decision-log-key", a.decision_log_key.as_deref())?;
+    let witnesses = a
+        .witnesses
         .iter()
         .map(|w| {
             openexec_log::note::parse_cosigner_key(w)
                 .map_err(|e| usage(anyhow::anyhow!("--witness {w}: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    if k > witnesses.len() {
+    if a.k > witnesses.len() {
         return Err(usage(anyhow::anyhow!(
-            "--k {k} but only {} --witness keys given",
+            "--k {} but only {} --witness keys given",
+            a.k,
             witnesses.len()
         )));
     }
-    let trust = openexec_core::evidence::LogTrust {
-        log: log.as_ref(),
+    let trust = |log| LogTrust {
+        log,
         witnesses: &witnesses,
-        k,
-        require_inclusion,
+        k: a.k,
+        require_inclusion: a.require_inclusion,
     };
-    let report = openexec_core::evidence::verify_full(ev, &pks, &trust);
+    let (report, what) = match &answer {
+        Some(answer) => {
+            let chain = openexec_core::decision::ChainTrust {
+                receipt_keys: &pks,
+                receipts: trust(log.as_ref()),
+                decisions: trust(decision_log.as_ref()),
+                approval_keys: &approval_keys,
+            };
+            let r = openexec_core::decision::verify_chain(ev, answer, &chain);
+            (r, "the chain from the receipt to its decision")
+        }
+        None => {
+            let mut r = openexec_core::evidence::verify_full(ev, &pks, &trust(log.as_ref()));
+            if !approval_keys.is_empty() {
+                openexec_core::decision::check_approval_key(&mut r, ev, &approval_keys);
+            }
+            (r, "the evidence")
+        }
+    };
     let out = json!({"valid": report.valid, "checks": report.checks, "errors": report.errors});
     println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     if report.valid {
@@ -469,7 +527,7 @@ fn verify(
     } else {
         Err(Fail(
             1,
-            anyhow::anyhow!("evidence is NOT valid: {}", report.errors.join("; ")),
+            anyhow::anyhow!("{what} is NOT valid: {}", report.errors.join("; ")),
         ))
     }
 }

@@ -316,6 +316,40 @@ async fn get_json(client: &reqwest::Client, url: &str) -> anyhow::Result<Value> 
         .await?)
 }
 
+/// `dev.json` as shell variables (`. D/dev.env`), for the README's walk-through and anyone
+/// talking to the stack from a shell: the URLs, the tokens, each approver's key file (absolute)
+/// and the public keys a verifier needs. Written beside dev.json, private like it.
+fn dev_env(dev: &Value, dir: &Path) -> String {
+    let q = |v: &Value| {
+        let s = v.as_str().unwrap_or_default();
+        format!("'{}'", s.replace('\'', "'\\''"))
+    };
+    let mut out = format!(
+        "# Written by `openexec dev` beside dev.json, while the stack runs; in a shell: . {}/dev.env\n",
+        dir.display()
+    );
+    let mut var = |name: &str, v: &Value| out.push_str(&format!("{name}={}\n", q(v)));
+    var("OPENEXEC", &dev["openexec"]);
+    var("CLAWSHIELD", &dev["clawshield"]);
+    var("CLAWLEDGER", &dev["clawledger"]);
+    var("TENANT", &dev["tenant_id"]);
+    var("AGENT_TOKEN", &dev["agent"]["token"]);
+    var("ADMIN_TOKEN", &dev["admin"]["token"]);
+    for a in dev["approvers"].as_array().into_iter().flatten() {
+        let id = a["id"].as_str().unwrap_or_default().to_uppercase();
+        var(&format!("{id}_TOKEN"), &a["token"]);
+        let key = dir.join(a["key_file"].as_str().unwrap_or_default());
+        var(&format!("{id}_KEY"), &json!(key.display().to_string()));
+    }
+    let k = &dev["keys"];
+    var("RECEIPT_KEY", &k["openexec_receipts"]);
+    var("RECEIPT_LOG_KEY", &k["openexec_log"]);
+    var("APPROVAL_KEY", &k["clawshield_public"]);
+    var("DECISION_LOG_KEY", &k["clawshield_log"]);
+    var("WITNESS_KEY", &k["clawledger"]);
+    out
+}
+
 pub fn dev(a: DevArgs) -> Result<(), Fail> {
     init_logging("OPENEXEC_LOG");
     openexec_core::request::check_tenant(&a.tenant)
@@ -329,6 +363,7 @@ async fn dev_run(a: DevArgs, stop: impl std::future::Future<Output = ()>) -> any
     openexec_kit::keys::create_private_dir(dir)?;
     let dir = dir.canonicalize()?;
     let _ = std::fs::remove_file(dir.join("dev.json"));
+    let _ = std::fs::remove_file(dir.join("dev.env"));
     let tenant = a.tenant.clone();
     for sub in ["keys", "policy", "shield", "exec", "ledger"] {
         openexec_kit::keys::create_private_dir(&dir.join(sub))?;
@@ -477,6 +512,10 @@ async fn dev_run(a: DevArgs, stop: impl std::future::Future<Output = ()>) -> any
             "clawledger": witness,
         },
     });
+    let env = dev_env(&dev, &dir);
+    let tmp = dir.join("dev.env.tmp");
+    openexec_kit::keys::write_private(&tmp, &env)?;
+    std::fs::rename(&tmp, dir.join("dev.env"))?;
     let tmp = dir.join("dev.json.tmp");
     openexec_kit::keys::write_private(&tmp, &serde_json::to_string_pretty(&dev)?)?;
     std::fs::rename(&tmp, dir.join("dev.json"))?;
@@ -496,7 +535,7 @@ async fn dev_run(a: DevArgs, stop: impl std::future::Future<Output = ()>) -> any
     }
     println!("admin token {admin_token}");
     println!(
-        "everything is in {} (dev.json); Ctrl-C stops all three",
+        "everything is in {} (dev.json; dev.env for a shell); Ctrl-C stops all three",
         dir.display()
     );
 
@@ -516,6 +555,7 @@ async fn dev_run(a: DevArgs, stop: impl std::future::Future<Output = ()>) -> any
         }
     };
     let _ = std::fs::remove_file(dir.join("dev.json"));
+    let _ = std::fs::remove_file(dir.join("dev.env"));
     for kid in [&mut ledger, &mut exec, &mut shield] {
         if let Ok(None) = kid.child.try_wait() {
             if let Some(pid) = rustix::process::Pid::from_raw(kid.child.id() as i32) {

@@ -1,9 +1,14 @@
-//! The README's quickstart, run as written (curl against a real `openexec serve`), and the
-//! README's two first commands being the ones CI runs.
+//! The README's walk-throughs, run as written: the whole stack (a shell script against a real
+//! `openexec dev`), the quickstart (curl against a real `openexec serve`), the declared actions;
+//! and the README's two first commands being `openexec dev` and the test command CI runs.
 
 mod common;
 
-use common::Server;
+use std::os::unix::process::CommandExt as _;
+use std::time::{Duration, Instant};
+
+use common::dev::Dev;
+use common::{Server, BIN};
 use serde_json::{json, Value};
 
 fn readme() -> String {
@@ -69,14 +74,163 @@ fn the_first_lines_are_the_start_and_test_commands_and_ci_runs_the_test_command(
         .nth(1)
         .expect("a code block at the top")
         .to_string();
-    assert!(first_block.contains("cargo run --release -p openexec-cli -- serve"));
-    assert!(first_block.contains("cargo test --workspace"));
+    let lines: Vec<&str> = first_block
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert!(
+        lines[1].starts_with("cargo run --release -p openexec-cli -- dev "),
+        "{lines:?}"
+    );
+    assert!(lines[2].starts_with("cargo test --workspace "), "{lines:?}");
+    // The quickstart says how to start what it talks to.
+    assert!(text.contains(
+        "`cargo run --release -p openexec-cli -- serve` starts OpenExec alone on 127.0.0.1:5000"
+    ));
     let ci = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../.ci/run"))
         .expect("read .ci/run");
     assert!(
         ci.lines().any(|l| l.trim() == "cargo test --workspace"),
         ".ci/run must run the README's test command"
     );
+}
+
+/// The shell code of the block between `<!-- NAME:begin -->` and `<!-- NAME:end -->`.
+fn block_script(readme: &str, name: &str) -> String {
+    let start = readme
+        .find(&format!("<!-- {name}:begin -->"))
+        .unwrap_or_else(|| panic!("{name}:begin marker"));
+    let end = readme
+        .find(&format!("<!-- {name}:end -->"))
+        .unwrap_or_else(|| panic!("{name}:end marker"));
+    let block = &readme[start..end];
+    let code = block
+        .split_once("```sh\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .unwrap_or_else(|| panic!("no ```sh block between the {name} markers"))
+        .0;
+    code.to_string()
+}
+
+fn read_json(path: std::path::PathBuf) -> Value {
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("the walk-through wrote no {}: {e}", path.display()));
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{} is not JSON ({e}): {text}", path.display()))
+}
+
+/// The whole-stack walk-through, as written: `openexec dev` started as the README's first command
+/// does (its default folder, `.openexec-dev`, in the working directory), then the block run by
+/// `sh -e` from that working directory with this build's `openexec` on the PATH. Every step's
+/// answer is checked, and the script fails if `openexec verify` or `openexec log audit` does.
+#[test]
+fn the_whole_stack_walk_through_works_as_written() {
+    let text = readme();
+    let script = block_script(&text, "dev");
+    assert!(script.contains("openexec verify receipt.json"), "{script}");
+    assert!(script.contains("--decision decision.json"), "{script}");
+    assert!(script.contains("openexec vote "), "{script}");
+
+    let dev = Dev::start();
+    let bin_dir = std::path::Path::new(BIN).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out_file = dev.work.path().join("walk.out");
+    let err_file = dev.work.path().join("walk.err");
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-e", "-c", &script])
+        .current_dir(dev.work.path())
+        .env("PATH", path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out_file).unwrap())
+        .stderr(std::fs::File::create(&err_file).unwrap())
+        .process_group(0);
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().to_string();
+        if ["OPENEXEC_", "CLAWSHIELD_", "CLAWLEDGER_"]
+            .iter()
+            .any(|p| k.starts_with(p))
+        {
+            cmd.env_remove(&k);
+        }
+    }
+    let mut sh = cmd.spawn().expect("run sh");
+    let until = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(st) = sh.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > until {
+            let pid = rustix::process::Pid::from_child(&sh);
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+            let _ = sh.wait();
+            panic!(
+                "the walk-through did not finish within 120 s:\n{}\n{}",
+                std::fs::read_to_string(&err_file).unwrap_or_default(),
+                dev.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = std::fs::read_to_string(&out_file).unwrap_or_default();
+    let err = std::fs::read_to_string(&err_file).unwrap_or_default();
+    assert!(
+        status.success(),
+        "the walk-through failed ({status}):\n--- stdout\n{out}\n--- stderr\n{err}\n{}",
+        dev.log()
+    );
+
+    let f = |name: &str| read_json(dev.dir().join(name));
+    let small = f("small.json");
+    assert_eq!(small["status"], "approved", "{small}");
+    assert_eq!(small["decision"]["effect"], "allow", "{small}");
+    let small_exec = f("small-executed.json");
+    assert_eq!(small_exec["status"], "executed", "{small_exec}");
+    assert_eq!(
+        small_exec["evidence"]["receipt"]["approval"]["decision_id"],
+        small["decision"]["decision_id"]
+    );
+    let large = f("large.json");
+    assert_eq!(large["status"], "pending", "{large}");
+    assert_eq!(large["needs"]["min"], 2, "{large}");
+    let approved = f("approved.json");
+    assert_eq!(approved["status"], "approved", "{approved}");
+    let voters: Vec<&str> = approved["artifact"]["approvers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(voters, ["alice", "bob"], "{approved}");
+    let large_exec = f("large-executed.json");
+    assert_eq!(large_exec["status"], "executed", "{large_exec}");
+    let receipt = f("receipt.json");
+    assert_eq!(receipt["evidence"]["receipt_hash"], large_exec["receipt"]);
+    let decision = f("decision.json");
+    assert_eq!(decision["decision"]["code"], "quorum_met", "{decision}");
+    assert_eq!(
+        decision["decision"]["request_hash"],
+        receipt["evidence"]["receipt"]["request_hash"]
+    );
+    // Step 7 and 8 printed their reports (and exited 0, or sh -e would have stopped).
+    for want in [
+        "\"decision_allows\": true",
+        "\"decision_witnesses\": true",
+        "\"request_hash\": true",
+        "\"bad_entries\": 0",
+    ] {
+        assert!(out.contains(want), "{want} not in:\n{out}");
+    }
+    assert!(
+        err.contains("proposal p_"),
+        "the votes show what is signed: {err}"
+    );
+
+    let st = dev.stop();
+    assert!(st.success(), "openexec dev exited with {st}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

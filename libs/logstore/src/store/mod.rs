@@ -149,6 +149,32 @@ pub fn node_row(level: i64, index: i64, hash: &str) -> Result<(NodeId, Hash), St
 /// two keys never sign one log. The service words the refusal (it names its settings).
 pub type IdentityMismatch = Option<(String, String)>;
 
+/// How a service names its log in the refusal of [`identity_conflict`].
+#[derive(Debug, Clone, Copy)]
+pub struct IdentityNames {
+    /// "the receipt log", "the decision log".
+    pub log: &'static str,
+    /// The key and origin settings (`OPENEXEC_LOG_KEY`, `OPENEXEC_LOG_ORIGIN`).
+    pub key_setting: &'static str,
+    pub origin_setting: &'static str,
+}
+
+/// The refusal of a process whose log identity differs from the recorded one (`Conflict`).
+pub fn identity_conflict(
+    recorded: IdentityMismatch,
+    presented: (&str, &str),
+    names: IdentityNames,
+) -> Result<(), StoreError> {
+    let Some(recorded) = recorded else {
+        return Ok(());
+    };
+    Err(StoreError::Conflict(format!(
+        "this database holds {} '{}' signed by {}, but this process has origin '{}' and log key {}: \
+         every replica (and every restart) must use the same {} and {}",
+        names.log, recorded.0, recorded.1, presented.0, presented.1, names.key_setting, names.origin_setting
+    )))
+}
+
 fn identity_mismatch(recorded: (String, String), presented: (&str, &str)) -> IdentityMismatch {
     (recorded.0 != presented.0 || recorded.1 != presented.1).then_some(recorded)
 }

@@ -528,14 +528,15 @@ pub(crate) fn identity_conflict(
     recorded: openexec_logstore::store::IdentityMismatch,
     presented: (&str, &str),
 ) -> Result<(), StoreError> {
-    let Some(recorded) = recorded else {
-        return Ok(());
-    };
-    Err(StoreError::Conflict(format!(
-        "this database holds the receipt log '{}' signed by {}, but this process has origin '{}' and log key {}: \
-         every replica (and every restart) must use the same OPENEXEC_LOG_KEY and OPENEXEC_LOG_ORIGIN",
-        recorded.0, recorded.1, presented.0, presented.1
-    )))
+    openexec_logstore::store::identity_conflict(
+        recorded,
+        presented,
+        openexec_logstore::store::IdentityNames {
+            log: "the receipt log",
+            key_setting: "OPENEXEC_LOG_KEY",
+            origin_setting: "OPENEXEC_LOG_ORIGIN",
+        },
+    )
 }
 
 /// The writes of one batch, by kind, each with its position in the batch.

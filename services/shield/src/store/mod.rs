@@ -869,14 +869,15 @@ pub(crate) fn identity_conflict(
     recorded: openexec_logstore::store::IdentityMismatch,
     presented: (&str, &str),
 ) -> Result<(), StoreError> {
-    let Some(recorded) = recorded else {
-        return Ok(());
-    };
-    Err(StoreError::Conflict(format!(
-        "this database holds the decision log '{}' signed by {}, but this process has origin '{}' and log key {}: \
-         every replica (and every restart) must use the same CLAWSHIELD_LOG_KEY and CLAWSHIELD_LOG_ORIGIN",
-        recorded.0, recorded.1, presented.0, presented.1
-    )))
+    openexec_logstore::store::identity_conflict(
+        recorded,
+        presented,
+        openexec_logstore::store::IdentityNames {
+            log: "the decision log",
+            key_setting: "CLAWSHIELD_LOG_KEY",
+            origin_setting: "CLAWSHIELD_LOG_ORIGIN",
+        },
+    )
 }
 
 pub(crate) fn now_text() -> String {

@@ -3,6 +3,8 @@
 //! start it again on the same state, and check evidence offline.
 #![allow(dead_code)]
 
+pub mod dev;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output, Stdio};
 use std::time::Duration;
