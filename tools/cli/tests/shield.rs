@@ -594,6 +594,8 @@ async fn long_poll_and_pending_list(db: Db) {
         gate.proposal(&fx.bob, &pid).await["proposal_id"],
         pid.as_str()
     );
+    let r = gate.get(&fx.admin, &format!("/v1/proposals/{pid}")).await;
+    refused(&r, 403, "wrong_identity_kind");
 
     // Once alice voted, P leaves her list but not bob's.
     let r = gate.vote(&fx.alice, &p, "approve", "ok").await;
