@@ -433,3 +433,137 @@ async fn the_chain_from_a_receipt_to_its_decision_verifies_and_every_altered_lin
     let st = tokio::task::block_in_place(|| dev.stop());
     assert!(st.success(), "openexec dev exited with {st}:\n{log}");
 }
+
+/// What OpenExec does with ClawShield's artifacts when they are misused: one presented again for
+/// the same request replays the stored answer (the handler does not run again); presented for
+/// another nonce or with a changed payload it is refused (`approval_request_mismatch`); and, the
+/// roster being pinned, an artifact the gate key alone signed for `delete_resource` (floor 2) is
+/// `approval_quorum_unmet`, while the gate's own artifact after two ops votes runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn openexec_refuses_misused_gate_artifacts_and_a_gate_key_alone_under_a_floor() {
+    let dev = Dev::start();
+    let (cs, oe) = (dev.url("clawshield"), dev.url("openexec"));
+    let agent = dev.json["agent"]["token"].as_str().unwrap().to_string();
+    let tenant = dev.json["tenant_id"].as_str().unwrap().to_string();
+    let u = std::process::id();
+
+    let pay = json!({"amount": 700, "currency": "EUR", "to": "acct-9"});
+    let nonce = format!("pay-{u}");
+    let (st, p) = call(
+        "POST",
+        &format!("{cs}/v1/proposals"),
+        Some(&agent),
+        Some(&json!({"action": "charge_card", "payload": pay, "nonce": nonce})),
+    )
+    .await;
+    assert_eq!((st, p["status"].as_str()), (200, Some("approved")), "{p}");
+    let art = p["artifact"].clone();
+    let exec = |payload: &Value, nonce: &str, art: &Value| json!({"action": "charge_card", "payload": payload, "nonce": nonce, "approval_artifact": art});
+    let (st, first) = call(
+        "POST",
+        &format!("{oe}/execute"),
+        None,
+        Some(&exec(&pay, &nonce, &art)),
+    )
+    .await;
+    assert_eq!(
+        (st, first["status"].as_str()),
+        (200, Some("executed")),
+        "{first}"
+    );
+    // Again, for the same request: the stored answer, not a second run.
+    let (st, again) = call(
+        "POST",
+        &format!("{oe}/execute"),
+        None,
+        Some(&exec(&pay, &nonce, &art)),
+    )
+    .await;
+    assert_eq!(st, 200, "{again}");
+    assert_eq!(again["replayed"], json!(true), "{again}");
+    assert_eq!(again["exec_id"], first["exec_id"]);
+    // Reused for another nonce, or with the payload changed: refused, nothing runs.
+    for (payload, n) in [
+        (pay.clone(), format!("other-{u}")),
+        (
+            json!({"amount": 70000, "currency": "EUR", "to": "acct-9"}),
+            nonce.clone(),
+        ),
+    ] {
+        let (st, r) = call(
+            "POST",
+            &format!("{oe}/execute"),
+            None,
+            Some(&exec(&payload, &n, &art)),
+        )
+        .await;
+        assert_eq!(st, 403, "{r}");
+        assert_eq!(r["error"]["code"], "approval_request_mismatch", "{r}");
+    }
+
+    // The gate's key alone (it leaked, say) for an action with a floor of 2: refused.
+    let gate =
+        openexec_kit::keys::read_private_key(&dev.path("keys/clawshield.pem"), "gate").unwrap();
+    let del = json!({"env": "prod", "id": "db-1"});
+    let now = chrono::Utc::now();
+    let forged = openexec_core::artifact::sign_v1(
+        &openexec_core::artifact::V1Params {
+            approval_id: "forged",
+            tenant_id: &tenant,
+            action: "delete_resource",
+            payload: &del,
+            nonce: &format!("del-forged-{u}"),
+            issued_at: now,
+            expires_at: now + chrono::Duration::minutes(5),
+            decision_id: None,
+            policy_hash: None,
+        },
+        &gate,
+    );
+    let body = json!({"action": "delete_resource", "payload": del, "nonce": format!("del-forged-{u}"), "approval_artifact": forged});
+    let (st, r) = call("POST", &format!("{oe}/execute"), None, Some(&body)).await;
+    assert_eq!(st, 403, "{r}");
+    assert_eq!(r["error"]["code"], "approval_quorum_unmet", "{r}");
+
+    // Through the gate: two ops approvals (with reasons, signed by carol and dave) → it runs.
+    let dn = format!("del-{u}");
+    let (st, p) = call(
+        "POST",
+        &format!("{cs}/v1/proposals"),
+        Some(&agent),
+        Some(&json!({"action": "delete_resource", "payload": del, "nonce": dn})),
+    )
+    .await;
+    assert_eq!((st, p["status"].as_str()), (202, Some("pending")), "{p}");
+    let pid = p["proposal_id"].as_str().unwrap().to_string();
+    for who in ["carol", "dave"] {
+        let (token, key) = dev.approver(who);
+        let o = cli(&[
+            "vote",
+            "--url",
+            &cs,
+            "--token",
+            &token,
+            "--key",
+            key.to_str().unwrap(),
+            &pid,
+            "approve",
+            "--reason",
+            "decommissioned",
+        ]);
+        assert_eq!(exit_code(&o), 0, "{}", stderr(&o));
+        let _ = stdout(&o);
+    }
+    let (st, p) = call(
+        "GET",
+        &format!("{cs}/v1/proposals/{pid}"),
+        Some(&agent),
+        None,
+    )
+    .await;
+    assert_eq!((st, p["status"].as_str()), (200, Some("approved")), "{p}");
+    let body = json!({"action": "delete_resource", "payload": del, "nonce": dn, "approval_artifact": p["artifact"]});
+    let (st, r) = call("POST", &format!("{oe}/execute"), None, Some(&body)).await;
+    assert_eq!((st, r["status"].as_str()), (200, Some("executed")), "{r}");
+    assert!(dev.stop().success());
+}
