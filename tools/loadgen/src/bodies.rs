@@ -40,6 +40,11 @@ pub enum BodySource {
         run_id: String,
         next: AtomicU64,
     },
+    /// `{"action":"charge_card","payload":{"amount":A,"currency":"EUR","to":"acct-1"},
+    /// "nonce":"<run>-sN"}` for N = 0, 1, 2, … with A = [`charge_amount`]`(N)`, always below
+    /// the example policy's limit for automatic approval (`--shield-bench`: ClawShield
+    /// proposals).
+    Charge { run_id: String, next: AtomicU64 },
     /// Pre-built bodies (each with its own signed artifact), handed out once each.
     Pool {
         bodies: Vec<Bytes>,
@@ -79,6 +84,14 @@ impl BodySource {
         }
     }
 
+    /// Unlimited small `charge_card` proposals for run `run_id`.
+    pub fn charge(run_id: &str) -> BodySource {
+        BodySource::Charge {
+            run_id: run_id.to_string(),
+            next: AtomicU64::new(0),
+        }
+    }
+
     /// A fixed pool of pre-built bodies.
     pub fn pool(bodies: Vec<Bytes>) -> BodySource {
         BodySource::Pool {
@@ -109,6 +122,10 @@ impl BodySource {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 Some(Bytes::from(action_body(prefix, run_id, i)))
             }
+            BodySource::Charge { run_id, next } => {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                Some(Bytes::from(charge_body(run_id, i)))
+            }
             BodySource::Pool { bodies, next } => {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 bodies.get(i).cloned()
@@ -123,7 +140,9 @@ impl BodySource {
                 let n = next.load(Ordering::Relaxed);
                 limit.map_or(n, |l| n.min(l))
             }
-            BodySource::Action { next, .. } => next.load(Ordering::Relaxed),
+            BodySource::Action { next, .. } | BodySource::Charge { next, .. } => {
+                next.load(Ordering::Relaxed)
+            }
             BodySource::Pool { bodies, next } => {
                 (next.load(Ordering::Relaxed) as u64).min(bodies.len() as u64)
             }
@@ -134,7 +153,7 @@ impl BodySource {
     pub fn capacity(&self) -> Option<u64> {
         match self {
             BodySource::Template { limit, .. } => *limit,
-            BodySource::Action { .. } => None,
+            BodySource::Action { .. } | BodySource::Charge { .. } => None,
             BodySource::Pool { bodies, .. } => Some(bodies.len() as u64),
         }
     }
@@ -160,6 +179,35 @@ fn action_body(prefix: &[u8], run_id: &str, i: u64) -> Vec<u8> {
     v.extend_from_slice(b"},\"nonce\":\"");
     v.extend_from_slice(run_id.as_bytes());
     let _ = write!(v, "-n{i}\"}}");
+    v
+}
+
+/// The action of every ClawShield proposal.
+pub const CHARGE_ACTION: &str = "charge_card";
+/// The currency of every proposal.
+pub const CHARGE_CURRENCY: &str = "EUR";
+/// The recipient of every proposal.
+pub const CHARGE_TO: &str = "acct-1";
+
+/// The amount of proposal `i`: 1 to 9999 minor units (the example policy approves a
+/// `charge_card` below 10000 without a vote), varying so that intents differ.
+pub fn charge_amount(i: u64) -> u64 {
+    1 + i % 9999
+}
+
+/// The payload of proposal `i`.
+pub fn charge_payload(i: u64) -> Value {
+    json!({"amount": charge_amount(i), "currency": CHARGE_CURRENCY, "to": CHARGE_TO})
+}
+
+/// The body of proposal `i` of a [`BodySource::charge`] (built by hand like [`demo_body`]).
+pub fn charge_body(run_id: &str, i: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(112 + run_id.len());
+    v.extend_from_slice(b"{\"action\":\"charge_card\",\"payload\":{\"amount\":");
+    let _ = write!(v, "{}", charge_amount(i));
+    v.extend_from_slice(b",\"currency\":\"EUR\",\"to\":\"acct-1\"},\"nonce\":\"");
+    v.extend_from_slice(run_id.as_bytes());
+    let _ = write!(v, "-s{i}\"}}");
     v
 }
 

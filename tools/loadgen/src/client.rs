@@ -15,7 +15,7 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, Uri};
 use hyper_util::rt::TokioIo;
 
@@ -30,6 +30,12 @@ pub enum Endpoint {
     Execute(Arc<BodySource>),
     /// `GET /log/proof/inclusion?index=I&tree_size=S` for a uniformly random I in `0..S`.
     Inclusion { tree_size: u64 },
+    /// `POST /v1/proposals` (ClawShield) with bodies from the source and this `Authorization`
+    /// header (`Bearer <the agent's token>`).
+    Propose {
+        bodies: Arc<BodySource>,
+        authorization: HeaderValue,
+    },
 }
 
 impl Endpoint {
@@ -38,6 +44,7 @@ impl Endpoint {
             Endpoint::Health => "GET /health",
             Endpoint::Execute(_) => "POST /execute",
             Endpoint::Inclusion { .. } => "GET /log/proof/inclusion",
+            Endpoint::Propose { .. } => "POST /v1/proposals",
         }
     }
 }
@@ -230,6 +237,22 @@ async fn worker(
                     .uri(Uri::from_static("/execute"))
                     .header(HOST, host.clone())
                     .header(CONTENT_TYPE, json.clone())
+                    .body(Full::new(body))?
+            }
+            Endpoint::Propose {
+                bodies,
+                authorization,
+            } => {
+                let Some(body) = bodies.next() else {
+                    out.exhausted_at = Some(Instant::now());
+                    break;
+                };
+                Request::builder()
+                    .method(Method::POST)
+                    .uri(Uri::from_static("/v1/proposals"))
+                    .header(HOST, host.clone())
+                    .header(CONTENT_TYPE, json.clone())
+                    .header(AUTHORIZATION, authorization.clone())
                     .body(Full::new(body))?
             }
             Endpoint::Inclusion { tree_size } => {

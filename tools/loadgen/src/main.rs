@@ -25,8 +25,15 @@
 //! `command` one (`/bin/echo {}`), each compared with echo, with the upstream's request count
 //! and the server's handler-run counts checked against the answers.
 //!
+//! `--shield-bench` measures ClawShield next to OpenExec instead (see `shieldbench.rs`): a
+//! demo-mode server's `POST /execute` of echo, then `openexec shield serve`'s `POST
+//! /v1/proposals` of a small `charge_card`, auto-approved by the example policy grown by
+//! `--shield-rules` (100) generated rules, with gate ÷ exec of requests/s; the run fails when
+//! the gate is the slower of the two.
+//!
 //! Exit codes: 0 success; 1 the benchmark failed (a non-200 answer without `--allow-errors`,
-//! the artifact pool ran out, or the sanity check of the answers failed); 2 it could not run.
+//! the artifact pool ran out, the sanity check of the answers failed, or with `--shield-bench`
+//! the gate was slower than `/execute`); 2 it could not run.
 #![forbid(unsafe_code)]
 
 mod actionsbench;
@@ -36,6 +43,7 @@ mod logbench;
 mod replicas;
 mod report;
 mod server;
+mod shieldbench;
 
 use std::collections::HashSet;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -130,6 +138,16 @@ struct Args {
     /// command one (/bin/echo {}), one after another; reports each against echo.
     #[arg(long, conflicts_with_all = ["modes", "premint", "log_bench", "replicas_bench", "url"])]
     actions_bench: bool,
+    /// Run the ClawShield benchmark instead of the modes: POST /execute of echo on a demo-mode
+    /// `openexec serve`, then POST /v1/proposals of a small charge_card (auto-approved) on an
+    /// `openexec shield serve` with the example policy grown by --shield-rules rules, both
+    /// started here (SQLite, durability on); fails when the gate is the slower of the two.
+    #[arg(long, conflicts_with_all = ["modes", "premint", "log_bench", "replicas_bench", "actions_bench", "url"])]
+    shield_bench: bool,
+    /// With --shield-bench: rules generated into the policy bundle besides the example's, each
+    /// evaluated for every charge_card proposal.
+    #[arg(long, default_value_t = 100, requires = "shield_bench")]
+    shield_rules: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -434,16 +452,24 @@ fn fmt_dur(d: Duration) -> String {
     format!("{}s", (d.as_secs_f64() * 1000.0).round() / 1000.0)
 }
 
-/// A one-off GET on a new connection: the body of the answer.
+/// A one-off GET on a new connection: the status and body of the answer.
 async fn get_once(addr: SocketAddr, path: &'static str) -> anyhow::Result<(u16, Bytes)> {
-    use http_body_util::{BodyExt, Full};
+    let req = hyper::Request::get(path)
+        .header(hyper::header::HOST, addr.to_string())
+        .body(http_body_util::Full::new(Bytes::new()))?;
+    send_once(addr, req).await
+}
+
+/// A one-off request on a new connection: the status and body of the answer.
+async fn send_once(
+    addr: SocketAddr,
+    req: hyper::Request<http_body_util::Full<Bytes>>,
+) -> anyhow::Result<(u16, Bytes)> {
+    use http_body_util::BodyExt;
     let tcp = tokio::net::TcpStream::connect(addr).await?;
     let (mut s, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
     tokio::spawn(conn);
-    let req = hyper::Request::get(path)
-        .header(hyper::header::HOST, addr.to_string())
-        .body(Full::new(Bytes::new()))?;
     let resp = s.send_request(req).await?;
     let status = resp.status().as_u16();
     Ok((status, resp.into_body().collect().await?.to_bytes()))
@@ -509,6 +535,9 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     }
     if args.actions_bench {
         return actionsbench::run(args, &rt, tck, &run_id, &command_line());
+    }
+    if args.shield_bench {
+        return shieldbench::run(args, &rt, tck, &run_id, &command_line());
     }
     let sk = signing_key_from_seed(SIGNING_SEED);
     let clawshield_pem = verifying_key_to_pem(&sk.verifying_key());
@@ -600,7 +629,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
             );
             let metrics_before = match endpoint {
                 Endpoint::Execute(_) => store_metrics(&rt, addr),
-                Endpoint::Health | Endpoint::Inclusion { .. } => None,
+                Endpoint::Health | Endpoint::Inclusion { .. } | Endpoint::Propose { .. } => None,
             };
             let started = Instant::now();
             let phase = run_phase(&rt, args, addr, endpoint.clone(), pid, tck)?;
@@ -642,7 +671,8 @@ fn run(args: &Args) -> anyhow::Result<bool> {
             };
             match &endpoint {
                 Endpoint::Health => health_rps = Some(row.rps()),
-                Endpoint::Inclusion { .. } => {} // only in --log-bench
+                // Only in --log-bench and --shield-bench.
+                Endpoint::Inclusion { .. } | Endpoint::Propose { .. } => {}
                 Endpoint::Execute(src) => {
                     row.ratio = health_rps.filter(|h| *h > 0.0).map(|h| row.rps() / h);
                     if mode == Mode::Demo {

@@ -131,8 +131,14 @@ pub fn non_ok_text(m: &BTreeMap<u16, u64>) -> String {
 
 /// The Markdown table, one row per (mode, endpoint).
 pub fn markdown_table(rows: &[Row]) -> String {
+    table_with(rows, "mode", "execute ÷ health")
+}
+
+/// [`markdown_table`] with other headings for the first column (`mode`) and for the ratio
+/// column (`ratio`).
+pub fn table_with(rows: &[Row], mode: &str, ratio: &str) -> String {
     let mut t = String::new();
-    t.push_str("| mode | endpoint | requests | req/s | p50 ms | p99 ms | p999 ms | execute ÷ health | non-200 | server CPU | client CPU | softirq | other CPU |\n");
+    t.push_str(&format!("| {mode} | endpoint | requests | req/s | p50 ms | p99 ms | p999 ms | {ratio} | non-200 | server CPU | client CPU | softirq | other CPU |\n"));
     t.push_str("|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|\n");
     for r in rows {
         let ratio = match r.ratio {
@@ -213,6 +219,13 @@ pub struct StoreMetrics {
 impl StoreMetrics {
     /// Read the counters from the text of `/metrics`; `None` when it has none of them.
     pub fn parse(text: &str) -> Option<StoreMetrics> {
+        StoreMetrics::parse_prefixed(text, "openexec_store")
+    }
+
+    /// [`StoreMetrics::parse`] of the series named `<prefix>_batch_size_sum`,
+    /// `<prefix>_seconds_count{op="commit"}` and so on (`openexec_store` for OpenExec,
+    /// `clawshield_store` for ClawShield: both use the shared group-commit writer).
+    pub fn parse_prefixed(text: &str, prefix: &str) -> Option<StoreMetrics> {
         let mut m = StoreMetrics::default();
         let mut found = false;
         for line in text.lines() {
@@ -222,14 +235,17 @@ impl StoreMetrics {
             let Ok(v) = value.trim().parse::<f64>() else {
                 continue;
             };
-            let slot = match key.trim() {
-                "openexec_store_batch_size_sum" => &mut m.batch_writes,
-                "openexec_store_seconds_count{op=\"commit\"}" => &mut m.commits,
-                "openexec_store_seconds_sum{op=\"commit\"}" => &mut m.commit_secs,
-                "openexec_store_seconds_count{op=\"write\"}" => &mut m.writes,
-                "openexec_store_seconds_sum{op=\"write\"}" => &mut m.write_secs,
-                "openexec_store_seconds_count{op=\"read\"}" => &mut m.reads,
-                "openexec_store_seconds_sum{op=\"read\"}" => &mut m.read_secs,
+            let Some(series) = key.trim().strip_prefix(prefix) else {
+                continue;
+            };
+            let slot = match series {
+                "_batch_size_sum" => &mut m.batch_writes,
+                "_seconds_count{op=\"commit\"}" => &mut m.commits,
+                "_seconds_sum{op=\"commit\"}" => &mut m.commit_secs,
+                "_seconds_count{op=\"write\"}" => &mut m.writes,
+                "_seconds_sum{op=\"write\"}" => &mut m.write_secs,
+                "_seconds_count{op=\"read\"}" => &mut m.reads,
+                "_seconds_sum{op=\"read\"}" => &mut m.read_secs,
                 _ => continue,
             };
             *slot = v;

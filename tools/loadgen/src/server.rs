@@ -1,5 +1,6 @@
-//! Starting and stopping `openexec serve` on a fresh temporary directory, and reading the CPU
-//! time of processes and threads from `/proc` (to show how the two cores were shared).
+//! Starting and stopping `openexec serve` (and `openexec shield serve`) on a fresh temporary
+//! directory, and reading the CPU time of processes and threads from `/proc` (to show how the
+//! two cores were shared).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -12,8 +13,36 @@ use anyhow::{bail, Context};
 
 /// The line the server prints once bound.
 const LISTENING: &str = "openexec: listening on http://";
+/// The line `openexec shield serve` prints once bound.
+const SHIELD_LISTENING: &str = "clawshield: listening on http://";
 
-/// A running `openexec serve`, stopped with SIGTERM when dropped if not before.
+/// A new temporary directory for one server's state.
+fn new_dir() -> anyhow::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("openexec-load-")
+        .tempdir()
+        .context("cannot create a temporary directory")
+}
+
+/// `bin args…` run in `dir` with none of the caller's `OPENEXEC_*` and `CLAWSHIELD_*`
+/// settings: nothing from the caller's environment may change what is measured (the log
+/// levels `OPENEXEC_LOG` and `CLAWSHIELD_LOG` stay, as the caller's choice).
+fn command(bin: &Path, args: &[&str], dir: &Path) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.args(args);
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        let ours = k.starts_with("OPENEXEC_") || k.starts_with("CLAWSHIELD_");
+        if ours && k != "OPENEXEC_LOG" && k != "CLAWSHIELD_LOG" {
+            cmd.env_remove(k.as_ref());
+        }
+    }
+    cmd.current_dir(dir).stdin(Stdio::null());
+    cmd
+}
+
+/// A running `openexec serve` (or `openexec shield serve`), stopped with SIGTERM when dropped
+/// if not before.
 pub struct Server {
     child: Option<Child>,
     pub addr: SocketAddr,
@@ -38,43 +67,57 @@ impl Server {
         clawshield_key: Option<&str>,
         env: &[(&str, String)],
     ) -> anyhow::Result<Server> {
-        let dir = tempfile::Builder::new()
-            .prefix("openexec-load-")
-            .tempdir()
-            .context("cannot create a temporary directory")?;
-        let data_dir = dir.path().join("data");
-        let db = dir.path().join("openexec.db");
-        let stderr_path = dir.path().join("server.stderr");
-        let stderr = std::fs::File::create(&stderr_path)
-            .with_context(|| format!("cannot create {}", stderr_path.display()))?;
-        let mut cmd = Command::new(bin);
-        cmd.arg("serve");
-        // Only our settings: nothing from the caller's environment may change what is measured
-        // (OPENEXEC_LOG stays, as the caller's choice of log level).
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy();
-            if (k.starts_with("OPENEXEC_") && k != "OPENEXEC_LOG") || k.starts_with("CLAWSHIELD_") {
-                cmd.env_remove(k.as_ref());
-            }
-        }
+        let dir = new_dir()?;
+        let mut cmd = command(bin, &["serve"], dir.path());
         cmd.env("OPENEXEC_BIND", "127.0.0.1:0")
             .env("OPENEXEC_MODE", mode)
-            .env("OPENEXEC_DATA_DIR", &data_dir)
-            .env("OPENEXEC_DB_URL", format!("sqlite:///{}", db.display()))
-            .env("CLAWSHIELD_TENANT_ID", "default")
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(stderr));
+            .env("OPENEXEC_DATA_DIR", dir.path().join("data"))
+            .env(
+                "OPENEXEC_DB_URL",
+                format!("sqlite:///{}", dir.path().join("openexec.db").display()),
+            )
+            .env("CLAWSHIELD_TENANT_ID", "default");
         if let Some(k) = clawshield_key {
             cmd.env("CLAWSHIELD_PUBLIC_KEY", k);
         }
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Server::launch(cmd, dir, LISTENING)
+    }
+
+    /// Start `bin shield serve` (ClawShield) on a new temporary directory (data dir and SQLite
+    /// database `clawshield.db` inside it: WAL, `synchronous=FULL`, the server's defaults),
+    /// with `env` (`CLAWSHIELD_*`) set last, and wait for its listening line.
+    pub fn start_shield(bin: &Path, env: &[(&str, String)]) -> anyhow::Result<Server> {
+        let dir = new_dir()?;
+        let mut cmd = command(bin, &["shield", "serve"], dir.path());
+        cmd.env("CLAWSHIELD_BIND", "127.0.0.1:0")
+            .env("CLAWSHIELD_DATA_DIR", dir.path().join("data"))
+            .env(
+                "CLAWSHIELD_DB_URL",
+                format!("sqlite:///{}", dir.path().join("clawshield.db").display()),
+            );
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Server::launch(cmd, dir, SHIELD_LISTENING)
+    }
+
+    /// Spawn `cmd` (its stderr to `server.stderr` in `dir`) and wait for the stdout line that
+    /// starts with `listening` and ends with its address.
+    fn launch(
+        mut cmd: Command,
+        dir: tempfile::TempDir,
+        listening: &'static str,
+    ) -> anyhow::Result<Server> {
+        let stderr_path = dir.path().join("server.stderr");
+        let stderr = std::fs::File::create(&stderr_path)
+            .with_context(|| format!("cannot create {}", stderr_path.display()))?;
+        cmd.stdout(Stdio::piped()).stderr(Stdio::from(stderr));
         let mut child = cmd
             .spawn()
-            .with_context(|| format!("cannot start {}", bin.display()))?;
+            .with_context(|| format!("cannot start {}", cmd.get_program().to_string_lossy()))?;
         let pid = child.id();
         let stdout = child.stdout.take().context("no stdout pipe")?;
         let (tx, rx) = mpsc::channel();
@@ -83,7 +126,7 @@ impl Server {
             let mut tx = Some(tx);
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(rest) = line.strip_prefix(LISTENING) {
+                if let Some(rest) = line.strip_prefix(listening) {
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(rest.trim().to_string());
                     }

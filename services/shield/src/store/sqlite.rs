@@ -1,5 +1,6 @@
 //! The store on SQLite (WAL, synchronous FULL): one machine. Each batch is one `BEGIN IMMEDIATE`
 //! transaction on the writer's connection, so every process on the file sees one write order.
+//! The writer runs on a thread (`clawshield-writer`) and a runtime of its own.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -49,11 +50,23 @@ impl SqliteStore {
         }
         let (head_tx, head_rx) = watch::channel(LogHead::of(&opened.tree));
         let (writer, queue) = openexec_store::channel(writer_config(1));
-        tokio::spawn(queue.run(SqliteWriter {
+        // The writer gets a thread and a runtime of its own (as OpenExec's does): a batch is
+        // several statements per proposal, each a round trip to sqlx's SQLite worker thread,
+        // and on the shared runtime every one of them waited behind request tasks and policy
+        // evaluations before the writer saw its answer. Here they run back to back.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| anyhow::anyhow!("cannot start the writer: {e}"))?;
+        let sqlite_writer = SqliteWriter {
             conn,
             tree: opened.tree,
             head: head_tx,
-        }));
+        };
+        std::thread::Builder::new()
+            .name("clawshield-writer".into())
+            .spawn(move || rt.block_on(queue.run(sqlite_writer)))
+            .map_err(|e| anyhow::anyhow!("cannot start the writer thread: {e}"))?;
         let read = openexec_store::sqlite::pool(
             path,
             opts,
