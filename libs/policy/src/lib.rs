@@ -570,13 +570,15 @@ fn compile(files: &BTreeMap<String, String>, data: &Option<Value>) -> Result<Eng
         return Err(PolicyError::NoDecisionRule);
     }
     // Force the whole bundle through the compiler now (regorus compiles lazily, on first
-    // evaluation) so a bundle that cannot be evaluated fails to load instead.
-    let mut probe = engine.clone();
-    probe.set_execution_timer_config(ExecutionTimerConfig {
+    // evaluation) so a bundle that cannot be evaluated fails to load instead. This is done on
+    // the engine that is kept: it stays prepared (analysed, scheduled, rules gathered), so each
+    // evaluation's clone starts from there instead of preparing again (about two thirds of an
+    // evaluation's time with a bundle of 100 rules).
+    engine.set_execution_timer_config(ExecutionTimerConfig {
         limit: DEFAULT_TIME_LIMIT,
         check_interval: NonZeroU32::MIN,
     });
-    probe
+    engine
         .eval_query("true".to_string(), false)
         .map_err(|e| PolicyError::Compile {
             file: "<bundle>".into(),

@@ -550,11 +550,8 @@ impl Engine {
 
         // What the breakers say now (the writer checks them again, exactly).
         let secs = now_secs(now);
-        let frozen = self
-            .store
-            .frozen(&tenant, &agent.id)
-            .await
-            .map_err(store_err)?;
+        // A freeze is not read here: the writer checks it in the batch that stores the
+        // proposal (exact, and one read less for every proposal that is not frozen).
         let loop_window = secs - secs.rem_euclid(self.cfg.loop_window_seconds as i64);
         let (loop_count, blocked_until) = if self.cfg.loop_max > 0 {
             match self
@@ -652,9 +649,7 @@ impl Engine {
             "limits": limits,
         });
         let policy = self.active_policy();
-        let decision = if frozen {
-            breaker_decision("frozen", "the tenant or the agent is frozen by an admin")
-        } else if self.cfg.loop_max > 0
+        let decision = if self.cfg.loop_max > 0
             && (blocked_until > secs || loop_count >= self.cfg.loop_max as i64)
         {
             breaker_decision(
@@ -756,33 +751,14 @@ impl Engine {
         if let Some(r) = &reserve {
             p.reserved = Some((r.window_start, r.cost));
         }
-        let mk_entry = |p: &Proposal| {
-            entry(
-                Some(p),
-                EntryFields {
-                    decision_id: &p.decision.decision_id,
-                    kind: "decision",
-                    effect: Some(&p.decision.effect),
-                    code: Some(&p.decision.code),
-                    rules: Some(&p.decision.rules),
-                    policy_hash: p.decision.policy_hash.as_deref(),
-                    approval_id: p
-                        .artifact
-                        .as_ref()
-                        .and_then(|a| a.get("approval_id"))
-                        .and_then(Value::as_str),
-                    logged_at: &text(now),
-                    ..Default::default()
-                },
-            )
-        };
-        let first_entry = mk_entry(&p);
+        let logged_at = text(now);
+        let first_entry = decision_entry(&p, &logged_at);
         let breakers = Breakers {
-            freeze: !frozen,
-            // A proposal denied because the agent is frozen is not counted as a loop: an
-            // agent repeating itself while frozen keeps being answered `frozen`, and is not
-            // loop-blocked for the cool-down once unfrozen.
-            loop_count: (self.cfg.loop_max > 0 && !frozen).then(|| LoopCount {
+            freeze: true,
+            // A proposal denied because the agent is frozen is not counted as a loop (the writer
+            // checks the freeze first): an agent repeating itself while frozen keeps being
+            // answered `frozen`, and is not loop-blocked for the cool-down once unfrozen.
+            loop_count: (self.cfg.loop_max > 0).then(|| LoopCount {
                 intent_hash: intent_hash.clone(),
                 window_start: loop_window,
                 max: self.cfg.loop_max as i64,
@@ -791,46 +767,20 @@ impl Engine {
             }),
             budget: reserve,
         };
-        let mut denials = Vec::new();
-        {
-            let wanted = |code: &str| match code {
-                "frozen" => breakers.freeze,
-                "loop_detected" => breakers.loop_count.is_some(),
-                _ => breakers.budget.is_some(),
-            };
-            for (code, why) in [
-                ("frozen", "the tenant or the agent is frozen by an admin"),
-                (
-                    "loop_detected",
-                    "the same request was proposed too often in the loop window",
-                ),
-                (
-                    "budget_exceeded",
-                    "the tenant's budget for this window would be exceeded",
-                ),
-            ] {
-                if !wanted(code) {
-                    continue;
-                }
-                let mut d = p.clone();
-                d.status = "denied".into();
-                d.decision.effect = "deny".into();
-                d.decision.code = code.into();
-                d.decision.reasons = vec![why.into()];
-                d.decision.rules = vec![format!("breaker.{code}")];
-                d.needs = None;
-                d.expires_at = None;
-                d.artifact = None;
-                d.reserved = None;
-                let e = mk_entry(&d);
-                denials.push((code.to_string(), row_of(&d, 1, 0), e));
-            }
-        }
+        // What the writer stores instead when a breaker trips (built only then).
+        let denial: crate::store::Denial = {
+            let p = p.clone();
+            std::sync::Arc::new(move |code: &str| {
+                let d = denied(&p, code);
+                let e = decision_entry(&d, &logged_at);
+                (row_of(&d, 1, 0), e)
+            })
+        };
         let new = NewProposal {
             row: row_of(&p, 1, pending_until),
             entry: first_entry,
             breakers,
-            denials,
+            denial,
             bundle: bundle_rec,
             extra,
             activate,
@@ -1445,4 +1395,46 @@ fn status_of(p: &Proposal) -> StatusCode {
     } else {
         StatusCode::OK
     }
+}
+
+/// The first decision entry of a proposal.
+fn decision_entry(p: &Proposal, logged_at: &str) -> Value {
+    entry(
+        Some(p),
+        EntryFields {
+            decision_id: &p.decision.decision_id,
+            kind: "decision",
+            effect: Some(&p.decision.effect),
+            code: Some(&p.decision.code),
+            rules: Some(&p.decision.rules),
+            policy_hash: p.decision.policy_hash.as_deref(),
+            approval_id: p
+                .artifact
+                .as_ref()
+                .and_then(|a| a.get("approval_id"))
+                .and_then(Value::as_str),
+            logged_at,
+            ..Default::default()
+        },
+    )
+}
+
+/// `p` denied by the breaker `code` (`frozen`, `loop_detected`, `budget_exceeded`).
+fn denied(p: &Proposal, code: &str) -> Proposal {
+    let why = match code {
+        "frozen" => "the tenant or the agent is frozen by an admin",
+        "loop_detected" => "the same request was proposed too often in the loop window",
+        _ => "the tenant's budget for this window would be exceeded",
+    };
+    let mut d = p.clone();
+    d.status = "denied".into();
+    d.decision.effect = "deny".into();
+    d.decision.code = code.into();
+    d.decision.reasons = vec![why.into()];
+    d.decision.rules = vec![format!("breaker.{code}")];
+    d.needs = None;
+    d.expires_at = None;
+    d.artifact = None;
+    d.reserved = None;
+    d
 }

@@ -154,15 +154,18 @@ pub struct Reserve {
     pub limit: i64,
 }
 
+/// The proposal (row and decision entry) a breaker's code turns a new proposal into.
+pub type Denial = std::sync::Arc<dyn Fn(&str) -> (ProposalRow, Value) + Send + Sync>;
+
 /// A new proposal with its first decision entry.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NewProposal {
     pub row: ProposalRow,
     pub entry: Value,
     pub breakers: Breakers,
-    /// The same proposal stored denied, per breaker code (`frozen`, `loop_detected`,
-    /// `budget_exceeded`), with its entry: what the writer stores when that breaker trips.
-    pub denials: Vec<(String, ProposalRow, Value)>,
+    /// The same proposal denied by a breaker (`frozen`, `loop_detected`, `budget_exceeded`),
+    /// with its entry: what the writer stores when that breaker trips.
+    pub denial: Denial,
     /// A policy bundle to remember (an activation proposal's), by hash.
     pub bundle: Option<(String, String)>,
     /// Extra entries after the decision (an auto-approved activation's `policy` entry).
@@ -266,34 +269,67 @@ macro_rules! apply_ops {
             let now_text: &str = $now_text;
             let mut out: Vec<$crate::store::Applied> = Vec::with_capacity($ops.len());
             let mut entries: Vec<$crate::store::NewEntry> = Vec::new();
+            // The freezes, read once per batch (kept current by the batch's own freeze writes).
+            let mut frozen: std::collections::HashSet<(String, String)> = if $ops
+                .iter()
+                .any(|op| matches!(op, $crate::store::WriteOp::Propose(p) if p.breakers.freeze))
+            {
+                sqlx::query_as::<_, (String, String)>("SELECT tenant_id, agent_id FROM freezes")
+                    .fetch_all(&mut *conn)
+                    .await?
+                    .into_iter()
+                    .collect()
+            } else {
+                Default::default()
+            };
             for op in $ops.iter() {
                 use $crate::store::{Proposed, WriteOp, Written, NewEntry};
                 match op {
                     WriteOp::Propose(p) => {
-                        let existing: Option<$crate::store::ProposalTuple> = sqlx::query_as(&format!(
-                            "SELECT {} FROM proposals WHERE tenant_id = $1 AND nonce = $2",
+                        // Inserted first: (tenant, nonce) is unique, so of two proposals of one
+                        // nonce (two replicas) exactly one inserts, before any breaker counts it.
+                        let row = &p.row;
+                        let inserted = sqlx::query(&format!(
+                            "INSERT INTO proposals ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
                             $crate::store::PROPOSAL_COLUMNS
                         ))
-                        .bind(&p.row.tenant_id)
-                        .bind(&p.row.nonce)
-                        .fetch_optional(&mut *conn)
-                        .await?;
-                        if let Some(t) = existing {
-                            out.push(Ok(Written::Proposed(Box::new(Proposed::Existing(t.into())))));
+                        .bind(&row.proposal_id)
+                        .bind(&row.tenant_id)
+                        .bind(&row.nonce)
+                        .bind(&row.agent_id)
+                        .bind(&row.action)
+                        .bind(&row.request_hash)
+                        .bind(&row.status)
+                        .bind(row.version)
+                        .bind(row.pending_until)
+                        .bind(&row.created_at)
+                        .bind(&row.doc)
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected();
+                        if inserted == 0 {
+                            let existing: Option<$crate::store::ProposalTuple> = sqlx::query_as(&format!(
+                                "SELECT {} FROM proposals WHERE tenant_id = $1 AND nonce = $2",
+                                $crate::store::PROPOSAL_COLUMNS
+                            ))
+                            .bind(&p.row.tenant_id)
+                            .bind(&p.row.nonce)
+                            .fetch_optional(&mut *conn)
+                            .await?;
+                            out.push(match existing {
+                                Some(t) => Ok(Written::Proposed(Box::new(Proposed::Existing(t.into())))),
+                                None => Err($crate::store::corrupt(format!(
+                                    "proposal '{}' neither inserted nor found", p.row.proposal_id
+                                ))),
+                            });
                             continue;
                         }
                         let mut tripped: Option<&str> = None;
-                        if p.breakers.freeze {
-                            let n: i64 = sqlx::query_scalar(
-                                "SELECT COUNT(*) FROM freezes WHERE tenant_id = $1 AND (agent_id = '' OR agent_id = $2)",
-                            )
-                            .bind(&p.row.tenant_id)
-                            .bind(&p.row.agent_id)
-                            .fetch_one(&mut *conn)
-                            .await?;
-                            if n > 0 {
-                                tripped = Some("frozen");
-                            }
+                        if p.breakers.freeze
+                            && (frozen.contains(&(p.row.tenant_id.clone(), String::new()))
+                                || frozen.contains(&(p.row.tenant_id.clone(), p.row.agent_id.clone())))
+                        {
+                            tripped = Some("frozen");
                         }
                         if let (None, Some(l)) = (tripped, &p.breakers.loop_count) {
                             let (n, blocked): (i64, i64) = sqlx::query_as(
@@ -344,15 +380,10 @@ macro_rules! apply_ops {
                                 tripped = Some("budget_exceeded");
                             }
                         }
-                        let (row, entry, extra, activate) = match tripped {
+                        let denied = tripped.map(|code| (p.denial)(code));
+                        let (row, entry, extra, activate) = match &denied {
                             None => (&p.row, &p.entry, &p.extra[..], p.activate.as_ref()),
-                            Some(code) => match p.denials.iter().find(|(c, _, _)| c == code) {
-                                Some((_, row, entry)) => (row, entry, &[][..], None),
-                                None => {
-                                    out.push(Err($crate::store::corrupt(format!("no denial prepared for {code}"))));
-                                    continue;
-                                }
-                            },
+                            Some((row, entry)) => (row, entry, &[][..], None),
                         };
                         if let Some((hash, bundle)) = &p.bundle {
                             sqlx::query("INSERT INTO policy_bundles (policy_hash, bundle) VALUES ($1, $2) ON CONFLICT DO NOTHING")
@@ -361,23 +392,18 @@ macro_rules! apply_ops {
                                 .execute(&mut *conn)
                                 .await?;
                         }
-                        sqlx::query(&format!(
-                            "INSERT INTO proposals ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                            $crate::store::PROPOSAL_COLUMNS
-                        ))
-                        .bind(&row.proposal_id)
-                        .bind(&row.tenant_id)
-                        .bind(&row.nonce)
-                        .bind(&row.agent_id)
-                        .bind(&row.action)
-                        .bind(&row.request_hash)
-                        .bind(&row.status)
-                        .bind(row.version)
-                        .bind(row.pending_until)
-                        .bind(&row.created_at)
-                        .bind(&row.doc)
-                        .execute(&mut *conn)
-                        .await?;
+                        if denied.is_some() {
+                            sqlx::query(
+                                "UPDATE proposals SET status = $2, version = $3, pending_until = $4, doc = $5 WHERE proposal_id = $1",
+                            )
+                            .bind(&row.proposal_id)
+                            .bind(&row.status)
+                            .bind(row.version)
+                            .bind(row.pending_until)
+                            .bind(&row.doc)
+                            .execute(&mut *conn)
+                            .await?;
+                        }
                         if let Some(hash) = activate {
                             $crate::store::activate!(conn, hash, now_text);
                         }
@@ -449,6 +475,11 @@ macro_rules! apply_ops {
                                 .execute(&mut *conn)
                                 .await?
                         };
+                        if *on {
+                            frozen.insert((tenant_id.clone(), agent_id.clone()));
+                        } else {
+                            frozen.remove(&(tenant_id.clone(), agent_id.clone()));
+                        }
                         out.push(Ok(Written::Changed(done.rows_affected() > 0)));
                     }
                     WriteOp::InitialPolicy { hash, bundle, entry } => {
@@ -731,15 +762,6 @@ impl Store {
         on!(self, s => {
             let t: Option<(i64, Option<String>, String, String)> = sqlx::query_as(sql).bind(decision_id).fetch_optional(&s.read).await.map_err(db)?;
             Ok(t.map(|(i, tenant_id, entry, logged_at)| StoredEntry { log_index: i as u64, tenant_id, entry, logged_at }))
-        })
-    }
-
-    /// Whether the tenant, or the agent, is frozen.
-    pub async fn frozen(&self, tenant_id: &str, agent_id: &str) -> Result<bool, StoreError> {
-        let sql = "SELECT COUNT(*) FROM freezes WHERE tenant_id = $1 AND (agent_id = '' OR agent_id = $2)";
-        on!(self, s => {
-            let n: i64 = sqlx::query_scalar(sql).bind(tenant_id).bind(agent_id).fetch_one(&s.read).await.map_err(db)?;
-            Ok(n > 0)
         })
     }
 

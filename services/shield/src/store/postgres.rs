@@ -178,22 +178,43 @@ async fn append(
     }
     let first = tree.size() as i64;
     let mut nodes = Vec::new();
-    for (i, e) in entries.iter().enumerate() {
+    for e in entries {
         nodes.extend(
             tree.append(leaf_hash(e.jcs.as_bytes()))
                 .map_err(super::corrupt)?,
         );
-        sqlx::query(
-            "INSERT INTO decisions (log_index, decision_id, tenant_id, entry, logged_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(first + i as i64)
-        .bind(&e.decision_id)
-        .bind(&e.tenant_id)
-        .bind(&e.jcs)
-        .bind(&e.logged_at)
-        .execute(&mut *conn)
-        .await?;
     }
+    // One statement for the batch's entries.
+    sqlx::query(
+        "INSERT INTO decisions (log_index, decision_id, tenant_id, entry, logged_at) \
+         SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])",
+    )
+    .bind(
+        (0..entries.len() as i64)
+            .map(|i| first + i)
+            .collect::<Vec<i64>>(),
+    )
+    .bind(
+        entries
+            .iter()
+            .map(|e| e.decision_id.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        entries
+            .iter()
+            .map(|e| e.tenant_id.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(entries.iter().map(|e| e.jcs.clone()).collect::<Vec<_>>())
+    .bind(
+        entries
+            .iter()
+            .map(|e| e.logged_at.clone())
+            .collect::<Vec<_>>(),
+    )
+    .execute(&mut *conn)
+    .await?;
     let (levels, indices, hashes) = logstore::node_columns(&nodes);
     sqlx::query(
         "WITH n AS (INSERT INTO log_nodes (level, idx, hash) SELECT * FROM UNNEST($1::int[], $2::bigint[], $3::text[])) \

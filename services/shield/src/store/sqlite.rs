@@ -196,22 +196,28 @@ async fn append(
         *tree = logstore::load_frontier(conn, next as u64).await?;
     }
     let mut nodes = Vec::new();
+    let mut rows = Vec::with_capacity(entries.len());
     for (i, e) in entries.iter().enumerate() {
         nodes.extend(
             tree.append(leaf_hash(e.jcs.as_bytes()))
                 .map_err(super::corrupt)?,
         );
-        sqlx::query(
-            "INSERT INTO decisions (log_index, decision_id, tenant_id, entry, logged_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(next + i as i64)
-        .bind(&e.decision_id)
-        .bind(&e.tenant_id)
-        .bind(&e.jcs)
-        .bind(&e.logged_at)
-        .execute(&mut *conn)
-        .await?;
+        rows.push(serde_json::json!([
+            next + i as i64,
+            e.decision_id,
+            e.tenant_id,
+            e.jcs,
+            e.logged_at
+        ]));
     }
+    // One statement for the batch's entries (as OpenExec writes its receipts).
+    sqlx::query(
+        "INSERT INTO decisions (log_index, decision_id, tenant_id, entry, logged_at) \
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each($1)",
+    )
+    .bind(serde_json::Value::Array(rows).to_string())
+    .execute(&mut *conn)
+    .await?;
     sqlx::query(logstore::INSERT_NODES)
         .bind(logstore::nodes_json(&nodes))
         .execute(&mut *conn)
