@@ -50,6 +50,36 @@ pub async fn pool(
         .map_err(|e| OpenError(format!("cannot open database {}: {e}", path.display())))
 }
 
+/// The options of a writer's own connection: [`options`] with `wal_autocheckpoint=0`, so that
+/// no commit ever copies WAL pages into the database file (and syncs it) on the write path;
+/// [`checkpoint_loop`] does that work beside the writer.
+pub fn writer_options(path: &Path, busy_timeout: Duration) -> SqliteConnectOptions {
+    options(path, busy_timeout).pragma("wal_autocheckpoint", "0")
+}
+
+/// Move committed WAL pages into the database file every half second (PASSIVE: it never blocks
+/// the writer or readers), so the WAL stays small without the writer doing it inside a commit.
+/// Ends when `pool` is closed. `metric` is the histogram (seconds, `op="checkpoint"`) to record.
+pub async fn checkpoint_loop(pool: SqlitePool, metric: &'static str) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if pool.is_closed() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
+        }
+        metrics::histogram!(metric, "op" => "checkpoint").record(started.elapsed().as_secs_f64());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -66,7 +66,7 @@ impl SqliteStore {
         });
         // The writer never checkpoints: that work (copying WAL pages into the database file and
         // syncing it) runs beside it in `checkpoint_loop`, off the path of every commit.
-        let writer_opts = opts.clone().pragma("wal_autocheckpoint", "0");
+        let writer_opts = openexec_store::sqlite::writer_options(&path, busy_timeout);
         let writer_owner = owner.clone();
         let writer_path = path.clone();
         std::thread::Builder::new()
@@ -148,7 +148,10 @@ impl SqliteStore {
             },
         )
         .await?;
-        tokio::spawn(checkpoint_loop(read.clone()));
+        tokio::spawn(openexec_store::sqlite::checkpoint_loop(
+            read.clone(),
+            "openexec_store_seconds",
+        ));
         let sequencer_path = owners_dir.join("sequencer.lock");
         Ok(SqliteStore {
             owner,
@@ -336,29 +339,6 @@ impl SqliteStore {
         self.read.close().await;
         self.sequencer.release(); // another process on the file may sign now
         let _ = std::fs::remove_file(self.owners_dir.join(format!("{}.lock", self.owner)));
-    }
-}
-
-/// Move committed WAL pages into the database file every half second (PASSIVE: never blocks the
-/// writer or readers), so the WAL stays small without the writer doing it inside a commit.
-async fn checkpoint_loop(pool: SqlitePool) {
-    loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        if pool.is_closed() {
-            return;
-        }
-        let started = Instant::now();
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&pool)
-            .await
-        {
-            if pool.is_closed() {
-                return;
-            }
-            tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
-        }
-        metrics::histogram!("openexec_store_seconds", "op" => "checkpoint")
-            .record(started.elapsed().as_secs_f64());
     }
 }
 

@@ -69,6 +69,24 @@ pub struct ProposalRow {
     pub doc: String,
 }
 
+/// A proposal row as the JSON array SQLite's batch insert reads (`json_each`), in
+/// [`PROPOSAL_COLUMNS`] order.
+pub(crate) fn proposal_json(r: &ProposalRow) -> Value {
+    serde_json::json!([
+        r.proposal_id,
+        r.tenant_id,
+        r.nonce,
+        r.agent_id,
+        r.action,
+        r.request_hash,
+        r.status,
+        r.version,
+        r.pending_until,
+        r.created_at,
+        r.doc
+    ])
+}
+
 pub(crate) const PROPOSAL_COLUMNS: &str = "proposal_id, tenant_id, nonce, agent_id, action, \
      request_hash, status, version, pending_until, created_at, doc";
 
@@ -263,12 +281,27 @@ fn mismatch() -> StoreError {
 /// order), `$now` the batch's time in POSIX seconds. Evaluates to `Result<(Vec<Applied>,
 /// Vec<NewEntry>), sqlx::Error>`: each op's answer, and the entries to append, in order.
 macro_rules! apply_ops {
-    ($conn:expr, $ops:expr, $now_text:expr) => {{
+    ($conn:expr, $ops:expr, $now_text:expr, $insert_proposals:path) => {{
         async {
             let conn = $conn;
             let now_text: &str = $now_text;
             let mut out: Vec<$crate::store::Applied> = Vec::with_capacity($ops.len());
             let mut entries: Vec<$crate::store::NewEntry> = Vec::new();
+            // Every new proposal of the batch in one statement (the backend's): (tenant, nonce)
+            // is unique, so of two proposals of one nonce (two replicas, or twice in this batch)
+            // exactly one inserts, before any breaker counts it; the others are `Existing`.
+            let new_rows: Vec<&$crate::store::ProposalRow> = $ops
+                .iter()
+                .filter_map(|op| match op {
+                    $crate::store::WriteOp::Propose(p) => Some(&p.row),
+                    _ => None,
+                })
+                .collect();
+            let mut inserted: std::collections::HashSet<String> = if new_rows.is_empty() {
+                Default::default()
+            } else {
+                $insert_proposals(&mut *conn, &new_rows).await?
+            };
             // The freezes, read once per batch (kept current by the batch's own freeze writes).
             let mut frozen: std::collections::HashSet<(String, String)> = if $ops
                 .iter()
@@ -286,28 +319,7 @@ macro_rules! apply_ops {
                 use $crate::store::{Proposed, WriteOp, Written, NewEntry};
                 match op {
                     WriteOp::Propose(p) => {
-                        // Inserted first: (tenant, nonce) is unique, so of two proposals of one
-                        // nonce (two replicas) exactly one inserts, before any breaker counts it.
-                        let row = &p.row;
-                        let inserted = sqlx::query(&format!(
-                            "INSERT INTO proposals ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
-                            $crate::store::PROPOSAL_COLUMNS
-                        ))
-                        .bind(&row.proposal_id)
-                        .bind(&row.tenant_id)
-                        .bind(&row.nonce)
-                        .bind(&row.agent_id)
-                        .bind(&row.action)
-                        .bind(&row.request_hash)
-                        .bind(&row.status)
-                        .bind(row.version)
-                        .bind(row.pending_until)
-                        .bind(&row.created_at)
-                        .bind(&row.doc)
-                        .execute(&mut *conn)
-                        .await?
-                        .rows_affected();
-                        if inserted == 0 {
+                        if !inserted.remove(&p.row.proposal_id) {
                             let existing: Option<$crate::store::ProposalTuple> = sqlx::query_as(&format!(
                                 "SELECT {} FROM proposals WHERE tenant_id = $1 AND nonce = $2",
                                 $crate::store::PROPOSAL_COLUMNS

@@ -162,7 +162,7 @@ async fn batch(
         *tree = frontier_of_head(size as u64, &root, &frontier)?;
     }
     let now = now_text();
-    let (out, entries) = apply_ops!(&mut *tx, ops, &now)?;
+    let (out, entries) = apply_ops!(&mut *tx, ops, &now, insert_proposals)?;
     append(&mut tx, tree, &entries).await?;
     tx.commit().await?;
     Ok(out)
@@ -252,4 +252,34 @@ async fn log_write(pool: &PgPool, w: &LogWrite) -> Result<bool, StoreError> {
             line,
         } => logstore::add_cosignature(pool, *size, witness, *timestamp, line).await?,
     })
+}
+
+/// Insert new proposals in one statement; the ids inserted (a taken (tenant, nonce) is not).
+async fn insert_proposals(
+    conn: &mut PgConnection,
+    rows: &[&super::ProposalRow],
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    let text = |f: fn(&super::ProposalRow) -> &str| -> Vec<String> {
+        rows.iter().map(|r| f(r).to_string()).collect()
+    };
+    let ids: Vec<String> = sqlx::query_scalar(&format!(
+        "INSERT INTO proposals ({}) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], \
+         $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::text[], \
+         $11::text[]) ON CONFLICT DO NOTHING RETURNING proposal_id",
+        super::PROPOSAL_COLUMNS
+    ))
+    .bind(text(|r| &r.proposal_id))
+    .bind(text(|r| &r.tenant_id))
+    .bind(text(|r| &r.nonce))
+    .bind(text(|r| &r.agent_id))
+    .bind(text(|r| &r.action))
+    .bind(text(|r| &r.request_hash))
+    .bind(text(|r| &r.status))
+    .bind(rows.iter().map(|r| r.version).collect::<Vec<i64>>())
+    .bind(rows.iter().map(|r| r.pending_until).collect::<Vec<i64>>())
+    .bind(text(|r| &r.created_at))
+    .bind(text(|r| &r.doc))
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(ids.into_iter().collect())
 }

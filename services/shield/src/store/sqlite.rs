@@ -30,7 +30,9 @@ impl SqliteStore {
     pub async fn open(path: &Path, busy_timeout: Duration) -> anyhow::Result<SqliteStore> {
         openexec_store::sqlite::prepare(path)?;
         let opts = openexec_store::sqlite::options(path, busy_timeout);
-        let mut conn = SqliteConnection::connect_with(&opts)
+        // The writer never checkpoints the WAL inside a commit: `checkpoint_loop` does, beside it.
+        let writer_opts = openexec_store::sqlite::writer_options(path, busy_timeout);
+        let mut conn = SqliteConnection::connect_with(&writer_opts)
             .await
             .map_err(|e| anyhow::anyhow!("cannot open database {}: {e}", path.display()))?;
         let mut own = sqlx::migrate!("./migrations/sqlite");
@@ -77,6 +79,10 @@ impl SqliteStore {
             },
         )
         .await?;
+        tokio::spawn(openexec_store::sqlite::checkpoint_loop(
+            read.clone(),
+            "clawshield_store_seconds",
+        ));
         Ok(SqliteStore {
             read,
             writer,
@@ -174,7 +180,7 @@ async fn batch(
     tree: &mut Frontier,
 ) -> Result<Vec<Applied>, CommitError> {
     let now = now_text();
-    let (out, entries) = apply_ops!(&mut *conn, ops, &now)?;
+    let (out, entries) = apply_ops!(&mut *conn, ops, &now, insert_proposals)?;
     append(conn, tree, &entries).await?;
     Ok(out)
 }
@@ -246,4 +252,22 @@ async fn log_write(conn: &mut SqliteConnection, w: &LogWrite) -> Result<bool, St
             line,
         } => logstore::add_cosignature(conn, *size, witness, *timestamp, line).await?,
     })
+}
+
+/// Insert new proposals in one statement; the ids inserted (a taken (tenant, nonce) is not).
+async fn insert_proposals(
+    conn: &mut SqliteConnection,
+    rows: &[&super::ProposalRow],
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    let json = serde_json::Value::Array(rows.iter().map(|r| super::proposal_json(r)).collect());
+    let ids: Vec<String> = sqlx::query_scalar(&format!(
+        "INSERT INTO proposals ({}) SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, \
+         value ->> 4, value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10 \
+         FROM json_each($1) WHERE true ON CONFLICT DO NOTHING RETURNING proposal_id",
+        super::PROPOSAL_COLUMNS
+    ))
+    .bind(json.to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(ids.into_iter().collect())
 }
