@@ -274,6 +274,9 @@ impl TestReport {
 #[derive(Debug, Clone)]
 pub struct Bundle {
     engine: Engine,
+    /// Engines that evaluated before, ready for the next evaluation (a clone of `engine` costs
+    /// about as much as a small evaluation); shared by the clones of this bundle.
+    idle: std::sync::Arc<std::sync::Mutex<Vec<Engine>>>,
     files: BTreeMap<String, String>,
     data: Option<Value>,
     hash: String,
@@ -432,6 +435,7 @@ impl Bundle {
         let hash = openexec_core::json::jcs_sha256(&canonical_value(&files, &data));
         Ok(Bundle {
             engine,
+            idle: Default::default(),
             files,
             data,
             hash,
@@ -465,8 +469,12 @@ impl Bundle {
         self
     }
 
+    /// Most idle engines kept (one per thread that evaluates at once is plenty).
+    const IDLE_ENGINES: usize = 64;
+
     fn engine_for_run(&self) -> Engine {
-        let mut engine = self.engine.clone();
+        let idle = self.idle.lock().ok().and_then(|mut v| v.pop());
+        let mut engine = idle.unwrap_or_else(|| self.engine.clone());
         engine.set_execution_timer_config(ExecutionTimerConfig {
             limit: self.time_limit,
             check_interval: NonZeroU32::new(TIMER_CHECK_INTERVAL).unwrap_or(NonZeroU32::MIN),
@@ -481,7 +489,7 @@ impl Bundle {
         let run = catch_unwind(AssertUnwindSafe(|| {
             let mut engine = self.engine_for_run();
             engine.set_input(regorus::Value::from(input.clone()));
-            engine
+            let r = engine
                 .eval_rule(DECISION_RULE.to_string())
                 .map_err(|e| e.to_string())
                 .and_then(|v| {
@@ -490,7 +498,15 @@ impl Bundle {
                     } else {
                         serde_json::to_value(&v).map_err(|e| e.to_string())
                     }
-                })
+                });
+            // Kept for the next evaluation (each starts by clearing the last one's state); an
+            // engine whose evaluation panicked never gets here.
+            if let Ok(mut idle) = self.idle.lock() {
+                if idle.len() < Self::IDLE_ENGINES {
+                    idle.push(engine);
+                }
+            }
+            r
         }));
         let value = match run {
             Ok(Ok(v)) => v,

@@ -166,9 +166,9 @@ impl Mode {
 }
 
 /// The tenant every request runs for (the server's default).
-const TENANT: &str = "default";
+pub(crate) const TENANT: &str = "default";
 /// The ClawShield key the load generator signs with (a fixed test seed).
-const SIGNING_SEED: [u8; 32] = [7u8; 32];
+pub(crate) const SIGNING_SEED: [u8; 32] = [7u8; 32];
 /// Artifacts/s assumed when no demo rate of this run tells how many to mint.
 const FALLBACK_PREMINT_RATE: f64 = 4000.0;
 
@@ -390,7 +390,7 @@ fn check_samples(samples: &[Bytes]) -> Result<usize, String> {
 }
 
 /// How many clawshield artifacts to mint for a window of `secs` seconds.
-fn premint_count(demo_rps: Option<f64>, secs: f64, connections: usize) -> u64 {
+pub(crate) fn premint_count(demo_rps: Option<f64>, secs: f64, connections: usize) -> u64 {
     let rate = demo_rps
         .filter(|r| *r > 0.0)
         .map(|r| (r * 3.0).max(1000.0))
