@@ -21,8 +21,8 @@ use crate::model::{
     derived_id, entry, DecisionView, EntryFields, Needs, Proposal, VoteView, ACTIVATE_ACTION,
 };
 use crate::store::{
-    Breakers, LoopCount, NewProposal, ProposalRow, Proposed, Reserve, Store, StoreError, Update,
-    VoteRow,
+    Breakers, LoopCount, NewEntry, NewProposal, ProposalRow, Proposed, Reserve, Store, StoreError,
+    Update, VoteRow,
 };
 
 /// A refusal: its error answer and, for a rate limit, when to come back.
@@ -768,28 +768,36 @@ impl Engine {
             budget: reserve,
         };
         // What the writer stores instead when a breaker trips (built only then).
+        let row = row_of(&p, 1, pending_until);
+        let ours = row.doc.clone();
+        let p = Arc::new(p);
         let denial: crate::store::Denial = {
             let p = p.clone();
             std::sync::Arc::new(move |code: &str| {
                 let d = denied(&p, code);
                 let e = decision_entry(&d, &logged_at);
-                (row_of(&d, 1, 0), e)
+                (row_of(&d, 1, 0), NewEntry::of(&e))
             })
         };
         let new = NewProposal {
-            row: row_of(&p, 1, pending_until),
-            entry: first_entry,
+            row,
+            entry: NewEntry::of(&first_entry),
             breakers,
             denial,
             bundle: bundle_rec,
-            extra,
+            extra: extra.iter().map(NewEntry::of).collect(),
             activate,
         };
         let stored = self.store.propose(new).await.map_err(store_err)?;
         match stored {
             Proposed::Existing(r) => self.replay(agent, r, &request_hash),
             Proposed::New(r) => {
-                let p = parse_doc(&r)?;
+                // As stored: ours, unless a breaker turned it into a denial.
+                let p = if r.doc == ours {
+                    p
+                } else {
+                    Arc::new(parse_doc(&r)?)
+                };
                 if p.decision.code == "budget_exceeded"
                     || p.decision.code == "loop_detected"
                     || p.decision.code == "frozen"
@@ -1233,7 +1241,7 @@ impl Engine {
                     reason: reason.clone(),
                     signature: signature.clone(),
                 }),
-                entries,
+                entries: entries.iter().map(NewEntry::of).collect(),
                 release,
                 activate: activate.clone(),
             };
@@ -1294,7 +1302,7 @@ impl Engine {
                 expected_version: r.version,
                 row: row_of(&p, r.version + 1, 0),
                 vote: None,
-                entries: vec![e],
+                entries: vec![NewEntry::of(&e)],
                 release,
                 activate: None,
             };

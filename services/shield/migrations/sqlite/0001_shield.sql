@@ -21,7 +21,8 @@ CREATE TABLE proposals (
     UNIQUE (tenant_id, nonce)
 );
 CREATE INDEX proposals_pending ON proposals (pending_until) WHERE status = 'pending';
-CREATE INDEX proposals_tenant_status ON proposals (tenant_id, status);
+-- Only pending proposals are listed (per tenant): the index holds only those.
+CREATE INDEX proposals_tenant_pending ON proposals (tenant_id, created_at) WHERE status = 'pending';
 
 -- Counted votes, one per approver and proposal.
 CREATE TABLE votes (

@@ -173,13 +173,13 @@ pub struct Reserve {
 }
 
 /// The proposal (row and decision entry) a breaker's code turns a new proposal into.
-pub type Denial = std::sync::Arc<dyn Fn(&str) -> (ProposalRow, Value) + Send + Sync>;
+pub type Denial = std::sync::Arc<dyn Fn(&str) -> (ProposalRow, NewEntry) + Send + Sync>;
 
 /// A new proposal with its first decision entry.
 #[derive(Clone)]
 pub struct NewProposal {
     pub row: ProposalRow,
-    pub entry: Value,
+    pub entry: NewEntry,
     pub breakers: Breakers,
     /// The same proposal denied by a breaker (`frozen`, `loop_detected`, `budget_exceeded`),
     /// with its entry: what the writer stores when that breaker trips.
@@ -187,7 +187,7 @@ pub struct NewProposal {
     /// A policy bundle to remember (an activation proposal's), by hash.
     pub bundle: Option<(String, String)>,
     /// Extra entries after the decision (an auto-approved activation's `policy` entry).
-    pub extra: Vec<Value>,
+    pub extra: Vec<NewEntry>,
     /// Put this policy in force (an auto-approved activation).
     pub activate: Option<String>,
 }
@@ -199,7 +199,7 @@ pub struct Update {
     /// The proposal after the change (its version is `expected_version + 1`).
     pub row: ProposalRow,
     pub vote: Option<VoteRow>,
-    pub entries: Vec<Value>,
+    pub entries: Vec<NewEntry>,
     /// Give a reservation back: (window_start, cost).
     pub release: Option<(i64, i64)>,
     /// Put this policy in force (an approved activation).
@@ -228,10 +228,10 @@ pub(crate) enum WriteOp {
     InitialPolicy {
         hash: String,
         bundle: String,
-        entry: Value,
+        entry: NewEntry,
     },
     /// Entries that belong to no proposal (a rate limit tripping).
-    Entries(Vec<Value>),
+    Entries(Vec<NewEntry>),
     /// Record a roster's hash; its version.
     Roster(String),
     Log(LogWrite),
@@ -316,7 +316,7 @@ macro_rules! apply_ops {
                 Default::default()
             };
             for op in $ops.iter() {
-                use $crate::store::{Proposed, WriteOp, Written, NewEntry};
+                use $crate::store::{Proposed, WriteOp, Written};
                 match op {
                     WriteOp::Propose(p) => {
                         if !inserted.remove(&p.row.proposal_id) {
@@ -419,8 +419,8 @@ macro_rules! apply_ops {
                         if let Some(hash) = activate {
                             $crate::store::activate!(conn, hash, now_text);
                         }
-                        entries.push(NewEntry::of(entry));
-                        entries.extend(extra.iter().map(NewEntry::of));
+                        entries.push(entry.clone());
+                        entries.extend(extra.iter().cloned());
                         out.push(Ok(Written::Proposed(Box::new(Proposed::New(row.clone())))));
                     }
                     WriteOp::Update(u) => {
@@ -466,7 +466,7 @@ macro_rules! apply_ops {
                         if let Some(hash) = &u.activate {
                             $crate::store::activate!(conn, hash, now_text);
                         }
-                        entries.extend(u.entries.iter().map(NewEntry::of));
+                        entries.extend(u.entries.iter().cloned());
                         out.push(Ok(Written::Updated(true)));
                     }
                     WriteOp::Freeze { tenant_id, agent_id, by, on } => {
@@ -508,11 +508,11 @@ macro_rules! apply_ops {
                             .execute(&mut *conn)
                             .await?;
                         $crate::store::activate!(conn, hash, now_text);
-                        entries.push(NewEntry::of(entry));
+                        entries.push(entry.clone());
                         out.push(Ok(Written::Changed(true)));
                     }
                     WriteOp::Entries(list) => {
-                        entries.extend(list.iter().map(NewEntry::of));
+                        entries.extend(list.iter().cloned());
                         out.push(Ok(Written::Changed(true)));
                     }
                     WriteOp::Roster(hash) => {
@@ -683,13 +683,15 @@ impl Store {
         self.changed(WriteOp::InitialPolicy {
             hash: hash.into(),
             bundle: bundle.into(),
-            entry,
+            entry: NewEntry::of(&entry),
         })
         .await
     }
 
     pub async fn append_entries(&self, entries: Vec<Value>) -> Result<(), StoreError> {
-        self.changed(WriteOp::Entries(entries)).await.map(drop)
+        self.changed(WriteOp::Entries(entries.iter().map(NewEntry::of).collect()))
+            .await
+            .map(drop)
     }
 
     /// The version of the roster with this hash (a new one when it is new).
