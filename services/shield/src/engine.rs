@@ -18,7 +18,8 @@ use crate::config::Config;
 use crate::identity::{Identities, Identity, Kind};
 use crate::log::DecisionLog;
 use crate::model::{
-    derived_id, entry, DecisionView, EntryFields, Needs, Proposal, VoteView, ACTIVATE_ACTION,
+    derived_id, entry, entry_id, DecisionView, EntryFields, Needs, Proposal, VoteView,
+    ACTIVATE_ACTION,
 };
 use crate::store::{
     Breakers, LoopCount, NewEntry, NewProposal, ProposalRow, Proposed, Reserve, Store, StoreError,
@@ -474,7 +475,7 @@ impl Engine {
         // The same agent proposing the same request again gets the same proposal.
         if let Some(r) = self
             .store
-            .proposal_by_nonce(&tenant, &nonce)
+            .proposal(&derived_id("p_", &[&tenant, &nonce]))
             .await
             .map_err(store_err)?
         {
@@ -522,7 +523,7 @@ impl Engine {
         if let Err((wait, first)) = rate {
             metrics::counter!("clawshield_breaker_trips_total", "breaker" => "rate").increment(1);
             if first {
-                let id = derived_id("d_", &[&p.proposal_id, "rate", &text(now)]);
+                let id = entry_id("d_", now, &[&p.proposal_id, "rate"]);
                 let e = entry(
                     Some(&p),
                     EntryFields {
@@ -682,7 +683,7 @@ impl Engine {
         metrics::counter!("clawshield_decisions_total", "effect" => decision.effect.as_str())
             .increment(1);
 
-        let decision_id = derived_id("d_", &[&p.proposal_id, "0"]);
+        let decision_id = entry_id("d_", now, &[&p.proposal_id, "0"]);
         p.decision = DecisionView {
             decision_id: decision_id.clone(),
             effect: decision.effect.as_str().into(),
@@ -875,7 +876,7 @@ impl Engine {
     }
 
     fn policy_entry(&self, p: &mut Proposal, hash: &str, now: DateTime<Utc>) -> Value {
-        let id = derived_id("d_", &[&p.proposal_id, &p.entries.to_string()]);
+        let id = entry_id("d_", now, &[&p.proposal_id, &p.entries.to_string()]);
         p.entries += 1;
         let approval_id = p
             .artifact
@@ -1155,7 +1156,7 @@ impl Engine {
             } else {
                 n.denials += 1;
             }
-            let vote_id = derived_id("v_", &[&p.proposal_id, &approver.id]);
+            let vote_id = entry_id("v_", now, &[&p.proposal_id, &approver.id]);
             p.entries += 1;
             let mut entries = vec![entry(
                 Some(&p),
@@ -1173,7 +1174,7 @@ impl Engine {
             let mut activate = None;
             let mut pending_until = r.pending_until;
             if n.denials >= n.deny_threshold || n.approvals >= n.min {
-                let decision_id = derived_id("d_", &[&p.proposal_id, &p.entries.to_string()]);
+                let decision_id = entry_id("d_", now, &[&p.proposal_id, &p.entries.to_string()]);
                 p.entries += 1;
                 pending_until = 0;
                 if n.denials >= n.deny_threshold {
@@ -1274,7 +1275,7 @@ impl Engine {
         let mut n = 0;
         for r in due {
             let mut p = parse_doc(&r)?;
-            let id = derived_id("d_", &[&p.proposal_id, &p.entries.to_string()]);
+            let id = entry_id("d_", now, &[&p.proposal_id, &p.entries.to_string()]);
             p.entries += 1;
             p.status = "expired".into();
             p.decision = DecisionView {

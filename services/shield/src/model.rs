@@ -113,6 +113,14 @@ pub fn derived_id(prefix: &str, parts: &[&str]) -> String {
     format!("{prefix}{}", &hex::encode(h.finalize())[..32])
 }
 
+/// A decision log entry's id: `prefix`, the time in microseconds (13 hex digits) and 19 hex
+/// digits of SHA-256 over the parts — unique like [`derived_id`], and in time order, so that
+/// the index of entries by id grows at its end instead of at a random page per entry.
+pub fn entry_id(prefix: &str, at: chrono::DateTime<chrono::Utc>, parts: &[&str]) -> String {
+    let h = derived_id("", parts);
+    format!("{prefix}{:013x}{}", at.timestamp_micros().max(0), &h[..19])
+}
+
 /// A decision log entry (SPEC §9): every field present, null where it does not apply. It holds
 /// hashes, never payloads, reasons or secrets.
 #[derive(Debug, Clone, Default)]

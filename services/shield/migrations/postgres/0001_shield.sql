@@ -1,7 +1,9 @@
 -- ClawShield's own tables (PostgreSQL). The decision log's tree tables are openexec-logstore's
 -- (migration 1000 and up, run beside these).
 
--- One row per proposal: (tenant_id, nonce) is unique, so proposing again is idempotent.
+-- One row per proposal. proposal_id is derived from (tenant_id, nonce) (SHA-256, 128 bits), so
+-- its primary key is what makes (tenant_id, nonce) unique and proposing again idempotent: no
+-- second index on them (each index of random keys costs a page write per proposal).
 -- `doc` is the whole proposal as JSON (payload, context, decision, needs, artifact, votes);
 -- the other columns are what queries select on. `version` counts the proposal's changes: every
 -- update is a compare-and-set on it, so replicas never lose one another's votes.
@@ -17,8 +19,7 @@ CREATE TABLE proposals (
     -- POSIX seconds after which a pending proposal expires (0 once it is not pending)
     pending_until BIGINT NOT NULL,
     created_at    TEXT NOT NULL,
-    doc           TEXT NOT NULL,
-    UNIQUE (tenant_id, nonce)
+    doc           TEXT NOT NULL
 );
 CREATE INDEX proposals_pending ON proposals (pending_until) WHERE status = 'pending';
 -- Only pending proposals are listed (per tenant): the index holds only those.

@@ -321,11 +321,10 @@ macro_rules! apply_ops {
                     WriteOp::Propose(p) => {
                         if !inserted.remove(&p.row.proposal_id) {
                             let existing: Option<$crate::store::ProposalTuple> = sqlx::query_as(&format!(
-                                "SELECT {} FROM proposals WHERE tenant_id = $1 AND nonce = $2",
+                                "SELECT {} FROM proposals WHERE proposal_id = $1",
                                 $crate::store::PROPOSAL_COLUMNS
                             ))
-                            .bind(&p.row.tenant_id)
-                            .bind(&p.row.nonce)
+                            .bind(&p.row.proposal_id)
                             .fetch_optional(&mut *conn)
                             .await?;
                             out.push(match existing {
@@ -724,19 +723,6 @@ impl Store {
         let sql = format!("SELECT {PROPOSAL_COLUMNS} FROM proposals WHERE proposal_id = $1");
         on!(self, s => {
             let t: Option<ProposalTuple> = sqlx::query_as(&sql).bind(id).fetch_optional(&s.read).await.map_err(db)?;
-            Ok(t.map(Into::into))
-        })
-    }
-
-    pub async fn proposal_by_nonce(
-        &self,
-        tenant_id: &str,
-        nonce: &str,
-    ) -> Result<Option<ProposalRow>, StoreError> {
-        let sql =
-            format!("SELECT {PROPOSAL_COLUMNS} FROM proposals WHERE tenant_id = $1 AND nonce = $2");
-        on!(self, s => {
-            let t: Option<ProposalTuple> = sqlx::query_as(&sql).bind(tenant_id).bind(nonce).fetch_optional(&s.read).await.map_err(db)?;
             Ok(t.map(Into::into))
         })
     }
