@@ -42,6 +42,9 @@ pub async fn pool(
     limits: PoolLimits,
 ) -> Result<SqlitePool, OpenError> {
     SqlitePoolOptions::new()
+        // A SQLite connection is a file handle in this process, not a socket that can go
+        // stale: no ping (a round trip to its worker thread) before every use.
+        .test_before_acquire(false)
         .max_connections(limits.size.max(1))
         .min_connections(limits.min)
         .acquire_timeout(limits.timeout)
