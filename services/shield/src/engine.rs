@@ -118,6 +118,18 @@ impl Rates {
         }
     }
 
+    /// Give back the token a call took (it turned out to be a repeat).
+    fn refund(&self, key: (String, String)) {
+        if self.per_second <= 0.0 {
+            return;
+        }
+        if let Ok(mut map) = self.buckets.lock() {
+            if let Some(b) = map.get_mut(&key) {
+                b.tokens = (b.tokens + 1.0).min(self.capacity);
+            }
+        }
+    }
+
     fn left(&self, key: &(String, String)) -> Option<f64> {
         if self.per_second <= 0.0 {
             return None;
@@ -472,15 +484,9 @@ impl Engine {
         let intent_hash = openexec_core::hash::intent_hash(&action, &payload);
         let request_hash = openexec_core::hash::request_hash(&action, &nonce, &payload, &tenant);
 
-        // The same agent proposing the same request again gets the same proposal.
-        if let Some(r) = self
-            .store
-            .proposal(&derived_id("p_", &[&tenant, &nonce]))
-            .await
-            .map_err(store_err)?
-        {
-            return self.replay(agent, r, &request_hash);
-        }
+        // The same agent proposing the same request again gets the same proposal: the writer
+        // finds it (no read here, which every new proposal would pay for) and nothing of the
+        // repeat is counted or logged; its rate token is given back.
 
         let now = self.clock.now();
         let proposal_id = derived_id("p_", &[&tenant, &nonce]);
@@ -791,7 +797,11 @@ impl Engine {
         };
         let stored = self.store.propose(new).await.map_err(store_err)?;
         match stored {
-            Proposed::Existing(r) => self.replay(agent, r, &request_hash),
+            Proposed::Existing(r) => {
+                self.agent_rates.refund((tenant.clone(), agent.id.clone()));
+                self.action_rates.refund((tenant.clone(), action.clone()));
+                self.replay(agent, r, &request_hash)
+            }
             Proposed::New(r) => {
                 // As stored: ours, unless a breaker turned it into a denial.
                 let p = if r.doc == ours {
