@@ -434,7 +434,8 @@ fn evidence(out: &mut Seeds) {
             receipt_hash: h.clone(),
             signature: sig.clone(),
             key_id: kid.clone(),
-            log_index: i as u64,
+            log_index: Some(i as u64),
+            logged: None,
             inclusion,
         })
         .expect("serialises")
