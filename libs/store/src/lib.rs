@@ -51,6 +51,16 @@ pub struct PoolLimits {
     pub timeout: Duration,
 }
 
+/// How long a service's store may wait (SQLite: for a lock; PostgreSQL: for a connection) and,
+/// on PostgreSQL, how many connections it may open (every service's store takes these).
+#[derive(Debug, Clone, Copy)]
+pub struct StoreLimits {
+    pub timeout: Duration,
+    pub pool_size: u32,
+    /// PostgreSQL: how long opening waits for the database to accept connections.
+    pub connect_wait: Duration,
+}
+
 /// A database that could not be opened (at start-up): the message names it, never a password.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
-use crate::{OpenError, PgUrl, PoolLimits};
+use crate::{OpenError, PgUrl, PoolLimits, StoreLimits};
 
 /// A pool of up to `limits.size` connections with `opts` that connects on demand (nothing is
 /// reached yet: a service may start while its database is down); a caller waits up to
@@ -19,6 +19,42 @@ pub fn lazy_pool(opts: PgConnectOptions, limits: PoolLimits) -> PgPool {
         .min_connections(limits.min)
         .acquire_timeout(limits.timeout)
         .connect_lazy_with(opts)
+}
+
+/// A service replica's connection options and pool, opened the one way every service with
+/// replicas does: `lock_timeout` = `limits.timeout` (a lock held by a replica that hangs must not
+/// hang this one: past it the statement fails and the request answers 503), the
+/// `application` name, a pool of `limits.pool_size − 1` connections (at least 2: one more is the
+/// sequencer's, outside the pool, on the returned options), and the start-up wait for the
+/// database ([`wait_for`], up to `limits.connect_wait`, named by `wait_setting`).
+pub async fn open_replica(
+    url: &PgUrl,
+    application: &str,
+    limits: StoreLimits,
+    wait_setting: &str,
+) -> Result<(PgConnectOptions, PgPool), OpenError> {
+    let timeout_ms = limits.timeout.as_millis().max(1).to_string();
+    let connect: PgConnectOptions = url
+        .options()
+        .options([("lock_timeout", timeout_ms.as_str())])
+        .application_name(application);
+    let pool = lazy_pool(
+        connect.clone(),
+        PoolLimits {
+            size: limits.pool_size.saturating_sub(1).max(2),
+            min: 1,
+            timeout: limits.timeout,
+        },
+    );
+    wait_for(
+        &pool,
+        url,
+        limits.connect_wait,
+        limits.timeout,
+        wait_setting,
+    )
+    .await?;
+    Ok((connect, pool))
 }
 
 /// Wait until `pool` hands out a connection: a database that starts with (or after) the

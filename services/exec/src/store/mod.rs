@@ -10,7 +10,6 @@
 //! transaction (a `Commit` over [`WriteOp`]s). Reads use a pool beside it.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::watch;
@@ -229,15 +228,8 @@ macro_rules! on {
     };
 }
 
-/// How long a store may wait (SQLite: for a lock; PostgreSQL: for a connection) and, on
-/// PostgreSQL, how many connections it may open.
-#[derive(Debug, Clone, Copy)]
-pub struct StoreLimits {
-    pub timeout: Duration,
-    pub pool_size: u32,
-    /// PostgreSQL: how long opening waits for the database to accept connections.
-    pub connect_wait: Duration,
-}
+/// How long a store may wait and how many connections it may open (`openexec_store`'s).
+pub use openexec_store::StoreLimits;
 
 impl Store {
     /// Open (creating if needed) and migrate the database, and check the receipt log against its

@@ -22,8 +22,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use openexec_store::{Commit, CommitError, PgUrl, PoolLimits};
-use sqlx::postgres::PgConnectOptions;
+use openexec_store::{Commit, CommitError, PgUrl};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::watch;
 
@@ -69,28 +68,11 @@ fn db_err(e: sqlx::Error) -> StoreError {
 
 impl PgStore {
     pub async fn open(url: &PgUrl, limits: StoreLimits) -> anyhow::Result<PgStore> {
-        let timeout_ms = limits.timeout.as_millis().max(1).to_string();
-        let connect: PgConnectOptions = url
-            .options()
-            // A lock held by a replica that hangs must not hang this one: past the timeout the
-            // statement fails and the request answers 503.
-            .options([("lock_timeout", timeout_ms.as_str())])
-            .application_name("openexec");
-        // One connection is the sequencer's, outside the pool.
-        let pool = openexec_store::postgres::lazy_pool(
-            connect.clone(),
-            PoolLimits {
-                size: limits.pool_size.saturating_sub(1).max(2),
-                min: 1,
-                timeout: limits.timeout,
-            },
-        );
-        // A database that starts with (or after) the service: wait for it, up to connect_wait.
-        openexec_store::postgres::wait_for(
-            &pool,
+        // One connection is the sequencer's, outside the pool (on `connect`).
+        let (connect, pool) = openexec_store::postgres::open_replica(
             url,
-            limits.connect_wait,
-            limits.timeout,
+            "openexec",
+            limits,
             "OPENEXEC_DB_CONNECT_WAIT_MS",
         )
         .await?;
@@ -693,6 +675,7 @@ async fn apply_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sqlx::postgres::PgConnectOptions;
 
     /// A store on a fresh database of its own, or `None` (with a printed reason) without
     /// PostgreSQL.

@@ -12,7 +12,6 @@
 //! backends; only appending to the tree differs.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use openexec_log::{Hash, LogStore, NodeId, StoredCheckpoint};
 use serde_json::Value;
@@ -581,12 +580,8 @@ macro_rules! on {
     };
 }
 
-#[derive(Debug, Clone, Copy)]
-pub struct StoreLimits {
-    pub timeout: Duration,
-    pub pool_size: u32,
-    pub connect_wait: Duration,
-}
+/// How long a store may wait and how many connections it may open (`openexec_store`'s).
+pub use openexec_store::StoreLimits;
 
 /// The policy in force: its hash and how many activations there have been.
 #[derive(Debug, Clone, PartialEq, Eq)]

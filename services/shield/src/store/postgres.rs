@@ -10,8 +10,7 @@ use openexec_log::{leaf_hash, Frontier, Hash, NodeId, StoredCheckpoint};
 use openexec_logstore::sequencer::PgSequencer;
 use openexec_logstore::store::postgres as logstore;
 use openexec_logstore::store::{hash_hex, postgres::frontier_of_head};
-use openexec_store::{Commit, CommitError, PgUrl, PoolLimits};
-use sqlx::postgres::PgConnectOptions;
+use openexec_store::{Commit, CommitError, PgUrl};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::watch;
 
@@ -36,24 +35,10 @@ pub(crate) struct PgStore {
 
 impl PgStore {
     pub async fn open(url: &PgUrl, limits: StoreLimits) -> anyhow::Result<PgStore> {
-        let timeout_ms = limits.timeout.as_millis().max(1).to_string();
-        let connect: PgConnectOptions = url
-            .options()
-            .options([("lock_timeout", timeout_ms.as_str())])
-            .application_name("clawshield");
-        let pool = openexec_store::postgres::lazy_pool(
-            connect.clone(),
-            PoolLimits {
-                size: limits.pool_size.saturating_sub(1).max(2),
-                min: 1,
-                timeout: limits.timeout,
-            },
-        );
-        openexec_store::postgres::wait_for(
-            &pool,
+        let (connect, pool) = openexec_store::postgres::open_replica(
             url,
-            limits.connect_wait,
-            limits.timeout,
+            "clawshield",
+            limits,
             "CLAWSHIELD_DB_CONNECT_WAIT_MS",
         )
         .await?;
