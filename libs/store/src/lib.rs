@@ -17,7 +17,10 @@
 //! - [`writer`]: the group-commit writer, generic over a service's operations — the queue,
 //!   "send and wait for the durable commit", batches of up to `max_batch` in one transaction,
 //!   retries of a batch that lost a race, and every operation's answer after its commit; the
-//!   service supplies only the transaction ([`Commit`]).
+//!   service supplies only the transaction ([`Commit`]). On SQLite the commits are pipelined:
+//!   the writer commits at `synchronous=NORMAL` and a sync stage fdatasyncs the WAL
+//!   ([`sqlite::WalSync`]) once for every batch committed meanwhile, answering them after it,
+//!   while the next batch is already being committed.
 //!
 //! What it leaves to the services: their tables, statements and migrations, which operations
 //! they batch, and what their errors mean on the wire.
@@ -37,7 +40,8 @@ use std::time::Duration;
 pub use error::{classify, corrupt, is_retryable, unavailable, ErrorClass, StoreError};
 pub use url::{DbSetting, DbTarget, DbUrlError, PgUrl};
 pub use writer::{
-    channel, Applied, Commit, CommitError, Queue, WriterConfig, WriterHandle, WriterMetrics,
+    channel, AfterDurable, Applied, Commit, CommitError, Durability, Queue, WriterConfig,
+    WriterHandle, WriterMetrics,
 };
 
 /// A pool's size and how long a caller waits for one of its connections (SQLite: also for a

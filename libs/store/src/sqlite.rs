@@ -60,6 +60,56 @@ pub fn writer_options(path: &Path, busy_timeout: Duration) -> SqliteConnectOptio
     options(path, busy_timeout).pragma("wal_autocheckpoint", "0")
 }
 
+/// The options of a pipelined writer's connection ([`crate::writer::Durability`]): those of
+/// [`writer_options`] at `synchronous=NORMAL`, so a commit writes its WAL frames and returns
+/// without waiting for the disk; the writer's sync stage then makes them durable with
+/// [`WalSync::sync`] before any write of the batch is answered. (SQLite still syncs the WAL
+/// before a checkpoint copies it, and the WAL header when the file is reused; the database
+/// stays consistent at every point, and a crash can lose only commits never answered.)
+pub fn pipelined_writer_options(path: &Path, busy_timeout: Duration) -> SqliteConnectOptions {
+    writer_options(path, busy_timeout).synchronous(SqliteSynchronous::Normal)
+}
+
+/// `fdatasync` of a database's WAL file (`<db>-wal`), from any thread: everything written to the
+/// WAL before the call began — by any connection, any process — is on disk when it returns
+/// `Ok` (the kernel syncs the file, not one descriptor's writes). The file is opened on first
+/// use and again when the path names another file than the one held (it was recreated).
+pub struct WalSync {
+    path: std::path::PathBuf,
+    file: std::sync::Mutex<Option<(std::fs::File, u64)>>,
+}
+
+impl WalSync {
+    pub fn new(db: &Path) -> WalSync {
+        let mut p = db.as_os_str().to_owned();
+        p.push("-wal");
+        WalSync {
+            path: p.into(),
+            file: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The WAL file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn sync(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let ino = std::fs::metadata(&self.path)?.ino();
+        let mut held = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        if held.as_ref().map(|(_, i)| *i) != Some(ino) {
+            let f = std::fs::File::open(&self.path)?;
+            let i = f.metadata()?.ino();
+            *held = Some((f, i));
+        }
+        match held.as_ref() {
+            Some((f, _)) => f.sync_data(),
+            None => Err(std::io::Error::other("the WAL file is not open")),
+        }
+    }
+}
+
 /// Move committed WAL pages into the database file every half second (PASSIVE: it never blocks
 /// the writer or readers), so the WAL stays small without the writer doing it inside a commit.
 /// Ends when `pool` is closed. `metric` is the histogram (seconds, `op="checkpoint"`) to record.

@@ -100,6 +100,38 @@ pub trait Commit: Send {
     {
         async {}
     }
+
+    /// For a backend whose commit returns before the batch is on disk (SQLite at
+    /// `synchronous=NORMAL`, the writer syncing the WAL itself): the sync that makes every
+    /// commit returned so far durable. Asked once, when the writer starts. With one, the writer
+    /// hands each committed batch to a sync stage of its own thread and commits the next batch
+    /// while that one is being synced (pipelined group commit); the stage answers a batch's
+    /// writes only after a sync that began after its commit returned. `None` (the default):
+    /// a commit is durable when it returns, and its writes are answered at once.
+    fn durability(&mut self) -> Option<Durability> {
+        None
+    }
+
+    /// What to do once the batch just committed is durable (e.g. publish the log's new head):
+    /// asked right after each commit that returned `Ok`. With no [`durability`](Self::durability)
+    /// it runs at once.
+    fn after_durable(&mut self) -> Option<AfterDurable> {
+        None
+    }
+}
+
+/// Work left for when a committed batch is durable ([`Commit::after_durable`]).
+pub type AfterDurable = Box<dyn FnOnce() + Send>;
+
+/// The sync of a backend whose commits return before they are durable ([`Commit::durability`]):
+/// called on the sync stage's thread; `Ok` once everything committed before the call began is
+/// on disk. A failed sync fails closed: the writes it covered are answered with the error, and
+/// the writer refuses every write after it (the process must be restarted, as after any I/O
+/// error on its database).
+pub struct Durability {
+    pub sync: Box<dyn FnMut() -> std::io::Result<()> + Send>,
+    /// The sync stage thread's name.
+    pub thread: &'static str,
 }
 
 type Reply<Out> = oneshot::Sender<Result<Out, StoreError>>;
@@ -194,6 +226,25 @@ impl<Op: Send + Sync + 'static, Out: Send + 'static> Queue<Op, Out> {
     /// waiting (up to `max_batch`), commit the writes that may share a transaction in one, then
     /// each [`alone`](Commit::alone) write in its own, and answer each write after its commit.
     pub async fn run<C: Commit<Op = Op, Out = Out>>(mut self, mut c: C) {
+        let stage = match c.durability() {
+            Some(d) => match SyncStage::start(d, self.config.metrics) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    // No way to make commits durable: take no write at all.
+                    tracing::error!(error = %e, "cannot start the store's sync stage; every write is refused");
+                    self.rx.close();
+                    while let Some((_, reply)) = self.rx.recv().await {
+                        let _ = reply.send(Err(unavailable(format!(
+                            "the store's sync stage did not start: {e}"
+                        ))));
+                    }
+                    c.finish().await;
+                    drop(self.done);
+                    return;
+                }
+            },
+            None => None,
+        };
         let max = self.config.max_batch.max(1);
         let mut waiting: Vec<Sent<Op, Out>> = Vec::with_capacity(max);
         let mut ops: Vec<Op> = Vec::with_capacity(max);
@@ -208,12 +259,26 @@ impl<Op: Send + Sync + 'static, Out: Send + 'static> Queue<Op, Out> {
                     replies.push(reply);
                 }
             }
+            if let Some(e) = stage.as_ref().and_then(SyncStage::failed) {
+                // A sync failed: nothing more is committed (it could not be made durable).
+                for (_, r) in ops.drain(..).zip(replies.drain(..)) {
+                    let _ = r.send(Err(e.clone()));
+                }
+                for (_, r) in alone.drain(..) {
+                    let _ = r.send(Err(e.clone()));
+                }
+                continue;
+            }
             if !ops.is_empty() {
                 let started = Instant::now();
                 let m = self.config.metrics;
                 metrics::histogram!(m.batch_size).record(ops.len() as f64);
                 match self.attempt(&mut c, &ops).await {
-                    Ok(applied) => answer(&mut replies, applied),
+                    Ok(applied) => {
+                        let after = c.after_durable();
+                        let replies = std::mem::replace(&mut replies, Vec::with_capacity(max));
+                        settle(stage.as_ref(), Settle::Batch(replies, applied), after);
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, writes = ops.len(), "store commit failed; nothing in this batch is acknowledged");
                         for r in replies.drain(..) {
@@ -226,12 +291,19 @@ impl<Op: Send + Sync + 'static, Out: Send + 'static> Queue<Op, Out> {
                     .record(started.elapsed().as_secs_f64());
             }
             for (op, reply) in alone.drain(..) {
-                let r = match self.attempt(&mut c, std::slice::from_ref(&op)).await {
-                    Ok(applied) => applied.into_iter().next().unwrap_or_else(no_result),
-                    Err(e) => Err(e),
-                };
-                let _ = reply.send(r);
+                match self.attempt(&mut c, std::slice::from_ref(&op)).await {
+                    Ok(applied) => {
+                        let r = applied.into_iter().next().unwrap_or_else(no_result);
+                        let after = c.after_durable();
+                        settle(stage.as_ref(), Settle::One(reply, r), after);
+                    }
+                    Err(e) => drop(reply.send(Err(e))),
+                }
             }
+        }
+        if let Some(stage) = stage {
+            // Every write committed is answered before the writer says it is done.
+            stage.close().await;
         }
         c.finish().await;
         drop(self.done);
@@ -255,6 +327,131 @@ impl<Op: Send + Sync + 'static, Out: Send + 'static> Queue<Op, Out> {
                 Err(CommitError::Retry(e) | CommitError::Failed(e)) => return Err(e),
             }
         }
+    }
+}
+
+/// A committed batch's answers, waiting for durability.
+enum Settle<Out> {
+    Batch(Vec<Reply<Out>>, Applied<Out>),
+    /// An `alone` write.
+    One(Reply<Out>, Result<Out, StoreError>),
+}
+
+impl<Out> Settle<Out> {
+    fn answer(self) {
+        match self {
+            Settle::Batch(mut replies, applied) => answer(&mut replies, applied),
+            Settle::One(reply, r) => drop(reply.send(r)),
+        }
+    }
+
+    fn fail(self, e: &StoreError) {
+        match self {
+            Settle::Batch(replies, _) => {
+                for r in replies {
+                    let _ = r.send(Err(e.clone()));
+                }
+            }
+            Settle::One(reply, _) => drop(reply.send(Err(e.clone()))),
+        }
+    }
+}
+
+/// Answer a committed batch: at once when commits are durable when they return, else once the
+/// sync stage has synced it.
+fn settle<Out: Send + 'static>(
+    stage: Option<&SyncStage<Out>>,
+    s: Settle<Out>,
+    after: Option<AfterDurable>,
+) {
+    match stage {
+        None => {
+            if let Some(f) = after {
+                f();
+            }
+            s.answer();
+        }
+        Some(stage) => stage.send(s, after),
+    }
+}
+
+type Synced<Out> = (Settle<Out>, Option<AfterDurable>);
+
+/// The sync stage of a pipelined writer: a thread that takes every batch committed since its
+/// last sync, syncs once, then runs their [`AfterDurable`] work and answers their writes, in
+/// commit order. After a failed sync it syncs nothing more: what it holds and gets is answered
+/// with the error, and [`SyncStage::failed`] tells the writer to commit nothing more.
+struct SyncStage<Out> {
+    tx: std::sync::mpsc::Sender<Synced<Out>>,
+    failed: std::sync::Arc<std::sync::OnceLock<StoreError>>,
+    ended: oneshot::Receiver<()>,
+}
+
+impl<Out: Send + 'static> SyncStage<Out> {
+    fn start(d: Durability, m: WriterMetrics) -> std::io::Result<SyncStage<Out>> {
+        let (tx, rx) = std::sync::mpsc::channel::<Synced<Out>>();
+        let failed = std::sync::Arc::new(std::sync::OnceLock::new());
+        let (ended_tx, ended) = oneshot::channel();
+        let f = failed.clone();
+        let mut sync = d.sync;
+        std::thread::Builder::new()
+            .name(d.thread.into())
+            .spawn(move || {
+                let mut pending: Vec<Synced<Out>> = Vec::new();
+                while let Ok(first) = rx.recv() {
+                    pending.push(first);
+                    pending.extend(rx.try_iter());
+                    if let Some(e) = f.get() {
+                        for (s, _) in pending.drain(..) {
+                            s.fail(e);
+                        }
+                        continue;
+                    }
+                    let started = Instant::now();
+                    let r = sync();
+                    metrics::histogram!(m.seconds, "op" => "sync")
+                        .record(started.elapsed().as_secs_f64());
+                    match r {
+                        Ok(()) => {
+                            for (s, after) in pending.drain(..) {
+                                if let Some(after) = after {
+                                    after();
+                                }
+                                s.answer();
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, writes = pending.len(), "store sync failed: nothing it covered is acknowledged, and the store takes no more writes");
+                            let e = f.get_or_init(|| {
+                                unavailable(format!(
+                                    "the database could not be synced to disk ({e}); restart the service"
+                                ))
+                            });
+                            for (s, _) in pending.drain(..) {
+                                s.fail(e);
+                            }
+                        }
+                    }
+                }
+                let _ = ended_tx.send(());
+            })?;
+        Ok(SyncStage { tx, failed, ended })
+    }
+
+    fn send(&self, s: Settle<Out>, after: Option<AfterDurable>) {
+        if let Err(std::sync::mpsc::SendError((s, _))) = self.tx.send((s, after)) {
+            s.fail(&unavailable("the store's sync stage has stopped"));
+        }
+    }
+
+    fn failed(&self) -> Option<StoreError> {
+        self.failed.get().cloned()
+    }
+
+    /// Wait until every batch sent has been synced and answered.
+    async fn close(self) {
+        drop(self.tx);
+        let _ = self.ended.await;
     }
 }
 
@@ -529,6 +726,149 @@ mod tests {
         drop(q);
         assert!(w.write(1).await.is_err());
         assert!(!w.is_up());
+        w.close_and_wait().await;
+    }
+
+    /// A backend whose commits are durable only after its sync ([`Commit::durability`]): each
+    /// commit appends its ops to `committed`; a sync (gated by `syncs`) moves everything
+    /// committed into `durable`, or fails when `fail_sync` is set.
+    struct Pipelined {
+        committed: Arc<Mutex<Vec<u32>>>,
+        durable: Arc<Mutex<Vec<u32>>>,
+        syncs: Arc<Semaphore>,
+        fail_sync: Arc<Mutex<bool>>,
+        after: Arc<Mutex<Vec<usize>>>,
+    }
+
+    impl Commit for Pipelined {
+        type Op = u32;
+        type Out = u32;
+
+        async fn commit(&mut self, ops: &[u32]) -> Result<Applied<u32>, CommitError> {
+            self.committed.lock().unwrap().extend_from_slice(ops);
+            Ok(ops.iter().map(|o| Ok(o * 2)).collect())
+        }
+
+        fn durability(&mut self) -> Option<Durability> {
+            let (committed, durable, syncs, fail) = (
+                self.committed.clone(),
+                self.durable.clone(),
+                self.syncs.clone(),
+                self.fail_sync.clone(),
+            );
+            Some(Durability {
+                sync: Box::new(move || {
+                    // Blocks the sync thread until the test lets one sync run.
+                    while syncs.try_acquire().map(|p| p.forget()).is_err() {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    if *fail.lock().unwrap() {
+                        return Err(std::io::Error::other("disk on fire"));
+                    }
+                    let now = committed.lock().unwrap().clone();
+                    *durable.lock().unwrap() = now;
+                    Ok(())
+                }),
+                thread: "test-sync",
+            })
+        }
+
+        fn after_durable(&mut self) -> Option<AfterDurable> {
+            let n = self.committed.lock().unwrap().len();
+            let after = self.after.clone();
+            Some(Box::new(move || after.lock().unwrap().push(n)))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pipelined_writes_are_answered_after_a_sync_and_the_next_batch_commits_meanwhile() {
+        let (w, q) = channel::<u32, u32>(CONFIG);
+        let w = Arc::new(w);
+        let p = Pipelined {
+            committed: Arc::default(),
+            durable: Arc::default(),
+            syncs: Arc::new(Semaphore::new(0)),
+            fail_sync: Arc::default(),
+            after: Arc::default(),
+        };
+        let (committed, durable, syncs, fail, after) = (
+            p.committed.clone(),
+            p.durable.clone(),
+            p.syncs.clone(),
+            p.fail_sync.clone(),
+            p.after.clone(),
+        );
+        tokio::spawn(q.run(p));
+        let send = |op: u32| {
+            let (w, durable) = (w.clone(), durable.clone());
+            tokio::spawn(async move {
+                let r = w.write(op).await;
+                if r.is_ok() {
+                    assert!(
+                        durable.lock().unwrap().contains(&op),
+                        "{op} answered before it was durable"
+                    );
+                }
+                r
+            })
+        };
+        let first = send(1);
+        // Committed, not answered: the sync has not run.
+        for _ in 0..500 {
+            if committed.lock().unwrap().contains(&1) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert!(committed.lock().unwrap().contains(&1));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(!first.is_finished(), "answered before its sync");
+        // The next write commits while the first one's sync is still waiting (pipelined).
+        let second = send(2);
+        for _ in 0..500 {
+            if committed.lock().unwrap().contains(&2) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert_eq!(
+            *committed.lock().unwrap(),
+            vec![1, 2],
+            "committed during the sync"
+        );
+        assert!(
+            after.lock().unwrap().is_empty(),
+            "nothing ran before a sync"
+        );
+        syncs.add_permits(2);
+        assert_eq!(first.await.unwrap(), Ok(2));
+        assert_eq!(second.await.unwrap(), Ok(4));
+        let ran = after.lock().unwrap().clone();
+        assert_eq!(
+            ran,
+            vec![1, 2],
+            "each batch's after-durable work, in commit order"
+        );
+
+        // A failed sync fails what it covered and every write after it; nothing more commits.
+        *fail.lock().unwrap() = true;
+        let third = send(3);
+        syncs.add_permits(1);
+        let e = third.await.unwrap().unwrap_err();
+        assert!(matches!(e, StoreError::Unavailable(_)), "{e}");
+        assert!(e.to_string().contains("disk on fire"), "{e}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let e = send(4).await.unwrap().unwrap_err();
+        assert!(e.to_string().contains("could not be synced"), "{e}");
+        assert!(
+            !committed.lock().unwrap().contains(&4),
+            "committed after a failed sync"
+        );
+        assert_eq!(
+            after.lock().unwrap().len(),
+            2,
+            "no after-durable work for a failed sync"
+        );
         w.close_and_wait().await;
     }
 

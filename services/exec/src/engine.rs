@@ -23,7 +23,8 @@ use crate::config::{Config, Mode};
 use crate::handler::{Handler, Invocation, Registry, Violation};
 use crate::log::ReceiptLog;
 use crate::store::{
-    Claim, ClaimResult, ClaimRow, ClaimStatus, NewReceipt, Store, StoreError, StoredReceipt,
+    Claim, ClaimResult, ClaimRow, ClaimStatus, NewReceipt, Settled, Store, StoreError,
+    StoredReceipt,
 };
 
 /// Why a request was refused before any handler ran: the codes of SPEC §4–§5. What status
@@ -857,6 +858,9 @@ impl Engine {
             Some(a) => (Some(a.approval), Some(a.single_use)),
             None => (None, None),
         };
+        if !handler.effects() {
+            return self.run_settled(att, handler, approval, approval_key).await;
+        }
         let template = self.receipt(
             att,
             Some(handler),
@@ -886,23 +890,80 @@ impl Engine {
             }
         }
         match claimed {
-            Err(e) => {
-                // Writes are failing. A request answered before can still be answered from a
-                // read; anything else runs nothing.
-                return match self.store.lookup(&att.tenant_id, &att.nonce).await {
-                    Ok(Some(row)) => {
-                        self.answer_existing(att, handler, Existing::Stored(Box::new(row)))
-                            .await
-                    }
-                    _ => store_unavailable(&e),
+            Err(e) => return self.after_failed_claim(att, handler, &e).await,
+            Ok(ClaimResult::Claimed) => {}
+            Ok(c) => return self.not_claimed(att, handler, approval, c).await,
+        }
+
+        // The claim is durable: run the handler, at most once.
+        metrics::counter!("openexec_handler_runs_total", "action" => att.action.clone())
+            .increment(1);
+        let (receipt, result, message, status) =
+            self.run_handler(att, handler, approval.clone()).await;
+        let (rec, evidence) = self.seal(&receipt, result.as_ref(), message.clone());
+        let stored = self
+            .store
+            .complete(&att.tenant_id, &att.nonce, status, rec)
+            .await;
+        if let Ok(mut c) = self.claimed.lock() {
+            c.remove(&(att.tenant_id.clone(), att.nonce.clone()));
+        }
+        match stored {
+            Ok(log_index) => {
+                let evidence = Evidence {
+                    log_index: Some(log_index),
+                    ..evidence
                 };
+                outcome_answer(status, result, message, evidence, false)
             }
-            Ok(ClaimResult::NonceTaken(row)) => {
-                return self
-                    .answer_existing(att, handler, Existing::Stored(row))
+            Err(e) => {
+                // The handler ran but its receipt is not durable: never report success. The claim
+                // stays `running` and becomes `interrupted` once the store takes writes again.
+                tracing::error!(error = %e, exec_id = %att.request_hash, "receipt could not be stored after the handler ran");
+                if let Ok(mut o) = self.orphaned.lock() {
+                    o.push((att.tenant_id.clone(), att.nonce.clone()));
+                }
+                Outcome::StoreUnavailable {
+                    message: format!(
+                        "The handler ran but its receipt could not be stored ({e}); this request will answer 409 outcome_unknown once the store is back"
+                    ),
+                }
+            }
+        }
+    }
+
+    /// The answer when a claim could not be written (writes are failing): a request answered
+    /// before can still be answered from a read; anything else runs nothing.
+    async fn after_failed_claim(
+        &self,
+        att: &Attempt,
+        handler: &Arc<dyn Handler>,
+        e: &StoreError,
+    ) -> Outcome {
+        match self.store.lookup(&att.tenant_id, &att.nonce).await {
+            Ok(Some(row)) => {
+                self.answer_existing(att, handler, Existing::Stored(Box::new(row)))
                     .await
             }
-            Ok(ClaimResult::ApprovalReused { exec_id }) => {
+            _ => store_unavailable(e),
+        }
+    }
+
+    /// The answer when the claim was not ours: the nonce's stored answer, or the refusal of an
+    /// approval already used.
+    async fn not_claimed(
+        &self,
+        att: &Attempt,
+        handler: &Arc<dyn Handler>,
+        approval: Option<ApprovalRef>,
+        c: ClaimResult,
+    ) -> Outcome {
+        match c {
+            ClaimResult::NonceTaken(row) => {
+                self.answer_existing(att, handler, Existing::Stored(row))
+                    .await
+            }
+            ClaimResult::ApprovalReused { exec_id } => {
                 let id = approval.as_ref().map(|a| a.approval_id.as_str());
                 let msg = format!(
                     "Approval '{}' has already been used (by execution {exec_id}); each approval runs one request",
@@ -912,16 +973,71 @@ impl Engine {
                     approval: approval.map(Box::new),
                     ..Refusal::new(RefusalCode::ApprovalReused, msg)
                 };
-                return self.refuse(att, Some(handler), r).await;
+                self.refuse(att, Some(handler), r).await
             }
-            Ok(ClaimResult::Claimed) => {}
+            ClaimResult::Claimed => {
+                tracing::error!(exec_id = %att.request_hash, "a claim answered as not claimed");
+                Outcome::Internal
+            }
         }
+    }
 
-        // The claim is durable: run the handler, at most once. It runs in a task of its own so that
-        // a panic inside it is a `failed` outcome, not a lost receipt.
+    /// An action without effects (SPEC §10): run it first, then claim the nonce and store its
+    /// receipt in one commit. Running it twice cannot be observed, so a nonce found taken (or an
+    /// approval found used) at the commit only means its result is dropped and the stored
+    /// answer (or the refusal) is given instead; nothing is answered before the commit.
+    async fn run_settled(
+        self: &Arc<Self>,
+        att: &Attempt,
+        handler: &Arc<dyn Handler>,
+        approval: Option<ApprovalRef>,
+        approval_key: Option<String>,
+    ) -> Outcome {
+        let (receipt, result, message, status) =
+            self.run_handler(att, handler, approval.clone()).await;
+        let (rec, evidence) = self.seal(&receipt, result.as_ref(), message.clone());
+        let claim = Claim {
+            tenant_id: att.tenant_id.clone(),
+            nonce: att.nonce.clone(),
+            exec_id: att.request_hash.clone(),
+            action: att.action.clone(),
+            template: String::new(),
+            approval_key,
+        };
+        let settled = self.store.settle(claim, status, rec).await;
+        // `openexec_handler_runs_total` counts the runs whose outcome is recorded (for an
+        // action with effects, every run: its claim came first); a run of an action without
+        // effects whose result was dropped at the commit is counted apart.
+        let counter = match settled {
+            Ok(Settled::Logged(_)) => "openexec_handler_runs_total",
+            _ => "openexec_handler_discarded_total",
+        };
+        metrics::counter!(counter, "action" => att.action.clone()).increment(1);
+        match settled {
+            Ok(Settled::Logged(log_index)) => {
+                let evidence = Evidence {
+                    log_index: Some(log_index),
+                    ..evidence
+                };
+                outcome_answer(status, result, message, evidence, false)
+            }
+            Ok(Settled::Refused(c)) => self.not_claimed(att, handler, approval, c).await,
+            // Nothing is stored; a request answered before can still be answered from a read.
+            Err(e) => self.after_failed_claim(att, handler, &e).await,
+        }
+    }
+
+    /// Run a claimed (or, without effects, about to be settled) request's handler once, within
+    /// its timeout: the receipt of its outcome, its result or message, and the claim's status.
+    /// It runs in a task of its own so that a panic inside it is a `failed` outcome, not a lost
+    /// receipt.
+    async fn run_handler(
+        &self,
+        att: &Attempt,
+        handler: &Arc<dyn Handler>,
+        approval: Option<ApprovalRef>,
+    ) -> (Receipt, Option<Value>, Option<String>, ClaimStatus) {
         let started = Instant::now();
-        metrics::counter!("openexec_handler_runs_total", "action" => att.action.clone())
-            .increment(1);
         let h = handler.clone();
         let (exec_id, tenant, action, nonce, payload) = (
             att.request_hash.clone(),
@@ -1017,36 +1133,7 @@ impl Engine {
                 (r, None, Some(m), ClaimStatus::Interrupted)
             }
         };
-        let (rec, evidence) = self.seal(&receipt, result.as_ref(), message.clone());
-        let stored = self
-            .store
-            .complete(&att.tenant_id, &att.nonce, status, rec)
-            .await;
-        if let Ok(mut c) = self.claimed.lock() {
-            c.remove(&(att.tenant_id.clone(), att.nonce.clone()));
-        }
-        match stored {
-            Ok(log_index) => {
-                let evidence = Evidence {
-                    log_index: Some(log_index),
-                    ..evidence
-                };
-                outcome_answer(status, result, message, evidence, false)
-            }
-            Err(e) => {
-                // The handler ran but its receipt is not durable: never report success. The claim
-                // stays `running` and becomes `interrupted` once the store takes writes again.
-                tracing::error!(error = %e, exec_id = %att.request_hash, "receipt could not be stored after the handler ran");
-                if let Ok(mut o) = self.orphaned.lock() {
-                    o.push((att.tenant_id.clone(), att.nonce.clone()));
-                }
-                Outcome::StoreUnavailable {
-                    message: format!(
-                        "The handler ran but its receipt could not be stored ({e}); this request will answer 409 outcome_unknown once the store is back"
-                    ),
-                }
-            }
-        }
+        (receipt, result, message, status)
     }
 
     fn receipt(

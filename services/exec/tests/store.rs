@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use openexec_exec::config::DbTarget;
 use openexec_exec::store::{
-    Claim, ClaimResult, ClaimStatus, NewReceipt, Store, StoreError, StoreLimits,
+    Claim, ClaimResult, ClaimStatus, NewReceipt, Settled, Store, StoreError, StoreLimits,
 };
 use openexec_log::LogStore;
 use openexec_testkit::{both_backends, Db, TestDb};
@@ -219,6 +219,138 @@ async fn concurrent_claims_in_shared_batches_keep_every_rule(dir: Db) {
         }
     }
     assert_eq!(free, 39);
+    store.close().await;
+}
+
+both_backends!(a_settled_claim_is_stored_whole_or_not_at_all);
+/// `settle` (an action without effects: claim and outcome in one commit), concurrently with
+/// plain claims of the same nonces and approvals: each nonce and each approval is taken once;
+/// a settle that loses stores nothing (no claim row, no receipt, no log index); one that wins
+/// is executed with its receipt at a dense log index and is never `running` (recovery never
+/// sees it).
+async fn a_settled_claim_is_stored_whole_or_not_at_all(dir: Db) {
+    let store = Arc::new(open(&dir, 1000).await);
+    let settle = |s: Arc<Store>, nonce: String, exec: String, key: Option<String>, h: String| async move {
+        let mut c = claim(&nonce, &exec, key.as_deref());
+        c.template = String::new();
+        s.settle(c, ClaimStatus::Executed, receipt(&h, &exec))
+            .await
+            .unwrap()
+    };
+    let mut tasks = Vec::new();
+    for i in 0..90 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            match i % 3 {
+                // one nonce, settled by some and claimed by others
+                0 if i % 2 == 0 => (
+                    0,
+                    Some(settle(s, "same".into(), "e-same".into(), None, format!("hs-{i}")).await),
+                    None,
+                ),
+                0 => (
+                    0,
+                    None,
+                    Some(s.claim(claim("same", "e-same", None)).await.unwrap()),
+                ),
+                // distinct nonces sharing one approval
+                1 => (
+                    1,
+                    Some(
+                        settle(
+                            s,
+                            format!("ap-{i}"),
+                            format!("e-ap-{i}"),
+                            Some("k:one".into()),
+                            format!("ha-{i}"),
+                        )
+                        .await,
+                    ),
+                    None,
+                ),
+                // plain settles
+                _ => (
+                    2,
+                    Some(
+                        settle(
+                            s,
+                            format!("p-{i}"),
+                            format!("e-p-{i}"),
+                            None,
+                            format!("hp-{i}"),
+                        )
+                        .await,
+                    ),
+                    None,
+                ),
+            }
+        }));
+    }
+    let mut winners = [0usize; 3];
+    let mut indices = Vec::new();
+    for t in tasks {
+        let (kind, settled, claimed) = t.await.unwrap();
+        match (settled, claimed) {
+            (Some(Settled::Logged(i)), None) => {
+                winners[kind] += 1;
+                indices.push(i);
+            }
+            (Some(Settled::Refused(ClaimResult::NonceTaken(row))), None) => {
+                assert_eq!((kind, row.exec_id.as_str()), (0, "e-same"))
+            }
+            (Some(Settled::Refused(ClaimResult::ApprovalReused { exec_id })), None) => {
+                assert_eq!(kind, 1);
+                assert!(exec_id.starts_with("e-ap-"), "{exec_id}");
+            }
+            (None, Some(ClaimResult::Claimed)) => winners[kind] += 1,
+            (None, Some(ClaimResult::NonceTaken(_))) => assert_eq!(kind, 0),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        winners,
+        [1, 1, 30],
+        "one nonce once, one approval once, every plain one"
+    );
+    // Dense log indices: only the winners' receipts were logged.
+    indices.sort();
+    assert_eq!(indices, (0..indices.len() as u64).collect::<Vec<_>>());
+    assert_eq!(store.head().await.unwrap().0, indices.len() as u64);
+    // The losers stored nothing: their nonces are free and their receipts absent.
+    for i in (0..90).filter(|i| i % 3 == 1) {
+        let row = store.lookup("t", &format!("ap-{i}")).await.unwrap();
+        match row {
+            None => assert!(store
+                .receipt_by_hash(&format!("ha-{i}"))
+                .await
+                .unwrap()
+                .is_none()),
+            Some(row) => {
+                assert_eq!(row.status, ClaimStatus::Executed);
+                assert_eq!(row.receipt.unwrap().receipt_hash, format!("ha-{i}"));
+            }
+        }
+    }
+    for i in (0..90).filter(|i| i % 3 == 0 && i % 2 == 0) {
+        let stored = store.receipt_by_hash(&format!("hs-{i}")).await.unwrap();
+        let row = store.lookup("t", "same").await.unwrap().unwrap();
+        assert_eq!(
+            stored.is_some(),
+            row.receipt.as_ref().map(|r| r.receipt_hash.clone()) == Some(format!("hs-{i}"))
+        );
+    }
+    // A settled claim is never running: recovery has nothing to do for it.
+    let row = store.lookup("t", "p-2").await.unwrap().unwrap();
+    assert_eq!(row.status, ClaimStatus::Executed);
+    assert!(
+        store
+            .running()
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.nonce == "same"),
+        "only a plain claim can be running"
+    );
     store.close().await;
 }
 

@@ -54,8 +54,13 @@ impl LogHead {
 
     /// Publish `tree`'s head after a commit (watchers wake only when it moved).
     pub fn publish(head: &tokio::sync::watch::Sender<LogHead>, tree: &Frontier) {
+        LogHead::of(tree).publish_to(head)
+    }
+
+    /// Publish this head (watchers wake only when it moved).
+    pub fn publish_to(self, head: &tokio::sync::watch::Sender<LogHead>) {
         head.send_if_modified(|h| {
-            let new = LogHead::of(tree);
+            let new = self;
             let changed = *h != new;
             *h = new;
             changed

@@ -116,6 +116,16 @@ pub struct ClaimRow {
     pub receipt: Option<StoredReceipt>,
 }
 
+/// What settling a claim with its outcome in one commit found ([`Store::settle`]).
+#[derive(Debug, Clone)]
+pub enum Settled {
+    /// Claimed and settled: the receipt is durable at this log index.
+    Logged(u64),
+    /// Not claimed (the nonce was taken, or the approval used): nothing was stored. Never
+    /// [`ClaimResult::Claimed`].
+    Refused(ClaimResult),
+}
+
 /// What a claim attempt found.
 #[derive(Debug, Clone)]
 pub enum ClaimResult {
@@ -141,6 +151,14 @@ pub struct Claim {
 /// A write the writer commits (see `openexec_store::writer`).
 pub(crate) enum WriteOp {
     Claim(Claim),
+    /// A claim and its outcome in one commit: the action has no effects (SPEC §10), so it ran
+    /// before it was claimed (running it twice cannot be observed). The claim row is inserted
+    /// already settled, with its receipt; a taken nonce or a used approval stores nothing.
+    Settle {
+        claim: Claim,
+        status: ClaimStatus,
+        receipt: NewReceipt,
+    },
     Complete {
         tenant_id: String,
         nonce: String,
@@ -193,6 +211,15 @@ fn mismatch() -> StoreError {
 async fn write_claim(w: &Writer, op: WriteOp) -> Result<ClaimResult, StoreError> {
     match w.write(op).await? {
         Written::Claim(c) => Ok(c),
+        _ => Err(mismatch()),
+    }
+}
+
+async fn write_settle(w: &Writer, op: WriteOp) -> Result<Settled, StoreError> {
+    match w.write(op).await? {
+        Written::Index(i) => Ok(Settled::Logged(i)),
+        Written::Claim(ClaimResult::Claimed) => Err(mismatch()),
+        Written::Claim(c) => Ok(Settled::Refused(c)),
         _ => Err(mismatch()),
     }
 }
@@ -292,6 +319,23 @@ impl Store {
     /// Claim (tenant, nonce) durably, and the approval with it.
     pub async fn claim(&self, claim: Claim) -> Result<ClaimResult, StoreError> {
         write_claim(on!(self, s => s.writer()), WriteOp::Claim(claim)).await
+    }
+
+    /// Claim (tenant, nonce) and record its outcome and receipt in the same commit, for an
+    /// action without effects that already ran: either all of it is durable (its log index is
+    /// returned) or, when the nonce is taken or the approval used, nothing is stored.
+    pub async fn settle(
+        &self,
+        claim: Claim,
+        status: ClaimStatus,
+        receipt: NewReceipt,
+    ) -> Result<Settled, StoreError> {
+        let op = WriteOp::Settle {
+            claim,
+            status,
+            receipt,
+        };
+        write_settle(on!(self, s => s.writer()), op).await
     }
 
     /// Record the outcome of a claimed execution with its receipt; returns its log index.
@@ -547,7 +591,7 @@ impl<'a> Batch<'a> {
         };
         for (i, op) in ops.iter().enumerate() {
             match op {
-                WriteOp::Claim(c) => b.claims.push((i, c)),
+                WriteOp::Claim(c) | WriteOp::Settle { claim: c, .. } => b.claims.push((i, c)),
                 WriteOp::Complete {
                     tenant_id,
                     nonce,
@@ -562,15 +606,28 @@ impl<'a> Batch<'a> {
     }
 }
 
+/// The outcome a write settles its claim with in the same commit ([`WriteOp::Settle`]), if it
+/// does: the claim row is inserted with this status and receipt hash instead of `running`.
+pub(crate) fn settled_with(op: &WriteOp) -> Option<(ClaimStatus, &NewReceipt)> {
+    match op {
+        WriteOp::Settle {
+            status, receipt, ..
+        } => Some((*status, receipt)),
+        _ => None,
+    }
+}
+
 /// The receipts a batch logs, in batch order: the outcomes of claims that were still running
-/// (`updated`), then rejections. An outcome for a claim that is not running fails alone.
+/// (`updated`), of claims settled in this batch (`settled`: claimed, so their receipt is new),
+/// then rejections. An outcome for a claim that is not running fails alone.
 pub(crate) fn receipts_to_log<'a>(
     completions: Vec<(usize, &'a str, &'a str, ClaimStatus, &'a NewReceipt)>,
     updated: &std::collections::HashSet<(String, String)>,
+    settled: Vec<(usize, &'a NewReceipt)>,
     rejections: Vec<(usize, &'a NewReceipt)>,
     out: &mut [Option<Applied>],
 ) -> Vec<(usize, &'a NewReceipt)> {
-    let mut receipts: Vec<(usize, &NewReceipt)> = Vec::new();
+    let mut receipts: Vec<(usize, &NewReceipt)> = settled;
     for (i, t, n, _, r) in completions {
         if updated.contains(&(t.to_string(), n.to_string())) {
             receipts.push((i, r));

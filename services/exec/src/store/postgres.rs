@@ -31,9 +31,9 @@ use openexec_log::{leaf_hash, Frontier, Hash, NodeId, StoredCheckpoint};
 use super::tree_check::{hash_hex, leaf_data, LogHead, RECEIPT_LEAVES};
 use super::{
     all_applied, assign_indices, claim_row, corrupt, log_written, now_text, receipts_to_log,
-    stored_receipt, unavailable, writer_config, Applied, Batch, Claim, ClaimResult, ClaimRow,
-    LogWrite, NewReceipt, StoreError, StoreLimits, StoredReceipt, WriteOp, Writer, Written,
-    CLAIM_ROW_COLUMNS,
+    settled_with, stored_receipt, unavailable, writer_config, Applied, Batch, Claim, ClaimResult,
+    ClaimRow, ClaimStatus, LogWrite, NewReceipt, StoreError, StoreLimits, StoredReceipt, WriteOp,
+    Writer, Written, CLAIM_ROW_COLUMNS,
 };
 use openexec_logstore::store::postgres as logstore;
 use openexec_logstore::store::postgres::{frontier_of_head, frontier_text};
@@ -454,22 +454,44 @@ async fn apply_batch(
     // Claims, in key order so that replicas inserting the same keys lock them in one order.
     let mut inserted: HashSet<(String, String)> = HashSet::new();
     if !claims.is_empty() {
-        let mut sorted: Vec<&Claim> = claims.iter().map(|(_, c)| *c).collect();
-        sorted.sort_by(|a, b| (&a.tenant_id, &a.nonce).cmp(&(&b.tenant_id, &b.nonce)));
+        let mut sorted: Vec<(&Claim, Option<(ClaimStatus, &NewReceipt)>)> = claims
+            .iter()
+            .map(|(i, c)| (*c, settled_with(&ops[*i])))
+            .collect();
+        sorted.sort_by(|a, b| (&a.0.tenant_id, &a.0.nonce).cmp(&(&b.0.tenant_id, &b.0.nonce)));
         let col = |f: fn(&Claim) -> &str| -> Vec<String> {
-            sorted.iter().map(|c| f(c).to_string()).collect()
+            sorted.iter().map(|(c, _)| f(c).to_string()).collect()
         };
+        // A settled claim is inserted with its outcome (and no template: it never runs again).
         let rows: Vec<(String, String)> = sqlx::query_as(
-            "INSERT INTO executions (tenant_id, nonce, exec_id, action, status, template, owner, claimed_at) \
-             SELECT t, n, e, a, 'running', tp, $6, $7 \
-             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS u(t, n, e, a, tp) \
+            "INSERT INTO executions (tenant_id, nonce, exec_id, action, status, template, receipt_hash, owner, claimed_at) \
+             SELECT t, n, e, a, s, tp, h, $8, $9 \
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) \
+             AS u(t, n, e, a, tp, s, h) \
              ON CONFLICT DO NOTHING RETURNING tenant_id, nonce",
         )
         .bind(col(|c| &c.tenant_id))
         .bind(col(|c| &c.nonce))
         .bind(col(|c| &c.exec_id))
         .bind(col(|c| &c.action))
-        .bind(col(|c| &c.template))
+        .bind(
+            sorted
+                .iter()
+                .map(|(c, st)| if st.is_some() { "" } else { c.template.as_str() }.to_string())
+                .collect::<Vec<String>>(),
+        )
+        .bind(
+            sorted
+                .iter()
+                .map(|(_, st)| st.map_or(ClaimStatus::Running, |s| s.0).as_str().to_string())
+                .collect::<Vec<String>>(),
+        )
+        .bind(
+            sorted
+                .iter()
+                .map(|(_, st)| st.map(|s| s.1.receipt_hash.clone()))
+                .collect::<Vec<Option<String>>>(),
+        )
         .bind(owner)
         .bind(&now)
         .fetch_all(&mut *conn)
@@ -518,12 +540,20 @@ async fn apply_batch(
         winners.extend(rows);
     }
     let mut give_back: (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+    let mut settled: Vec<(usize, &NewReceipt)> = Vec::new();
     for (i, c) in claimed {
         match c.approval_key.as_deref().map(|k| winners.get(k)) {
-            None => out[i] = Some(Ok(Written::Claim(ClaimResult::Claimed))),
-            Some(Some(w)) if *w == c.exec_id => {
-                out[i] = Some(Ok(Written::Claim(ClaimResult::Claimed)))
+            Some(Some(w)) if *w != c.exec_id => {
+                give_back.0.push(c.tenant_id.clone());
+                give_back.1.push(c.nonce.clone());
+                out[i] = Some(Ok(Written::Claim(ClaimResult::ApprovalReused {
+                    exec_id: w.clone(),
+                })));
             }
+            None | Some(Some(_)) => match settled_with(&ops[i]) {
+                Some((_, r)) => settled.push((i, r)),
+                None => out[i] = Some(Ok(Written::Claim(ClaimResult::Claimed))),
+            },
             Some(w) => {
                 give_back.0.push(c.tenant_id.clone());
                 give_back.1.push(c.nonce.clone());
@@ -596,7 +626,7 @@ async fn apply_batch(
         .await?;
         updated.extend(rows);
     }
-    let receipts = receipts_to_log(completions, &updated, rejections, &mut out);
+    let receipts = receipts_to_log(completions, &updated, settled, rejections, &mut out);
 
     if !receipts.is_empty() {
         // The log: one order across replicas, under the log_state row lock, held from here to

@@ -8,6 +8,10 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use openexec_store::sqlite::WalSync;
 use openexec_store::{Commit, CommitError, PoolLimits};
 use serde_json::Value;
 use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
@@ -19,9 +23,9 @@ use super::tree_check::{
     checkpoint_row, frontier_from, leaf_data, LogHead, LATEST_CHECKPOINT, RECEIPT_LEAVES,
 };
 use super::{
-    all_applied, assign_indices, claim_row, log_written, now_text, receipts_to_log, stored_receipt,
-    unavailable, writer_config, Applied, Batch, Claim, ClaimResult, ClaimRow, LogWrite, StoreError,
-    StoredReceipt, WriteOp, Writer, Written, CLAIM_ROW_COLUMNS,
+    all_applied, assign_indices, claim_row, log_written, now_text, receipts_to_log, settled_with,
+    stored_receipt, unavailable, writer_config, Applied, Batch, Claim, ClaimResult, ClaimRow,
+    LogWrite, NewReceipt, StoreError, StoredReceipt, WriteOp, Writer, Written, CLAIM_ROW_COLUMNS,
 };
 use openexec_logstore::store::sqlite as logstore;
 
@@ -43,6 +47,11 @@ pub(crate) struct SqliteStore {
     head: watch::Receiver<LogHead>,
     /// Why the stored log cannot be trusted (found at start-up), if it cannot.
     log_problem: Option<String>,
+    /// The WAL's sync (the writer's sync stage uses it; so does a read that finds a receipt
+    /// not yet known durable).
+    wal: Arc<WalSync>,
+    /// How many log entries are known to be on disk: every receipt below this index is durable.
+    durable: Arc<AtomicU64>,
 }
 
 impl SqliteStore {
@@ -66,7 +75,12 @@ impl SqliteStore {
         });
         // The writer never checkpoints: that work (copying WAL pages into the database file and
         // syncing it) runs beside it in `checkpoint_loop`, off the path of every commit.
-        let writer_opts = openexec_store::sqlite::writer_options(&path, busy_timeout);
+        // Commits are pipelined: the writer commits at synchronous=NORMAL and its sync stage
+        // fdatasyncs the WAL before any write of a batch is answered (openexec_store::writer).
+        let writer_opts = openexec_store::sqlite::pipelined_writer_options(&path, busy_timeout);
+        let wal = Arc::new(WalSync::new(&path));
+        let durable = Arc::new(AtomicU64::new(0));
+        let (writer_wal, writer_durable) = (wal.clone(), durable.clone());
         let writer_owner = owner.clone();
         let writer_path = path.clone();
         std::thread::Builder::new()
@@ -114,6 +128,18 @@ impl SqliteStore {
                                 size: opened.tree.size(),
                                 root: opened.tree.root(),
                             });
+                            // What opening read was committed before, by whoever wrote it; the
+                            // WAL is synced once more before the store says so.
+                            if let Err(e) = writer_wal.sync() {
+                                if e.kind() != std::io::ErrorKind::NotFound {
+                                    let _ = ready_tx.send(Err(anyhow::anyhow!(
+                                        "cannot sync {}: {e}",
+                                        writer_wal.path().display()
+                                    )));
+                                    return;
+                                }
+                            }
+                            writer_durable.store(opened.tree.size(), Ordering::SeqCst);
                             let _ = ready_tx.send(Ok(opened.problem));
                             queue
                                 .run(SqliteWriter {
@@ -121,6 +147,9 @@ impl SqliteStore {
                                     owner: writer_owner,
                                     tree: opened.tree,
                                     head: head_tx,
+                                    wal: writer_wal,
+                                    durable: writer_durable,
+                                    committed: None,
                                 })
                                 .await;
                         }
@@ -165,7 +194,25 @@ impl SqliteStore {
             writer,
             head: head_rx,
             log_problem,
+            wal,
+            durable,
         })
+    }
+
+    /// Make sure the receipt at `index` (read from the file) is on disk before it is shown to
+    /// anyone: below the durable mark it is; above, it may be a commit still being synced (by
+    /// this process's writer or another process's), so the WAL is synced here first.
+    async fn ensure_durable(&self, index: u64) -> Result<(), StoreError> {
+        if index < self.durable.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let wal = self.wal.clone();
+        tokio::task::spawn_blocking(move || wal.sync())
+            .await
+            .map_err(|e| unavailable(format!("the WAL sync task failed: {e}")))?
+            .map_err(|e| unavailable(format!("cannot sync the database's WAL: {e}")))?;
+        self.durable.fetch_max(index + 1, Ordering::SeqCst);
+        Ok(())
     }
 
     /// The receipt log's committed head (size and root), as of the last commit.
@@ -208,6 +255,9 @@ impl SqliteStore {
                 .fetch_all(&self.read),
             )
             .await?;
+        if let Some((last, ..)) = rows.last() {
+            self.ensure_durable(*last as u64).await?;
+        }
         rows.into_iter()
             .map(|(i, r, s, k, at)| Ok((i as u64, leaf_data(&r, &s, &k, &at)?, at)))
             .collect()
@@ -242,7 +292,11 @@ impl SqliteStore {
                 .fetch_optional(&self.read),
             )
             .await?;
-        row.map(|r| claim_row(&r)).transpose()
+        let row = row.map(|r| claim_row(&r)).transpose()?;
+        if let Some(r) = row.as_ref().and_then(|c| c.receipt.as_ref()) {
+            self.ensure_durable(r.log_index).await?;
+        }
+        Ok(row)
     }
 
     /// Claims whose handler never reported back (the process died mid-run).
@@ -273,7 +327,19 @@ impl SqliteStore {
                 .fetch_optional(&self.read),
             )
             .await?;
-        row.map(|r| stored_receipt(&r, "")).transpose()
+        self.durable_receipt(row.map(|r| stored_receipt(&r, "")).transpose()?)
+            .await
+    }
+
+    /// `r` once it is known durable ([`SqliteStore::ensure_durable`]).
+    async fn durable_receipt(
+        &self,
+        r: Option<StoredReceipt>,
+    ) -> Result<Option<StoredReceipt>, StoreError> {
+        if let Some(r) = &r {
+            self.ensure_durable(r.log_index).await?;
+        }
+        Ok(r)
     }
 
     /// A receipt by its hash.
@@ -285,7 +351,8 @@ impl SqliteStore {
                     .fetch_optional(&self.read),
             )
             .await?;
-        row.map(|r| stored_receipt(&r, "")).transpose()
+        self.durable_receipt(row.map(|r| stored_receipt(&r, "")).transpose()?)
+            .await
     }
 
     pub(crate) fn writer(&self) -> &Writer {
@@ -367,6 +434,10 @@ struct SqliteWriter {
     owner: String,
     tree: Frontier,
     head: watch::Sender<LogHead>,
+    wal: Arc<WalSync>,
+    durable: Arc<AtomicU64>,
+    /// The head of the last commit, published once it is durable ([`Commit::after_durable`]).
+    committed: Option<LogHead>,
 }
 
 impl Commit for SqliteWriter {
@@ -389,7 +460,7 @@ impl Commit for SqliteWriter {
             Ok(applied) => {
                 metrics::histogram!("openexec_store_seconds", "op" => "transaction")
                     .record(started.elapsed().as_secs_f64());
-                LogHead::publish(&self.head, &self.tree);
+                self.committed = Some(LogHead::of(&self.tree));
                 Ok(applied)
             }
             Err(e) => {
@@ -402,6 +473,25 @@ impl Commit for SqliteWriter {
 
     async fn finish(self) {
         let _ = self.conn.close().await;
+    }
+
+    fn durability(&mut self) -> Option<openexec_store::Durability> {
+        let wal = self.wal.clone();
+        Some(openexec_store::Durability {
+            sync: Box::new(move || wal.sync()),
+            thread: "openexec-sync",
+        })
+    }
+
+    /// The new head is published (and the durable mark moved) only once the commit is on
+    /// disk: no checkpoint is signed over, and no answer shows, a receipt that could be lost.
+    fn after_durable(&mut self) -> Option<openexec_store::AfterDurable> {
+        let head = self.committed.take()?;
+        let (tx, durable) = (self.head.clone(), self.durable.clone());
+        Some(Box::new(move || {
+            durable.fetch_max(head.size, Ordering::SeqCst);
+            head.publish_to(&tx);
+        }))
     }
 }
 
@@ -511,9 +601,19 @@ async fn apply_batch(
     // Round trip 1. Each kind of write is one statement over a JSON array of its rows
     // (`json_each`), so the text of the script depends only on which kinds the batch holds: a
     // handful of texts, each prepared once and cached by sqlx.
+    // A settled claim is inserted with its outcome (and no template: it never runs again).
     let claims_json = (!claims.is_empty()).then(|| {
-        json_rows(claims.iter().map(|(_, c)| {
-            serde_json::json!([c.tenant_id, c.nonce, c.exec_id, c.action, c.template])
+        json_rows(claims.iter().map(|(i, c)| match settled_with(&ops[*i]) {
+            None => serde_json::json!([c.tenant_id, c.nonce, c.exec_id, c.action, c.template]),
+            Some((st, r)) => serde_json::json!([
+                c.tenant_id,
+                c.nonce,
+                c.exec_id,
+                c.action,
+                "",
+                st.as_str(),
+                r.receipt_hash
+            ]),
         }))
     });
     let approvals_json = (!with_approval.is_empty()).then(|| {
@@ -541,8 +641,8 @@ async fn apply_batch(
     s.stmt("BEGIN IMMEDIATE");
     if let Some(j) = &claims_json {
         s.stmt(
-            "INSERT INTO executions (tenant_id, nonce, exec_id, action, status, template, owner, claimed_at) \
-             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, 'running', value ->> 4, ?, ? \
+            "INSERT INTO executions (tenant_id, nonce, exec_id, action, status, template, receipt_hash, owner, claimed_at) \
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, COALESCE(value ->> 5, 'running'), value ->> 4, value ->> 6, ?, ? \
              FROM json_each(?) WHERE true ON CONFLICT DO NOTHING RETURNING 'c', tenant_id, nonce",
         )
         .text(owner)
@@ -555,7 +655,7 @@ async fn apply_batch(
             "INSERT INTO approvals_used (approval_key, exec_id) \
              SELECT value ->> 0, value ->> 1 FROM json_each(?) AS v \
              WHERE EXISTS (SELECT 1 FROM executions e WHERE e.exec_id = v.value ->> 1 \
-             AND e.owner = ? AND e.claimed_at = ? AND e.status = 'running') \
+             AND e.owner = ? AND e.claimed_at = ?) \
              ON CONFLICT DO NOTHING RETURNING 'a', approval_key, exec_id",
         )
         .text(j)
@@ -617,6 +717,11 @@ async fn apply_batch(
     // Claims: inserted, taken (read back the holder), or refused for a used approval.
     let mut s2 = Script::default();
     let mut taken: Vec<(usize, &Claim)> = Vec::new();
+    let mut settled: Vec<(usize, &NewReceipt)> = Vec::new();
+    let mut claimed = |i: usize, out: &mut [Option<Applied>]| match settled_with(&ops[i]) {
+        Some((_, r)) => settled.push((i, r)),
+        None => out[i] = Some(Ok(Written::Claim(ClaimResult::Claimed))),
+    };
     for (i, c) in &claims {
         // `remove`: a second claim of the same key in one batch is taken by the first.
         if !inserted.remove(&(c.tenant_id.clone(), c.nonce.clone())) {
@@ -624,13 +729,11 @@ async fn apply_batch(
             continue;
         }
         let Some(k) = c.approval_key.as_deref() else {
-            out[*i] = Some(Ok(Written::Claim(ClaimResult::Claimed)));
+            claimed(*i, &mut out);
             continue;
         };
         match approved.get(k) {
-            Some(winner) if *winner == c.exec_id => {
-                out[*i] = Some(Ok(Written::Claim(ClaimResult::Claimed)));
-            }
+            Some(winner) if *winner == c.exec_id => claimed(*i, &mut out),
             winner => {
                 let exec_id = match winner {
                     Some(w) => w.clone(),
@@ -669,7 +772,7 @@ async fn apply_batch(
 
     // Receipts in batch order: outcomes of the claims that were running, then rejections (a
     // receipt already stored keeps its index).
-    let receipts = receipts_to_log(completions, &updated, rejections, &mut out);
+    let receipts = receipts_to_log(completions, &updated, settled, rejections, &mut out);
     let rows = assign_indices(&receipts, &mut index, next, &mut out);
 
     // Round trip 2.
@@ -735,14 +838,32 @@ impl SqliteStore {
         if next as u64 == local.size {
             return Ok((local.size, local.root));
         }
-        // Another process on the file appended: its nodes are committed with its receipts.
+        // A commit still being synced, or another process on the file appended (its nodes are
+        // committed with its receipts): either way made durable before it is signed.
         let size = next as u64;
+        if size > 0 {
+            self.ensure_durable(size - 1).await?;
+        }
         let nodes = logstore::nodes_on(&self.read, &Frontier::node_ids(size)).await?;
         Ok((size, frontier_from(size, &nodes)?.root()))
     }
 
     pub async fn nodes(&self, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>, StoreError> {
-        logstore::nodes_on(&self.read, ids).await
+        let nodes = logstore::nodes_on(&self.read, ids).await?;
+        // The last leaf any of them covers must be durable.
+        let last = nodes
+            .keys()
+            .map(|n| {
+                (n.index + 1)
+                    .checked_shl(u32::from(n.level))
+                    .unwrap_or(u64::MAX)
+                    .saturating_sub(1)
+            })
+            .max();
+        if let Some(last) = last {
+            self.ensure_durable(last).await?;
+        }
+        Ok(nodes)
     }
 
     pub async fn latest_checkpoint(

@@ -109,7 +109,8 @@ impl Server {
         }
     }
 
-    fn http(&self) -> Http {
+    /// The server as an HTTP peer (GET /metrics series and the like).
+    pub fn http(&self) -> Http {
         Http {
             base: self.base.clone(),
             client: self.client.clone(),
