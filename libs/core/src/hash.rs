@@ -32,8 +32,34 @@ pub fn legacy_canonical(action: &str, payload: &Value) -> String {
     out.push_str("{\"action\":");
     py_string(&mut out, action);
     out.push_str(",\"payload\":");
-    py_value(&mut out, payload);
+    py_value(&mut out, payload, PySeparators::Compact);
     out.push('}');
+    out
+}
+
+/// The separators of Python's `json.dumps`: between items, and between a key and its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PySeparators {
+    /// `separators=(",", ":")`, as [`legacy_canonical`] writes.
+    Compact,
+    /// Python's default, `(", ", ": ")`.
+    Default,
+}
+
+impl PySeparators {
+    fn strs(self) -> (&'static str, &'static str) {
+        match self {
+            PySeparators::Compact => (",", ":"),
+            PySeparators::Default => (", ", ": "),
+        }
+    }
+}
+
+/// What Python's `json.dumps(v, sort_keys=True, separators=…)` returns for any value, with the
+/// rules of [`legacy_canonical`] (ASCII only, keys sorted at every level, floats as `repr`).
+pub fn python_dumps(v: &Value, separators: PySeparators) -> String {
+    let mut out = String::new();
+    py_value(&mut out, v, separators);
     out
 }
 
@@ -42,7 +68,8 @@ pub fn legacy_action_hash(action: &str, payload: &Value) -> String {
     sha256_hex(legacy_canonical(action, payload).as_bytes())
 }
 
-fn py_value(out: &mut String, v: &Value) {
+fn py_value(out: &mut String, v: &Value, sep: PySeparators) {
+    let (item, key) = sep.strs();
     match v {
         Value::Null => out.push_str("null"),
         Value::Bool(true) => out.push_str("true"),
@@ -53,9 +80,9 @@ fn py_value(out: &mut String, v: &Value) {
             out.push('[');
             for (i, x) in a.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push_str(item);
                 }
-                py_value(out, x);
+                py_value(out, x, sep);
             }
             out.push(']');
         }
@@ -66,11 +93,11 @@ fn py_value(out: &mut String, v: &Value) {
             out.push('{');
             for (i, (k, x)) in entries.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push_str(item);
                 }
                 py_string(out, k);
-                out.push(':');
-                py_value(out, x);
+                out.push_str(key);
+                py_value(out, x, sep);
             }
             out.push('}');
         }
@@ -225,6 +252,20 @@ mod tests {
         for (f, want) in cases {
             assert_eq!(py_float_repr(*f), *want, "{f:?}");
         }
+    }
+
+    #[test]
+    fn python_dumps_with_either_separators() {
+        // Written by Python's json.dumps(v, sort_keys=True) and with separators=(",", ":").
+        let v = serde_json::json!({"echo": {"i": 3, "b": "é"}, "a": [1, 2.5, null, true]});
+        assert_eq!(
+            python_dumps(&v, PySeparators::Default),
+            r#"{"a": [1, 2.5, null, true], "echo": {"b": "\u00e9", "i": 3}}"#
+        );
+        assert_eq!(
+            python_dumps(&v, PySeparators::Compact),
+            r#"{"a":[1,2.5,null,true],"echo":{"b":"\u00e9","i":3}}"#
+        );
     }
 
     #[test]

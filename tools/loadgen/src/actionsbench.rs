@@ -43,10 +43,10 @@ use sha2::{Digest, Sha256};
 use crate::bodies::BodySource;
 use crate::client::{Endpoint, Totals, Window};
 use crate::replicas::{metric_value, metrics_text};
-use crate::report::{cores, ms, non_ok_text, percentiles, row_json, Row};
+use crate::report::{cores, ms, non_ok_text, ratio, row_json, Row};
 use crate::{
-    check_samples, cpu_model, fmt_dur, get_once, nproc, run_phase_in, server, threads_text,
-    window_from_now, Args, Phase,
+    check_samples, fmt_dur, get_once, json_doc, phase_row, run_lines, run_phase_in, server,
+    threads_text, window_from_now, Args, Phase,
 };
 
 /// The shout module (`examples/actions/shout.wasm`), compiled in.
@@ -162,11 +162,6 @@ argv = [{program_s}, "{{{{}}}}"]
     )
 }
 
-/// `rps ÷ base_rps`; `None` unless both are positive.
-pub fn ratio(rps: f64, base_rps: f64) -> Option<f64> {
-    (rps > 0.0 && base_rps > 0.0).then(|| rps / base_rps)
-}
-
 /// Server time per call over the baseline's in a closed loop, in ms: `1000/rps −
 /// 1000/base_rps`; `None` unless both are positive. (At C connections the mean latency grows
 /// by about C times this.)
@@ -239,10 +234,19 @@ pub fn result_ok(name: &str, result: &Value) -> bool {
 
 /// Check the `result` of every sampled 200 answer of action `name`.
 pub fn check_results(name: &str, samples: &[Bytes]) -> Result<usize, String> {
+    check_results_by(name, samples, |r| result_ok(name, r))
+}
+
+/// Check the `result` of every sampled 200 answer of action `name` with `ok`.
+pub fn check_results_by(
+    name: &str,
+    samples: &[Bytes],
+    ok: impl Fn(&Value) -> bool,
+) -> Result<usize, String> {
     for (i, b) in samples.iter().enumerate() {
         let v: Value = serde_json::from_slice(b).map_err(|e| format!("sample {i}: {e}"))?;
         let r = v.get("result").unwrap_or(&Value::Null);
-        if !result_ok(name, r) {
+        if !ok(r) {
             return Err(format!(
                 "sample {i} has an unexpected result for {name}: {r}"
             ));
@@ -254,25 +258,37 @@ pub fn check_results(name: &str, samples: &[Bytes]) -> Result<usize, String> {
 /// Check `GET /actions`: every action of [`BENCHES`] is listed with its kind and `effects`.
 /// Returns the `wasm_shout` digest.
 pub fn check_actions_list(list: &Value) -> Result<Option<String>, String> {
-    let Some(items) = list.as_array() else {
-        return Err(format!("GET /actions is not a list: {list}"));
-    };
     let mut wasm_digest = None;
     for b in BENCHES {
-        let Some(a) = items.iter().find(|a| a["name"] == b.name) else {
-            return Err(format!("GET /actions does not list {}", b.name));
-        };
-        if a["kind"] != b.kind || a["effects"] != b.effects {
-            return Err(format!(
-                "GET /actions lists {} as kind {}, effects {} (expected {}, {})",
-                b.name, a["kind"], a["effects"], b.kind, b.effects
-            ));
-        }
+        let a = find_listed(list, b.name, b.kind, b.effects)?;
         if b.kind == "wasm" {
             wasm_digest = a["digest"].as_str().map(str::to_string);
         }
     }
     Ok(wasm_digest)
+}
+
+/// The entry of action `name` in `GET /actions` (`list`), checked to be of `kind` with
+/// `effects`.
+pub fn find_listed<'a>(
+    list: &'a Value,
+    name: &str,
+    kind: &str,
+    effects: bool,
+) -> Result<&'a Value, String> {
+    let Some(items) = list.as_array() else {
+        return Err(format!("GET /actions is not a list: {list}"));
+    };
+    let Some(a) = items.iter().find(|a| a["name"] == name) else {
+        return Err(format!("GET /actions does not list {name}"));
+    };
+    if a["kind"] != kind || a["effects"] != effects {
+        return Err(format!(
+            "GET /actions lists {name} as kind {}, effects {} (expected {kind}, {effects})",
+            a["kind"], a["effects"]
+        ));
+    }
+    Ok(a)
 }
 
 /// The in-process upstream of `http_echo`: an HTTP/1.1 server on its own thread and runtime.
@@ -560,31 +576,18 @@ pub fn action_row_json(a: &ActionRow) -> Value {
 }
 
 fn action_row(bench: Bench, phase: &Phase, extra: ExtraCpu, seconds: f64) -> ActionRow {
-    let o = &phase.outcome;
-    let mut non_ok = o.non_ok.clone();
-    if o.transport_errors > 0 {
-        non_ok.insert(0, o.transport_errors);
-    }
     let cpu = &phase.cpu;
     let spawned = extra.spawned_cores.unwrap_or(0.0);
     ActionRow {
         bench,
         row: Row {
-            mode: bench.name.to_string(),
-            endpoint: "POST /execute".into(),
-            requests: o.ok,
-            seconds,
-            lat: percentiles(&o.hist),
-            non_ok,
-            ratio: None,
-            server_cores: cpu.server_cores,
             // This process less its upstream thread.
             client_cores: (cpu.client_cores - extra.upstream_cores).max(0.0),
             // The whole of this process (client and upstream) is not "other".
             other_cores: cpu.machine_cores.map(|m| {
                 (m - cpu.server_cores.unwrap_or(0.0) - cpu.client_cores - spawned).max(0.0)
             }),
-            softirq_cores: cpu.softirq_cores,
+            ..phase_row(bench.name, "POST /execute", phase, seconds)
         },
         vs_echo: None,
         p50_delta_ms: None,
@@ -602,10 +605,7 @@ pub fn run(
     run_id: &str,
     cmd: &str,
 ) -> anyhow::Result<bool> {
-    let bin = args
-        .server_bin
-        .as_deref()
-        .context("--actions-bench starts its own server: give --server-bin")?;
+    let bin = args.server_bin_for("--actions-bench")?;
     if !std::path::Path::new(COMMAND_PROGRAM).is_file() {
         bail!("{COMMAND_PROGRAM} is not here: command_true cannot run");
     }
@@ -642,17 +642,7 @@ pub fn run(
     let addr = srv.addr;
     let pid = srv.pid;
 
-    let (st, body) = rt
-        .block_on(get_once(addr, "/health"))
-        .with_context(|| format!("GET /health on {addr} failed"))?;
-    let health: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let mode = health.get("exec_mode").and_then(Value::as_str);
-    if st != 200 || mode != Some("demo") {
-        bail!(
-            "{addr}: /health answered {st} with exec_mode {mode:?}, expected \"demo\": {}",
-            String::from_utf8_lossy(&body)
-        );
-    }
+    crate::measure::check_mode(rt, "the server", addr, "demo")?;
     let (st, body) = rt
         .block_on(get_once(addr, "/actions"))
         .with_context(|| format!("GET /actions on {addr} failed"))?;
@@ -800,22 +790,11 @@ pub fn run(
     drop(upstream);
 
     fill_vs_echo(&mut rows);
-    let machine = format!(
-        "machine: nproc={} ({}); client: {} runtime thread(s), {} connections; per action \
-         warmup {} + measured {}",
-        nproc(),
-        cpu_model(),
-        args.client_threads.max(1),
-        args.connections,
-        fmt_dur(args.warmup),
-        fmt_dur(args.duration)
-    );
     let mut out = String::new();
     out.push_str(&actions_table(&rows));
     out.push('\n');
     out.push_str(&format!("{}\n", summary(&rows, args.connections)));
-    out.push_str(&format!("{machine}\n"));
-    out.push_str(&format!("command: `{cmd}`\n"));
+    out.push_str(&run_lines(args, "per action", cmd));
     out.push_str(
         "actions benchmark: one fresh `openexec serve` (demo mode, server defaults: SQLite file, \
          durability on) on its own temp dir, with a registry file (OPENEXEC_ACTIONS) declaring \
@@ -831,23 +810,21 @@ pub fn run(
          every other busy process, which distorts the run when not ~0).\n",
     );
     let doc = || {
-        json!({
-            "machine": {"nproc": nproc(), "cpu": cpu_model()},
-            "command": cmd,
-            "benchmark": "actions",
-            "connections": args.connections,
-            "client_threads": args.client_threads.max(1),
-            "warmup_s": args.warmup.as_secs_f64(),
-            "duration_s": args.duration.as_secs_f64(),
-            "module_sha256": sha,
-            "upstream_requests": upstream_total,
-            "rows": rows.iter().map(action_row_json).collect::<Vec<_>>(),
-            "checks": checks,
-            "notes": notes,
-            "server_threads": thread_notes,
-            "failures": failures,
-            "ok": failures.is_empty(),
-        })
+        json_doc(
+            args,
+            cmd,
+            json!({
+                "benchmark": "actions",
+                "module_sha256": sha,
+                "upstream_requests": upstream_total,
+                "rows": rows.iter().map(action_row_json).collect::<Vec<_>>(),
+                "checks": checks,
+                "notes": notes,
+                "server_threads": thread_notes,
+                "failures": failures,
+                "ok": failures.is_empty(),
+            }),
+        )
     };
     crate::report::finish(
         out,

@@ -33,10 +33,13 @@ pub enum BodySource {
         limit: Option<u64>,
     },
     /// `{"action":"<action>","payload":{"n":N},"nonce":"<run>-nN"}` for N = 0, 1, 2, …
-    /// (`--actions-bench`: any action, the same small payload for each).
+    /// (`--actions-bench`: any action, the same small payload for each), or with one fixed
+    /// payload for every request instead of `{"n":N}` (`sleep`'s `{"ms":0}`).
     Action {
-        /// `{"action":"<action>","payload":{"n":` (the action as a JSON string).
+        /// `{"action":"<action>","payload":` (the action as a JSON string).
         prefix: Vec<u8>,
+        /// The payload's JSON when it is fixed; `None`: `{"n":N}`.
+        fixed: Option<Vec<u8>>,
         run_id: String,
         next: AtomicU64,
     },
@@ -73,12 +76,19 @@ impl BodySource {
 
     /// Unlimited bodies running `action` with payload `{"n": N}`, for run `run_id`.
     pub fn action(action: &str, run_id: &str) -> BodySource {
+        BodySource::action_with(action, None, run_id)
+    }
+
+    /// Unlimited bodies running `action` with `payload` in every one (`None`: `{"n": N}`),
+    /// for run `run_id`.
+    pub fn action_with(action: &str, payload: Option<&Value>, run_id: &str) -> BodySource {
         let mut prefix = b"{\"action\":".to_vec();
-        // A string always serialises.
+        // A string and a JSON value always serialise.
         prefix.extend_from_slice(serde_json::to_string(action).unwrap_or_default().as_bytes());
-        prefix.extend_from_slice(b",\"payload\":{\"n\":");
+        prefix.extend_from_slice(b",\"payload\":");
         BodySource::Action {
             prefix,
+            fixed: payload.map(|p| serde_json::to_vec(p).unwrap_or_default()),
             run_id: run_id.to_string(),
             next: AtomicU64::new(0),
         }
@@ -116,11 +126,17 @@ impl BodySource {
             }
             BodySource::Action {
                 prefix,
+                fixed,
                 run_id,
                 next,
             } => {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                Some(Bytes::from(action_body(prefix, run_id, i)))
+                Some(Bytes::from(action_body(
+                    prefix,
+                    fixed.as_deref(),
+                    run_id,
+                    i,
+                )))
             }
             BodySource::Charge { run_id, next } => {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -171,12 +187,18 @@ pub fn demo_body(run_id: &str, i: u64) -> Vec<u8> {
     v
 }
 
-/// The body of request `i` of a [`BodySource::action`] (built by hand like [`demo_body`]).
-fn action_body(prefix: &[u8], run_id: &str, i: u64) -> Vec<u8> {
-    let mut v = Vec::with_capacity(prefix.len() + 48 + run_id.len());
+/// The body of request `i` of a [`BodySource::action_with`] (built by hand like
+/// [`demo_body`]).
+fn action_body(prefix: &[u8], fixed: Option<&[u8]>, run_id: &str, i: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(prefix.len() + fixed.map_or(0, <[u8]>::len) + 48 + run_id.len());
     v.extend_from_slice(prefix);
-    let _ = write!(v, "{i}");
-    v.extend_from_slice(b"},\"nonce\":\"");
+    match fixed {
+        Some(p) => v.extend_from_slice(p),
+        None => {
+            let _ = write!(v, "{{\"n\":{i}}}");
+        }
+    }
+    v.extend_from_slice(b",\"nonce\":\"");
     v.extend_from_slice(run_id.as_bytes());
     let _ = write!(v, "-n{i}\"}}");
     v

@@ -123,6 +123,15 @@ pub fn new_histogram() -> Histogram<u64> {
 }
 
 impl Outcome {
+    /// The non-200 answers by status, with the requests lost to transport errors under 0.
+    pub fn non_ok_all(&self) -> BTreeMap<u16, u64> {
+        let mut non_ok = self.non_ok.clone();
+        if self.transport_errors > 0 {
+            non_ok.insert(0, self.transport_errors);
+        }
+        non_ok
+    }
+
     fn new() -> Outcome {
         Outcome {
             hist: new_histogram(),

@@ -23,7 +23,9 @@ use serde_json::{json, Value};
 use crate::bodies::BodySource;
 use crate::client::{self, Endpoint, Window};
 use crate::report::{markdown_table, ms, percentiles, row_json, Percentiles, Row};
-use crate::{check_samples, cpu_model, fmt_dur, nproc, parse_url, run_phase, server, Args, Phase};
+use crate::{
+    check_samples, fmt_dur, json_doc, parse_url, phase_row, run_lines, run_phase, server, Args,
+};
 
 /// How often a probe polls `GET /receipts/{id}`.
 const POLL: Duration = Duration::from_millis(5);
@@ -110,34 +112,6 @@ impl CpuMark {
         let soft = c(self.machine.map(|m| m.1), later.machine.map(|m| m.1));
         let other = busy.map(|m| (m - srv.unwrap_or(0.0) - cli).max(0.0));
         (srv, cli, other, soft)
-    }
-}
-
-fn non_ok_of(o: &client::Outcome) -> std::collections::BTreeMap<u16, u64> {
-    let mut non_ok = o.non_ok.clone();
-    if o.transport_errors > 0 {
-        non_ok.insert(0, o.transport_errors);
-    }
-    non_ok
-}
-
-fn phase_row(phase: &Phase, endpoint: &str, seconds: f64) -> Row {
-    let o = &phase.outcome;
-    Row {
-        mode: "log".into(),
-        endpoint: endpoint.into(),
-        requests: o.ok,
-        seconds,
-        lat: percentiles(&o.hist),
-        non_ok: non_ok_of(o),
-        ratio: None,
-        server_cores: phase.cpu.server_cores,
-        client_cores: phase.cpu.client_cores,
-        other_cores: phase
-            .cpu
-            .machine_cores
-            .map(|m| (m - phase.cpu.server_cores.unwrap_or(0.0) - phase.cpu.client_cores).max(0.0)),
-        softirq_cores: phase.cpu.softirq_cores,
     }
 }
 
@@ -317,7 +291,7 @@ pub fn run(
         requests: fill.ok,
         seconds: fill_secs,
         lat: percentiles(&fill.hist),
-        non_ok: non_ok_of(&fill),
+        non_ok: fill.non_ok_all(),
         ratio: None,
         server_cores: srv_c,
         client_cores: cli_c,
@@ -411,7 +385,7 @@ pub fn run(
             fmt_dur(args.duration)
         );
         let phase = run_phase(rt, args, addr, endpoint.clone(), pid, tck)?;
-        let mut row = phase_row(&phase, &label, args.duration.as_secs_f64());
+        let mut row = phase_row("log", &label, &phase, args.duration.as_secs_f64());
         match endpoint {
             Endpoint::Health => health_rps = Some(row.rps()),
             _ => {
@@ -491,18 +465,11 @@ pub fn run(
         ));
     }
     out.push('\n');
-    out.push_str(&format!(
-        "machine: nproc={} ({}); client: {} runtime thread(s), {} connections; fill of {n} \
-         entries took {:.1} s; per GET endpoint warmup {} + measured {}\n",
-        nproc(),
-        cpu_model(),
-        args.client_threads.max(1),
-        args.connections,
-        fill_secs,
-        fmt_dur(args.warmup),
-        fmt_dur(args.duration)
+    out.push_str(&run_lines(
+        args,
+        &format!("fill of {n} entries took {fill_secs:.1} s; per GET endpoint"),
+        cmd,
     ));
-    out.push_str(&format!("command: `{cmd}`\n"));
     out.push_str(&format!(
         "log benchmark on {}: the fill row covers the whole fill (req/s = entries / its wall \
          time); probes are sequential on one connection, each after a random pause of \
@@ -522,20 +489,21 @@ pub fn run(
                "max_ms": p.max_us as f64 / 1000.0, "mean_ms": p.mean_us / 1000.0})
     };
     let doc = || {
-        json!({
-            "machine": {"nproc": nproc(), "cpu": cpu_model()},
-            "command": cmd,
-            "connections": args.connections,
-            "log_entries": n,
-            "fill_seconds": fill_secs,
-            "tree_size": size,
-            "rows": rows.iter().map(row_json).collect::<Vec<_>>(),
-            "probes": {"count": probes.count, "polls": probes.polls,
-                       "execute": pj(&probes.execute), "integrated": pj(&probes.integrated)},
-            "notes": notes,
-            "failures": failures,
-            "ok": failures.is_empty(),
-        })
+        json_doc(
+            args,
+            cmd,
+            json!({
+                "log_entries": n,
+                "fill_seconds": fill_secs,
+                "tree_size": size,
+                "rows": rows.iter().map(row_json).collect::<Vec<_>>(),
+                "probes": {"count": probes.count, "polls": probes.polls,
+                           "execute": pj(&probes.execute), "integrated": pj(&probes.integrated)},
+                "notes": notes,
+                "failures": failures,
+                "ok": failures.is_empty(),
+            }),
+        )
     };
     crate::report::finish(out, &notes, &failures, args.json.as_deref(), doc)
 }

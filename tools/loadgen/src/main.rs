@@ -31,6 +31,13 @@
 //! `--shield-rules` (100) generated rules, with gate ÷ exec of requests/s; the run fails when
 //! the gate is the slower of the two.
 //!
+//! `--vs-original` measures OpenExec against the Python original instead (see
+//! `vsoriginal.rs`): the original (FastAPI, started from `--original-dir` with
+//! `--original-python`'s uvicorn, or already running at `--original-url`) and our servers side
+//! by side, the same load against each: the original's `POST /execute` of echo, then ours in
+//! demo mode (`GET /health`, echo), in clawshield mode (echo with an artifact per request) and
+//! the built-in `sleep` `{"ms": 0}` (an action with effects), each as a ratio to the original.
+//!
 //! Exit codes: 0 success; 1 the benchmark failed (a non-200 answer without `--allow-errors`,
 //! the artifact pool ran out, the sanity check of the answers failed, or with `--shield-bench`
 //! the gate was slower than `/execute`); 2 it could not run.
@@ -40,10 +47,12 @@ mod actionsbench;
 mod bodies;
 mod client;
 mod logbench;
+mod measure;
 mod replicas;
 mod report;
 mod server;
 mod shieldbench;
+mod vsoriginal;
 
 use std::collections::HashSet;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -54,7 +63,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use clap::{Parser, ValueEnum};
+use clap::{ArgGroup, Parser, ValueEnum};
 use openexec_core::keys::{signing_key_from_seed, verifying_key_to_pem};
 use serde_json::{json, Value};
 
@@ -63,6 +72,7 @@ use crate::client::{Endpoint, Outcome, Window};
 use crate::report::{markdown_table, percentiles, row_json, Row, StoreMetrics};
 
 #[derive(Parser, Debug)]
+#[command(group(ArgGroup::new("original").args(["original_dir", "original_url"])))]
 #[command(
     name = "openexec-load",
     version,
@@ -148,6 +158,45 @@ struct Args {
     /// evaluated for every charge_card proposal.
     #[arg(long, default_value_t = 100, requires = "shield_bench")]
     shield_rules: usize,
+    /// Run the benchmark against the Python original (OpenExec 0.1.x, FastAPI) instead of the
+    /// modes, side by side on this machine: POST /execute of echo at the original (started
+    /// here from --original-dir, demo mode, its own temp dir and SQLite file), then at
+    /// `openexec serve` in demo mode (GET /health first), in clawshield mode (a v1 artifact per
+    /// request) and of the built-in sleep {"ms": 0} (demo); each as a ratio to the original's
+    /// req/s, at --connections (issue 12 measures at 16).
+    #[arg(
+        long,
+        requires = "original",
+        conflicts_with_all = ["modes", "log_bench", "replicas_bench", "actions_bench", "shield_bench", "url"]
+    )]
+    vs_original: bool,
+    /// With --vs-original: the folder of the original's checkout (the one holding main.py),
+    /// started with `PYTHON -m uvicorn main:app --app-dir DIR`.
+    #[arg(long, requires = "vs_original")]
+    original_dir: Option<PathBuf>,
+    /// With --vs-original: the Python interpreter that has uvicorn and the original's
+    /// requirements (e.g. a virtualenv's bin/python).
+    #[arg(
+        long,
+        default_value = "python3",
+        requires = "vs_original",
+        conflicts_with = "original_url"
+    )]
+    original_python: PathBuf,
+    /// With --vs-original: drive the original already running at this http:// URL (demo mode)
+    /// instead of starting one.
+    #[arg(long, requires = "vs_original")]
+    original_url: Option<String>,
+}
+
+impl Args {
+    /// `--server-bin`, which `bench` (the flag of a benchmark that starts its own servers)
+    /// needs.
+    fn server_bin_for(&self, bench: &str) -> anyhow::Result<&std::path::Path> {
+        self.server_bin
+            .as_deref()
+            .with_context(|| format!("{bench} starts its own servers: give --server-bin"))
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -360,17 +409,47 @@ fn run_phase_in(
     })
 }
 
+/// The row of `phase` in a table: its 200 answers, latency, non-200 answers (transport
+/// errors under 0) and CPU, with every busy process but the server and this client as other.
+fn phase_row(mode: &str, endpoint: &str, phase: &Phase, seconds: f64) -> Row {
+    let o = &phase.outcome;
+    let cpu = &phase.cpu;
+    Row {
+        mode: mode.to_string(),
+        endpoint: endpoint.to_string(),
+        requests: o.ok,
+        seconds,
+        lat: percentiles(&o.hist),
+        non_ok: o.non_ok_all(),
+        ratio: None,
+        server_cores: cpu.server_cores,
+        client_cores: cpu.client_cores,
+        // Everything else busy on the machine: other processes (a build, another benchmark,
+        // idle servers) distort the numbers, so the table shows it. Server time is unknown
+        // for a server that is not ours, so it counts as other there.
+        other_cores: cpu
+            .machine_cores
+            .map(|m| (m - cpu.server_cores.unwrap_or(0.0) - cpu.client_cores).max(0.0)),
+        softirq_cores: cpu.softirq_cores,
+    }
+}
+
+/// Sampled 200 body number `i` as JSON (an error that shows it when it is not).
+fn parse_sample(i: usize, b: &Bytes) -> Result<Value, String> {
+    serde_json::from_slice(b).map_err(|e| {
+        format!(
+            "sample {i} is not JSON ({e}): {}",
+            String::from_utf8_lossy(b)
+        )
+    })
+}
+
 /// Check sampled 200 bodies of /execute: each says `"replayed": false` and `"status":
 /// "executed"`, and their `receipt` values are all distinct. Returns how many were checked.
 fn check_samples(samples: &[Bytes]) -> Result<usize, String> {
     let mut receipts = HashSet::new();
     for (i, b) in samples.iter().enumerate() {
-        let v: Value = serde_json::from_slice(b).map_err(|e| {
-            format!(
-                "sample {i} is not JSON ({e}): {}",
-                String::from_utf8_lossy(b)
-            )
-        })?;
+        let v = parse_sample(i, b)?;
         if v.get("replayed") != Some(&Value::Bool(false)) {
             return Err(format!("sample {i} does not say \"replayed\": false: {v}"));
         }
@@ -387,6 +466,19 @@ fn check_samples(samples: &[Bytes]) -> Result<usize, String> {
         }
     }
     Ok(samples.len())
+}
+
+/// The failure of a phase whose pool of pre-minted bodies (`src`) ran out before its window
+/// ended (its numbers are not valid then), if it did.
+pub(crate) fn pool_ran_out(who: &str, src: &BodySource, phase: &Phase) -> Option<String> {
+    let at = phase.outcome.exhausted_at?;
+    let into = at.saturating_duration_since(phase.window.measure_from);
+    Some(format!(
+        "{who}: the pool of {} pre-minted artifacts ran out {:.1}s into the measured window; its \
+         /execute numbers are not valid (rerun with a larger --premint)",
+        src.capacity().unwrap_or(0),
+        into.as_secs_f64()
+    ))
 }
 
 /// How many clawshield artifacts to mint for a window of `secs` seconds.
@@ -436,7 +528,13 @@ fn cpu_model() -> String {
 }
 
 fn command_line() -> String {
-    std::env::args()
+    shell_words(std::env::args())
+}
+
+/// Words as one command line a shell would split back into them (quoted where needed).
+pub(crate) fn shell_words(words: impl IntoIterator<Item = String>) -> String {
+    words
+        .into_iter()
         .map(|a| {
             if a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == '\'' || c == '"') {
                 format!("'{}'", a.replace('\'', r"'\''"))
@@ -450,6 +548,113 @@ fn command_line() -> String {
 
 fn fmt_dur(d: Duration) -> String {
     format!("{}s", (d.as_secs_f64() * 1000.0).round() / 1000.0)
+}
+
+/// The lines under every report's table: the machine and the client's settings (`per` says
+/// what one window is, e.g. "per endpoint"), the date and the command line.
+pub(crate) fn run_lines(args: &Args, per: &str, cmd: &str) -> String {
+    format!(
+        "machine: nproc={} ({}); client: {} runtime thread(s), {} connections; {per} warmup {} + \
+         measured {}\ndate: {}\ncommand: `{cmd}`\n",
+        nproc(),
+        cpu_model(),
+        args.client_threads.max(1),
+        args.connections,
+        fmt_dur(args.warmup),
+        fmt_dur(args.duration),
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+    )
+}
+
+/// The JSON document of a report: what every benchmark records of its run (machine, date,
+/// command, client settings), then the keys of `rest` (an object).
+pub(crate) fn json_doc(args: &Args, cmd: &str, rest: Value) -> Value {
+    let mut doc = json!({
+        "machine": {"nproc": nproc(), "cpu": cpu_model()},
+        "date": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "command": cmd,
+        "connections": args.connections,
+        "client_threads": args.client_threads.max(1),
+        "warmup_s": args.warmup.as_secs_f64(),
+        "duration_s": args.duration.as_secs_f64(),
+    });
+    if let (Value::Object(d), Value::Object(r)) = (&mut doc, rest) {
+        d.extend(r);
+    }
+    doc
+}
+
+/// The PEM of the ClawShield key the load generator signs with ([`SIGNING_SEED`]), as a
+/// clawshield-mode server is given it.
+pub(crate) fn clawshield_pem() -> String {
+    verifying_key_to_pem(&signing_key_from_seed(SIGNING_SEED).verifying_key())
+}
+
+/// The bodies of one clawshield-mode window, minted now, before that window's server starts
+/// (so minting is never measured): `--premint` of them, else [`premint_count`] for
+/// `demo_rps`, each with its own v1 artifact bound to its nonce (`<run_id>-c<N>`) and signed
+/// with [`SIGNING_SEED`]'s key, valid from 5 s ago for six hours; on all cores. `label`
+/// prefixes the progress lines.
+pub(crate) fn premint(args: &Args, label: &str, run_id: &str, demo_rps: Option<f64>) -> BodySource {
+    let secs = (args.warmup + args.duration).as_secs_f64();
+    let count = args
+        .premint
+        .unwrap_or_else(|| premint_count(demo_rps, secs, args.connections));
+    eprintln!("[{label}] minting {count} v1 approval artifacts before the window…");
+    let t = Instant::now();
+    let now = chrono::Utc::now();
+    let bodies = bodies::mint_clawshield(
+        &signing_key_from_seed(SIGNING_SEED),
+        run_id,
+        TENANT,
+        count,
+        now - chrono::Duration::seconds(5),
+        now + chrono::Duration::hours(6),
+        nproc(),
+    );
+    let took = t.elapsed().as_secs_f64();
+    eprintln!(
+        "[{label}] minted {count} in {took:.1}s ({:.0}/s on {} threads)",
+        count as f64 / took.max(1e-9),
+        nproc()
+    );
+    BodySource::pool(bodies)
+}
+
+/// Wait until `srv` answers `GET path` with 200, for up to `timeout`; else an error naming
+/// `name`, the server's command line and the tail of its stderr (at once when it exits).
+pub(crate) fn wait_for_200(
+    rt: &tokio::runtime::Runtime,
+    srv: &mut server::Server,
+    name: &str,
+    path: &'static str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let until = Instant::now() + timeout;
+    loop {
+        let last = match rt.block_on(get_once(srv.addr, path)) {
+            Ok((200, _)) => return Ok(()),
+            Ok((st, body)) => format!("it answered {st}: {}", String::from_utf8_lossy(&body)),
+            Err(e) => format!("{e:#}"),
+        };
+        let gave_up = if let Some(status) = srv.exited() {
+            format!("exited ({status})")
+        } else if Instant::now() >= until {
+            format!(
+                "did not answer GET {path} with 200 within {}",
+                fmt_dur(timeout)
+            )
+        } else {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        };
+        bail!(
+            "{name} at {} {gave_up} (last try: {last}); command: `{}`; its stderr ends:\n{}",
+            srv.addr,
+            srv.command,
+            srv.stderr_tail(20)
+        );
+    }
 }
 
 /// A one-off GET on a new connection: the status and body of the answer.
@@ -539,8 +744,10 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     if args.shield_bench {
         return shieldbench::run(args, &rt, tck, &run_id, &command_line());
     }
-    let sk = signing_key_from_seed(SIGNING_SEED);
-    let clawshield_pem = verifying_key_to_pem(&sk.verifying_key());
+    if args.vs_original {
+        return vsoriginal::run(args, &rt, tck, &run_id, &command_line());
+    }
+    let clawshield_pem = clawshield_pem();
 
     let mut rows: Vec<Row> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
@@ -554,31 +761,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         // Mint first, while no server runs, so the minting is not measured.
         let source = match mode {
             Mode::Demo => BodySource::template(&format!("{run_id}-{m}")),
-            Mode::Clawshield => {
-                let secs = (args.warmup + args.duration).as_secs_f64();
-                let count = args
-                    .premint
-                    .unwrap_or_else(|| premint_count(demo_rps, secs, args.connections));
-                eprintln!("[{m}] minting {count} v1 approval artifacts before the window…");
-                let t = Instant::now();
-                let now = chrono::Utc::now();
-                let bodies = bodies::mint_clawshield(
-                    &sk,
-                    &format!("{run_id}-{m}"),
-                    TENANT,
-                    count,
-                    now - chrono::Duration::seconds(5),
-                    now + chrono::Duration::hours(6),
-                    nproc(),
-                );
-                let took = t.elapsed().as_secs_f64();
-                eprintln!(
-                    "[{m}] minted {count} in {took:.1}s ({:.0}/s on {} threads)",
-                    count as f64 / took.max(1e-9),
-                    nproc()
-                );
-                BodySource::pool(bodies)
-            }
+            Mode::Clawshield => premint(args, m, &format!("{run_id}-{m}"), demo_rps),
         };
         let source = Arc::new(source);
 
@@ -604,18 +787,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         };
         let pid = srv.as_ref().map(|s| s.pid);
 
-        // The server must be in the mode we think it is.
-        let (st, body) = rt
-            .block_on(get_once(addr, "/health"))
-            .with_context(|| format!("GET /health on {addr} failed"))?;
-        let health: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let got = health.get("exec_mode").and_then(Value::as_str);
-        if st != 200 || got != Some(m) {
-            bail!(
-                "{addr}: /health answered {st} with exec_mode {got:?}, expected {m:?}: {}",
-                String::from_utf8_lossy(&body)
-            );
-        }
+        measure::check_mode(&rt, "the server", addr, m)?;
 
         let mut mode_rows = Vec::new();
         let mut health_rps = None;
@@ -647,28 +819,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
                 }
             }
             let o = &phase.outcome;
-            let mut non_ok = o.non_ok.clone();
-            if o.transport_errors > 0 {
-                non_ok.insert(0, o.transport_errors);
-            }
-            let mut row = Row {
-                mode: m.to_string(),
-                endpoint: endpoint.label().to_string(),
-                requests: o.ok,
-                seconds: args.duration.as_secs_f64(),
-                lat: percentiles(&o.hist),
-                non_ok,
-                ratio: None,
-                server_cores: phase.cpu.server_cores,
-                client_cores: phase.cpu.client_cores,
-                // Everything else busy on the machine: other processes (a build, another
-                // benchmark) distort the numbers, so the table shows it. Server time is
-                // unknown with --url, so it counts as other there.
-                other_cores: phase.cpu.machine_cores.map(|m| {
-                    (m - phase.cpu.server_cores.unwrap_or(0.0) - phase.cpu.client_cores).max(0.0)
-                }),
-                softirq_cores: phase.cpu.softirq_cores,
-            };
+            let mut row = phase_row(m, endpoint.label(), &phase, args.duration.as_secs_f64());
             match &endpoint {
                 Endpoint::Health => health_rps = Some(row.rps()),
                 // Only in --log-bench and --shield-bench.
@@ -678,16 +829,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
                     if mode == Mode::Demo {
                         demo_rps = Some(row.rps());
                     }
-                    if let Some(at) = o.exhausted_at {
-                        let into = at.saturating_duration_since(phase.window.measure_from);
-                        failures.push(format!(
-                            "{m}: the pool of {} pre-minted artifacts ran out {:.1}s into the \
-                             measured window; its /execute numbers are not valid (rerun with a \
-                             larger --premint)",
-                            src.capacity().unwrap_or(0),
-                            into.as_secs_f64()
-                        ));
-                    }
+                    failures.extend(pool_ran_out(m, src, &phase));
                     if let Some(cap) = src.capacity() {
                         notes.push(format!(
                             "{m}: {cap} artifacts pre-minted before the server started; {} used \
@@ -755,22 +897,11 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         extra_json.insert(format!("{m}_bodies_used"), json!(source.used()));
     }
 
-    let machine = format!(
-        "machine: nproc={} ({}); client: {} runtime thread(s), {} connections; per endpoint \
-         warmup {} + measured {}",
-        nproc(),
-        cpu_model(),
-        args.client_threads.max(1),
-        args.connections,
-        fmt_dur(args.warmup),
-        fmt_dur(args.duration)
-    );
     let cmd = command_line();
     let mut out = String::new();
     out.push_str(&markdown_table(&rows));
     out.push('\n');
-    out.push_str(&format!("{machine}\n"));
-    out.push_str(&format!("command: `{cmd}`\n"));
+    out.push_str(&run_lines(args, "per endpoint", &cmd));
     if args.url.is_some() {
         out.push_str(&format!(
             "server: already running at {} (its own durability settings); ",
@@ -788,20 +919,18 @@ fn run(args: &Args) -> anyhow::Result<bool> {
          networking; other: every other busy process, which distorts the run when not ~0).\n",
     );
     let doc = || {
-        json!({
-            "machine": {"nproc": nproc(), "cpu": cpu_model()},
-            "command": cmd,
-            "connections": args.connections,
-            "client_threads": args.client_threads.max(1),
-            "warmup_s": args.warmup.as_secs_f64(),
-            "duration_s": args.duration.as_secs_f64(),
-            "rows": rows.iter().map(row_json).collect::<Vec<_>>(),
-            "notes": notes,
-            "server_threads": thread_notes,
-            "failures": failures,
-            "ok": failures.is_empty(),
-            "extra": extra_json,
-        })
+        json_doc(
+            args,
+            &cmd,
+            json!({
+                "rows": rows.iter().map(row_json).collect::<Vec<_>>(),
+                "notes": notes,
+                "server_threads": thread_notes,
+                "failures": failures,
+                "ok": failures.is_empty(),
+                "extra": extra_json,
+            }),
+        )
     };
     report::finish(
         out,

@@ -30,10 +30,10 @@ use sqlx::{ConnectOptions, Connection, PgConnection};
 
 use crate::bodies::BodySource;
 use crate::client::{Endpoint, Totals, Window};
-use crate::report::{cores, ms, non_ok_text, percentiles, row_json, Row, StoreMetrics};
+use crate::report::{cores, ms, non_ok_text, row_json, Row, StoreMetrics};
 use crate::{
-    check_samples, cpu_model, fmt_dur, get_once, nproc, run_phase_in, server, threads_text,
-    window_from_now, Args, Phase,
+    check_samples, fmt_dur, get_once, json_doc, phase_row, run_lines, run_phase_in, server,
+    threads_text, window_from_now, Args, Phase,
 };
 
 /// The PostgreSQL server used when `--pg-url` is not given.
@@ -777,24 +777,10 @@ pub(crate) fn metrics_text(
 }
 
 fn bench_row(spec: Spec, endpoint: &str, phase: &Phase, seconds: f64) -> BenchRow {
-    let o = &phase.outcome;
-    let mut non_ok = o.non_ok.clone();
-    if o.transport_errors > 0 {
-        non_ok.insert(0, o.transport_errors);
-    }
     let cpu = &phase.cpu;
     BenchRow {
         spec,
         row: Row {
-            mode: spec.label(),
-            endpoint: endpoint.to_string(),
-            requests: o.ok,
-            seconds,
-            lat: percentiles(&o.hist),
-            non_ok,
-            ratio: None,
-            server_cores: cpu.server_cores,
-            client_cores: cpu.client_cores,
             // PostgreSQL has a column of its own here, so it is not "other".
             other_cores: cpu.machine_cores.map(|m| {
                 (m - cpu.server_cores.unwrap_or(0.0)
@@ -802,7 +788,7 @@ fn bench_row(spec: Spec, endpoint: &str, phase: &Phase, seconds: f64) -> BenchRo
                     - cpu.db_cores.unwrap_or(0.0))
                 .max(0.0)
             }),
-            softirq_cores: cpu.softirq_cores,
+            ..phase_row(&spec.label(), endpoint, phase, seconds)
         },
         vs_one: None,
         db_cores: cpu.db_cores,
@@ -817,10 +803,7 @@ pub fn run(
     run_id: &str,
     cmd: &str,
 ) -> anyhow::Result<bool> {
-    let bin = args
-        .server_bin
-        .as_deref()
-        .context("--replicas-bench starts its own servers: give --server-bin")?;
+    let bin = args.server_bin_for("--replicas-bench")?;
     let pg_url = args.pg_url.as_deref().unwrap_or(DEFAULT_PG_URL);
     check_args(args.connections, pg_url, args.pg_pool_size).map_err(anyhow::Error::msg)?;
     let max_conn = rt.block_on(max_connections(pg_url))?;
@@ -1026,22 +1009,11 @@ pub fn run(
                 .to_string()
         })
         .collect();
-    let machine = format!(
-        "machine: nproc={} ({}); client: {} runtime thread(s), {} connections; per phase \
-         warmup {} + measured {}",
-        nproc(),
-        cpu_model(),
-        args.client_threads.max(1),
-        args.connections,
-        fmt_dur(args.warmup),
-        fmt_dur(args.duration)
-    );
     let mut out = String::new();
     out.push_str(&replicas_table(&rows));
     out.push('\n');
     out.push_str(&format!("{}\n", summary(&rows)));
-    out.push_str(&format!("{machine}\n"));
-    out.push_str(&format!("command: `{cmd}`\n"));
+    out.push_str(&run_lines(args, "per phase", cmd));
     out.push_str(&format!(
         "replicas benchmark: every server is a fresh `openexec serve` (demo mode, server \
          defaults{}) on its own temp dir; postgres setups each on a fresh database of {} \
@@ -1060,24 +1032,22 @@ pub fn run(
         spread.join(" + ")
     ));
     let doc = || {
-        json!({
-            "machine": {"nproc": nproc(), "cpu": cpu_model()},
-            "command": cmd,
-            "benchmark": "replicas",
-            "pg_server": redact_password(pg_url),
-            "pg_pool_size": args.pg_pool_size,
-            "connections": args.connections,
-            "client_threads": args.client_threads.max(1),
-            "warmup_s": args.warmup.as_secs_f64(),
-            "duration_s": args.duration.as_secs_f64(),
-            "rows": rows.iter().map(bench_row_json).collect::<Vec<_>>(),
-            "ratio_two_to_one_replica": two_to_one(&rows).map(|t| (t.0 * 1000.0).round() / 1000.0),
-            "checks": checks,
-            "notes": notes,
-            "server_threads": thread_notes,
-            "failures": failures,
-            "ok": failures.is_empty(),
-        })
+        json_doc(
+            args,
+            cmd,
+            json!({
+                "benchmark": "replicas",
+                "pg_server": redact_password(pg_url),
+                "pg_pool_size": args.pg_pool_size,
+                "rows": rows.iter().map(bench_row_json).collect::<Vec<_>>(),
+                "ratio_two_to_one_replica": two_to_one(&rows).map(|t| (t.0 * 1000.0).round() / 1000.0),
+                "checks": checks,
+                "notes": notes,
+                "server_threads": thread_notes,
+                "failures": failures,
+                "ok": failures.is_empty(),
+            }),
+        )
     };
     crate::report::finish(
         out,

@@ -74,6 +74,16 @@ impl Row {
     }
 }
 
+/// `rps ÷ base_rps`; `None` unless both are positive.
+pub fn ratio(rps: f64, base_rps: f64) -> Option<f64> {
+    (rps > 0.0 && base_rps > 0.0).then(|| rps / base_rps)
+}
+
+/// A ratio with 3 decimals, as the JSON documents give it.
+pub fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
 /// µs as milliseconds with 2 decimals.
 pub fn ms(us: u64) -> String {
     format!("{:.2}", us as f64 / 1000.0)
@@ -194,13 +204,24 @@ pub fn row_json(r: &Row) -> Value {
         "p999_ms": round2(r.lat.p999_us as f64 / 1000.0),
         "max_ms": round2(r.lat.max_us as f64 / 1000.0),
         "mean_ms": round2(r.lat.mean_us / 1000.0),
-        "ratio_to_health": r.ratio.map(|x| (x * 1000.0).round() / 1000.0),
+        "ratio_to_health": r.ratio.map(round3),
         "non_200": non_ok,
         "server_cpu_cores": r.server_cores.map(round2),
         "client_cpu_cores": round2(r.client_cores),
         "softirq_cpu_cores": r.softirq_cores.map(round2),
         "other_cpu_cores": r.other_cores.map(round2),
     })
+}
+
+/// [`row_json`] with its ratio under the name `ratio_key` instead (rounded to 3 decimals), for
+/// a table whose ratio is not to `/health`.
+pub fn row_json_as(r: &Row, ratio_key: &str) -> Value {
+    let mut v = row_json(r);
+    if let Value::Object(m) = &mut v {
+        m.remove("ratio_to_health");
+        m.insert(ratio_key.into(), json!(r.ratio.map(round3)));
+    }
+    v
 }
 
 /// The store counters of the server's `/metrics` (Prometheus text) that explain /execute:

@@ -17,7 +17,7 @@ const LISTENING: &str = "openexec: listening on http://";
 const SHIELD_LISTENING: &str = "clawshield: listening on http://";
 
 /// A new temporary directory for one server's state.
-fn new_dir() -> anyhow::Result<tempfile::TempDir> {
+pub fn new_dir() -> anyhow::Result<tempfile::TempDir> {
     tempfile::Builder::new()
         .prefix("openexec-load-")
         .tempdir()
@@ -27,7 +27,7 @@ fn new_dir() -> anyhow::Result<tempfile::TempDir> {
 /// `bin args…` run in `dir` with none of the caller's `OPENEXEC_*` and `CLAWSHIELD_*`
 /// settings: nothing from the caller's environment may change what is measured (the log
 /// levels `OPENEXEC_LOG` and `CLAWSHIELD_LOG` stay, as the caller's choice).
-fn command(bin: &Path, args: &[&str], dir: &Path) -> Command {
+pub fn command<S: AsRef<std::ffi::OsStr>>(bin: &Path, args: &[S], dir: &Path) -> Command {
     let mut cmd = Command::new(bin);
     cmd.args(args);
     for (k, _) in std::env::vars_os() {
@@ -41,12 +41,14 @@ fn command(bin: &Path, args: &[&str], dir: &Path) -> Command {
     cmd
 }
 
-/// A running `openexec serve` (or `openexec shield serve`), stopped with SIGTERM when dropped
-/// if not before.
+/// A running `openexec serve` (or `openexec shield serve`, or a server of another kind started
+/// with [`Server::spawn_at`]), stopped with SIGTERM when dropped if not before.
 pub struct Server {
     child: Option<Child>,
     pub addr: SocketAddr,
     pub pid: u32,
+    /// The command line it was started with (for messages).
+    pub command: String,
     stderr_path: PathBuf,
     dir: tempfile::TempDir,
 }
@@ -104,20 +106,63 @@ impl Server {
         Server::launch(cmd, dir, SHIELD_LISTENING)
     }
 
+    /// Start `program args…` (made with [`command`] in `dir`, its working directory) with
+    /// `env` set last, its stdout and stderr to `server.stdout` and `server.stderr` in `dir`, for
+    /// a server that prints no listening line and listens on `addr`, which the caller chose (see
+    /// [`free_port`]): the caller waits until it answers.
+    pub fn spawn_at(
+        mut cmd: Command,
+        env: &[(&str, String)],
+        dir: tempfile::TempDir,
+        addr: SocketAddr,
+    ) -> anyhow::Result<Server> {
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let stdout_path = dir.path().join("server.stdout");
+        let stdout = std::fs::File::create(&stdout_path)
+            .with_context(|| format!("cannot create {}", stdout_path.display()))?;
+        let (child, stderr_path, command) = Server::spawn(cmd, dir.path(), Stdio::from(stdout))?;
+        Ok(Server {
+            pid: child.id(),
+            child: Some(child),
+            addr,
+            command,
+            stderr_path,
+            dir,
+        })
+    }
+
+    /// Spawn `cmd` with `stdout`, its stderr to `server.stderr` in `dir`: the child, the path
+    /// of its stderr and its command line.
+    fn spawn(
+        mut cmd: Command,
+        dir: &Path,
+        stdout: Stdio,
+    ) -> anyhow::Result<(Child, PathBuf, String)> {
+        let stderr_path = dir.join("server.stderr");
+        let stderr = std::fs::File::create(&stderr_path)
+            .with_context(|| format!("cannot create {}", stderr_path.display()))?;
+        cmd.stdout(stdout).stderr(Stdio::from(stderr));
+        let command = crate::shell_words(
+            std::iter::once(cmd.get_program())
+                .chain(cmd.get_args())
+                .map(|a| a.to_string_lossy().into_owned()),
+        );
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start `{command}`"))?;
+        Ok((child, stderr_path, command))
+    }
+
     /// Spawn `cmd` (its stderr to `server.stderr` in `dir`) and wait for the stdout line that
     /// starts with `listening` and ends with its address.
     fn launch(
-        mut cmd: Command,
+        cmd: Command,
         dir: tempfile::TempDir,
         listening: &'static str,
     ) -> anyhow::Result<Server> {
-        let stderr_path = dir.path().join("server.stderr");
-        let stderr = std::fs::File::create(&stderr_path)
-            .with_context(|| format!("cannot create {}", stderr_path.display()))?;
-        cmd.stdout(Stdio::piped()).stderr(Stdio::from(stderr));
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {}", cmd.get_program().to_string_lossy()))?;
+        let (mut child, stderr_path, command) = Server::spawn(cmd, dir.path(), Stdio::piped())?;
         let pid = child.id();
         let stdout = child.stdout.take().context("no stdout pipe")?;
         let (tx, rx) = mpsc::channel();
@@ -137,6 +182,7 @@ impl Server {
             child: Some(child),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             pid,
+            command,
             stderr_path,
             dir,
         };
@@ -150,7 +196,7 @@ impl Server {
                     return Ok(server);
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {
-                    if let Some(Ok(Some(status))) = server.child.as_mut().map(|c| c.try_wait()) {
+                    if let Some(status) = server.exited() {
                         bail!(
                             "the server exited ({status}) before listening; its stderr:\n{}",
                             server.stderr_tail(40)
@@ -162,10 +208,7 @@ impl Server {
                     let until = Instant::now() + Duration::from_secs(5);
                     let mut status = None;
                     while status.is_none() && Instant::now() < until {
-                        status = server
-                            .child
-                            .as_mut()
-                            .and_then(|c| c.try_wait().ok().flatten());
+                        status = server.exited();
                         std::thread::sleep(Duration::from_millis(20));
                     }
                     bail!(
@@ -191,6 +234,13 @@ impl Server {
     /// Its `OPENEXEC_DATA_DIR` (where it generates its keys when none are given).
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
+    }
+
+    /// Its exit status if it has exited on its own, else `None` (still running, or stopped).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// The last `n` lines the server wrote to stderr.
@@ -237,6 +287,15 @@ impl Drop for Server {
             let _ = self.stop();
         }
     }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago: bind port 0, read the port the kernel
+/// chose, close it (for a server that must be told its port; another process could take it in
+/// between, which then shows as that server failing to start).
+pub fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")
+        .context("cannot bind 127.0.0.1:0 to find a free port")?;
+    Ok(l.local_addr()?.port())
 }
 
 /// Clock ticks per second of `/proc/*/stat` times (`getconf CLK_TCK`, else the usual 100).

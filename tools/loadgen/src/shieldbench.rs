@@ -47,12 +47,9 @@ use serde_json::{json, Value};
 use crate::actionsbench::{check_count, sha256_hex};
 use crate::bodies::{self, BodySource};
 use crate::client::Endpoint;
-use crate::replicas::{metric_value, metrics_text};
-use crate::report::{ms, non_ok_message, percentiles, row_json, table_with, Row, StoreMetrics};
-use crate::{
-    check_samples, cpu_model, fmt_dur, get_once, nproc, run_phase_in, send_once, server,
-    threads_text, window_from_now, Args, Phase, TENANT,
-};
+use crate::measure::{grew, measure, start_exec, Findings, Target};
+use crate::report::{ms, ratio, round3, row_json_as, table_with, Row, StoreMetrics};
+use crate::{get_once, premint, run_lines, send_once, server, wait_for_200, Args, TENANT};
 
 /// The example policy (`examples/policy/policy.rego`), compiled in.
 pub const EXAMPLE_POLICY: &str = include_str!(concat!(
@@ -77,8 +74,6 @@ pub const AGENT_ID: &str = "bench-agent";
 pub const SMALL_RULE: &str = "charge_card.small";
 /// The decisions counter of ClawShield's `/metrics` for automatic approvals.
 const ALLOWED_SERIES: &str = "clawshield_decisions_total{effect=\"allow\"}";
-/// OpenExec's handler-run counter of the baseline's action.
-const ECHO_RUNS_SERIES: &str = "openexec_handler_runs_total{action=\"echo\"}";
 /// How many in-process evaluations time the policy (at most, and at most for this long).
 const EVAL_SAMPLES: usize = 400;
 const EVAL_BUDGET: Duration = Duration::from_secs(3);
@@ -365,12 +360,7 @@ pub fn check_proposal_samples(samples: &[Bytes], policy_hash: &str) -> Result<us
     let mut ids = HashSet::new();
     let mut approvals = HashSet::new();
     for (i, b) in samples.iter().enumerate() {
-        let v: Value = serde_json::from_slice(b).map_err(|e| {
-            format!(
-                "sample {i} is not JSON ({e}): {}",
-                String::from_utf8_lossy(b)
-            )
-        })?;
+        let v = crate::parse_sample(i, b)?;
         let d = &v["decision"];
         let ok = v["status"] == "approved"
             && v["action"] == bodies::CHARGE_ACTION
@@ -410,14 +400,9 @@ pub fn check_proposal_samples(samples: &[Bytes], policy_hash: &str) -> Result<us
     Ok(samples.len())
 }
 
-/// Gate ÷ exec of requests/s; `None` unless both are positive.
-pub fn gate_ratio(gate_rps: f64, exec_rps: f64) -> Option<f64> {
-    (gate_rps > 0.0 && exec_rps > 0.0).then(|| gate_rps / exec_rps)
-}
-
 /// The verdict line, and whether the gate is the slower of the two (no ratio: not judged).
 pub fn verdict(gate: &Row, exec: &Row) -> (String, bool) {
-    let Some(r) = gate_ratio(gate.rps(), exec.rps()) else {
+    let Some(r) = ratio(gate.rps(), exec.rps()) else {
         return (
             "VERDICT: none (a server answered no 200 in its window)".to_string(),
             false,
@@ -493,109 +478,6 @@ async fn probe(
     send_once(addr, req).await
 }
 
-/// Wait until ClawShield answers `GET /ready` with 200 (up to 60 s).
-fn wait_ready(rt: &tokio::runtime::Runtime, srv: &server::Server) -> anyhow::Result<()> {
-    let until = Instant::now() + Duration::from_secs(60);
-    loop {
-        let r = rt.block_on(get_once(srv.addr, "/ready"));
-        match r {
-            Ok((200, _)) => return Ok(()),
-            Ok((st, body)) if Instant::now() >= until => bail!(
-                "ClawShield at {} is not ready after 60 s ({st}: {}); its stderr ends:\n{}",
-                srv.addr,
-                String::from_utf8_lossy(&body),
-                srv.stderr_tail(20)
-            ),
-            Err(e) if Instant::now() >= until => {
-                bail!("ClawShield at {} is not ready after 60 s: {e}", srv.addr)
-            }
-            _ => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
-}
-
-/// Everything one server's phase produced.
-struct Measured {
-    row: Row,
-    phase: Phase,
-    before: String,
-    after: String,
-}
-
-/// Drive `endpoint` at the server `srv` for warmup + duration, with its `/metrics` read before
-/// and after.
-fn measure(
-    rt: &tokio::runtime::Runtime,
-    args: &Args,
-    srv: &server::Server,
-    label: &str,
-    endpoint: Endpoint,
-    tck: f64,
-) -> anyhow::Result<Measured> {
-    eprintln!(
-        "[{label}] {}: {} connections, warmup {}, measuring {}…",
-        endpoint.label(),
-        args.connections,
-        fmt_dur(args.warmup),
-        fmt_dur(args.duration)
-    );
-    let before = metrics_text(rt, srv.addr)?;
-    let window = window_from_now(args);
-    let phase = run_phase_in(
-        rt,
-        args,
-        window,
-        &[srv.addr],
-        endpoint.clone(),
-        &[srv.pid],
-        None,
-        tck,
-    )?;
-    let after = metrics_text(rt, srv.addr)?;
-    let o = &phase.outcome;
-    let mut non_ok = o.non_ok.clone();
-    if o.transport_errors > 0 {
-        non_ok.insert(0, o.transport_errors);
-    }
-    let cpu = &phase.cpu;
-    let row = Row {
-        mode: label.to_string(),
-        endpoint: endpoint.label().to_string(),
-        requests: o.ok,
-        seconds: args.duration.as_secs_f64(),
-        lat: percentiles(&o.hist),
-        non_ok,
-        ratio: None,
-        server_cores: cpu.server_cores,
-        client_cores: cpu.client_cores,
-        // The other server (idle, but alive) counts as other here.
-        other_cores: cpu
-            .machine_cores
-            .map(|m| (m - cpu.server_cores.unwrap_or(0.0) - cpu.client_cores).max(0.0)),
-        softirq_cores: cpu.softirq_cores,
-    };
-    eprintln!(
-        "[{label}] {}: {} ok, {:.0} req/s, p50 {} ms, p99 {} ms",
-        row.endpoint,
-        row.requests,
-        row.rps(),
-        ms(row.lat.p50_us),
-        ms(row.lat.p99_us)
-    );
-    Ok(Measured {
-        row,
-        phase,
-        before,
-        after,
-    })
-}
-
-/// The counter `series` grew by this much between two `/metrics` texts.
-fn grew(before: &str, after: &str, series: &str) -> u64 {
-    (metric_value(after, series).unwrap_or(0.0) - metric_value(before, series).unwrap_or(0.0))
-        .max(0.0) as u64
-}
-
 /// Run the ClawShield benchmark; Ok(false) when it ran but failed.
 pub fn run(
     args: &Args,
@@ -604,15 +486,9 @@ pub fn run(
     run_id: &str,
     cmd: &str,
 ) -> anyhow::Result<bool> {
-    let bin = args
-        .server_bin
-        .as_deref()
-        .context("--shield-bench starts its own servers: give --server-bin")?;
+    let bin = args.server_bin_for("--shield-bench")?;
     let rules = args.shield_rules;
-    let secs = args.duration.as_secs_f64();
-    let mut notes: Vec<String> = Vec::new();
-    let mut failures: Vec<String> = Vec::new();
-    let mut thread_notes: Vec<String> = Vec::new();
+    let mut f = Findings::default();
 
     // The bundle and the identities, checked before any server starts.
     let dir = tempfile::Builder::new()
@@ -636,7 +512,7 @@ pub fn run(
     .context("the example policy does not load")?;
     let (eval_us, eval_n) = time_evaluation(&bundle);
     let (example_us, _) = time_evaluation(&example);
-    notes.push(format!(
+    f.notes.push(format!(
         "policy bundle {policy_hash} ({} .rego files): the example policy (as \
          data.clawshield.example) grown by {rules} generated rules, each evaluated for every \
          charge_card proposal; checked with openexec_policy::Bundle::load before the servers \
@@ -644,7 +520,7 @@ pub fn run(
          denies the input that trips it, and the example's {} Rego tests pass",
         checked.files, checked.tests_passed
     ));
-    notes.push(format!(
+    f.notes.push(format!(
         "policy evaluation of a small charge_card in this process, before the servers started \
          (one evaluation at a time, median of {eval_n}): {:.3} ms with the grown bundle, {:.3} \
          ms with the example alone",
@@ -659,24 +535,7 @@ pub fn run(
     authorization.set_sensitive(true);
 
     // Both servers up (and checked) before either is measured.
-    let mut exec = server::Server::start(bin, "demo", None)?;
-    eprintln!(
-        "[openexec] pid {} listening on {} (demo mode, state in {})",
-        exec.pid,
-        exec.addr,
-        exec.dir().display()
-    );
-    let (st, body) = rt
-        .block_on(get_once(exec.addr, "/health"))
-        .with_context(|| format!("GET /health on {} failed", exec.addr))?;
-    let health: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    if st != 200 || health["exec_mode"] != "demo" {
-        bail!(
-            "OpenExec at {}: /health answered {st}, expected exec_mode \"demo\": {}",
-            exec.addr,
-            String::from_utf8_lossy(&body)
-        );
-    }
+    let mut exec = start_exec(rt, bin, "demo", "openexec")?;
     let env = [
         ("CLAWSHIELD_POLICY", policy_dir.display().to_string()),
         ("CLAWSHIELD_IDENTITIES", identities.display().to_string()),
@@ -692,7 +551,13 @@ pub fn run(
         gate.addr,
         gate.dir().display()
     );
-    wait_ready(rt, &gate)?;
+    wait_for_200(
+        rt,
+        &mut gate,
+        "ClawShield",
+        "/ready",
+        Duration::from_secs(60),
+    )?;
     let (st, body) = rt.block_on(get_once(gate.addr, "/health"))?;
     let health: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     if st != 200 || health["policy_hash"] != policy_hash.as_str() {
@@ -714,50 +579,30 @@ pub fn run(
     let exec_m = measure(
         rt,
         args,
-        &exec,
-        "openexec (demo)",
+        &Target::server(&exec, "openexec (demo)"),
         Endpoint::Execute(Arc::new(BodySource::template(&format!("{run_id}-x")))),
         tck,
     )?;
     // OpenExec in clawshield mode, as it runs beside the gate: each /execute carries its own
     // v1 artifact (minted before the window, not measured) and is verified before it runs.
-    let sk = openexec_core::keys::signing_key_from_seed(crate::SIGNING_SEED);
-    let pem = openexec_core::keys::verifying_key_to_pem(&sk.verifying_key());
-    let count = crate::premint_count(
-        Some(exec_m.row.rps()),
-        (args.warmup + args.duration).as_secs_f64(),
-        args.connections,
-    );
-    let now = chrono::Utc::now();
-    let minted = bodies::mint_clawshield(
-        &sk,
+    let minted = premint(
+        args,
+        "openexec (clawshield)",
         &format!("{run_id}-c"),
-        crate::TENANT,
-        count,
-        now - chrono::Duration::seconds(5),
-        now + chrono::Duration::hours(6),
-        nproc(),
+        Some(exec_m.row.rps()),
     );
-    let mut exec_cs = server::Server::start(bin, "clawshield", Some(&pem))?;
-    eprintln!(
-        "[openexec] pid {} listening on {} (clawshield mode, {count} artifacts minted, state in {})",
-        exec_cs.pid,
-        exec_cs.addr,
-        exec_cs.dir().display()
-    );
+    let mut exec_cs = start_exec(rt, bin, "clawshield", "openexec (clawshield)")?;
     let cs_m = measure(
         rt,
         args,
-        &exec_cs,
-        "openexec (clawshield)",
-        Endpoint::Execute(Arc::new(BodySource::pool(minted))),
+        &Target::server(&exec_cs, "openexec (clawshield)"),
+        Endpoint::Execute(Arc::new(minted)),
         tck,
     )?;
     let gate_m = measure(
         rt,
         args,
-        &gate,
-        "clawshield",
+        &Target::server(&gate, "clawshield"),
         Endpoint::Propose {
             bodies: Arc::new(BodySource::charge(&format!("{run_id}-g"))),
             authorization,
@@ -766,99 +611,36 @@ pub fn run(
     )?;
 
     // The checks.
-    let e = &exec_m.phase.outcome;
-    match check_samples(&e.samples) {
-        Ok(0) if e.ok > 0 => failures.push("openexec: no /execute answer was sampled".into()),
-        Ok(0) => {}
-        Ok(n) => notes.push(format!(
-            "openexec: sanity: {n} sampled 200 answers of /execute all say \"replayed\": false, \
-             \"status\": \"executed\", with {n} distinct receipts"
-        )),
-        Err(m) => failures.push(format!("openexec: sanity check failed: {m}")),
-    }
-    let runs = grew(&exec_m.before, &exec_m.after, ECHO_RUNS_SERIES);
-    match check_count("the echo handler ran", runs, e.total) {
-        Ok(m) => notes.push(format!("openexec: at-most-once check (server): {m}")),
-        Err(m) => failures.push(format!("openexec: at-most-once check failed: {m}")),
-    }
-    let c = &cs_m.phase.outcome;
-    match check_samples(&c.samples) {
-        Ok(0) if c.ok > 0 => {
-            failures.push("openexec (clawshield): no /execute answer was sampled".into())
-        }
-        Ok(0) => {}
-        Ok(n) => notes.push(format!(
-            "openexec (clawshield): sanity: {n} sampled 200 answers of /execute all say \
-             \"replayed\": false, \"status\": \"executed\", with {n} distinct receipts"
-        )),
-        Err(m) => failures.push(format!("openexec (clawshield): sanity check failed: {m}")),
-    }
-    let runs = grew(&cs_m.before, &cs_m.after, ECHO_RUNS_SERIES);
-    match check_count("the echo handler ran", runs, c.total) {
-        Ok(m) => notes.push(format!(
-            "openexec (clawshield): at-most-once check (server): {m}"
-        )),
-        Err(m) => failures.push(format!(
-            "openexec (clawshield): at-most-once check failed: {m}"
-        )),
-    }
+    f.execute("openexec", &exec_m, "echo");
+    f.execute("openexec (clawshield)", &cs_m, "echo");
     let g = &gate_m.phase.outcome;
-    match check_proposal_samples(&g.samples, &policy_hash) {
-        Ok(0) if g.ok > 0 => failures.push("clawshield: no proposal answer was sampled".into()),
-        Ok(0) => {}
-        Ok(n) => notes.push(format!(
-            "clawshield: sanity: {n} sampled 200 answers all say \"approved\" by {SMALL_RULE} \
-             under policy {policy_hash}, each with an artifact bound to its own request_hash, \
-             {n} distinct proposals and artifacts"
-        )),
-        Err(m) => failures.push(format!("clawshield: sanity check failed: {m}")),
-    }
+    f.samples(
+        "clawshield",
+        check_proposal_samples(&g.samples, &policy_hash),
+        g.ok,
+        |n| {
+            format!(
+                "{n} sampled 200 answers all say \"approved\" by {SMALL_RULE} under policy \
+                 {policy_hash}, each with an artifact bound to its own request_hash, {n} distinct \
+                 proposals and artifacts"
+            )
+        },
+    );
     let allowed = grew(&gate_m.before, &gate_m.after, ALLOWED_SERIES);
-    match check_count("the gate allowed", allowed, g.total) {
-        Ok(m) => notes.push(format!(
-            "clawshield: one decision per answer (its {ALLOWED_SERIES}): {m}"
-        )),
-        Err(m) => failures.push(format!("clawshield: decision count check failed: {m}")),
-    }
+    f.check(
+        "clawshield",
+        &format!("one decision per answer (its {ALLOWED_SERIES})"),
+        check_count("the gate allowed", allowed, g.total),
+    );
     for (m, name, prefix) in [
         (&exec_m, "openexec", "openexec_store"),
         (&cs_m, "openexec (clawshield)", "openexec_store"),
         (&gate_m, "clawshield", "clawshield_store"),
     ] {
-        let before = StoreMetrics::parse_prefixed(&m.before, prefix).unwrap_or_default();
-        let after = StoreMetrics::parse_prefixed(&m.after, prefix).unwrap_or_default();
-        if after.commits > before.commits {
-            notes.push(format!(
-                "{name}: store during its phase (its /metrics, warmup included): {}",
-                StoreMetrics::describe_delta(
-                    &before,
-                    &after,
-                    (args.warmup + args.duration).as_secs_f64()
-                )
-            ));
-        }
-        notes.push(format!("{name}: {}", cost_line(&m.row, &before, &after)));
-        if m.row.requests == 0 {
-            failures.push(format!("{name}: {} had no 200 answer", m.row.endpoint));
-        }
-        if m.row.errors() > 0 {
-            let msg = non_ok_message(
-                &format!("{name}: {}", m.row.endpoint),
-                &m.row.non_ok,
-                &m.phase.outcome.non_ok_examples,
-            );
-            if args.allow_errors {
-                notes.push(msg);
-            } else {
-                failures.push(msg);
-            }
-        }
-        if args.verbose && !m.phase.cpu.threads.is_empty() {
-            thread_notes.push(format!(
-                "{name}: server CPU by thread: {}",
-                threads_text(&m.phase.cpu.threads, secs)
-            ));
-        }
+        let (before, after) = f.store(args, name, m, prefix);
+        f.notes
+            .push(format!("{name}: {}", cost_line(&m.row, &before, &after)));
+        f.phase(args, name, m);
     }
 
     for (srv, name) in [
@@ -866,43 +648,25 @@ pub fn run(
         (&mut exec_cs, "openexec (clawshield)"),
         (&mut gate, "clawshield"),
     ] {
-        let status = srv.stop()?;
-        eprintln!("[{name}] server stopped ({status})");
-        if !status.success() {
-            failures.push(format!(
-                "{name}: the server exited with {status} after SIGTERM; its stderr ends:\n{}",
-                srv.stderr_tail(20)
-            ));
-        }
+        f.stop(name, srv, false)?;
     }
 
     // The bar is OpenExec as it runs beside the gate (clawshield mode); demo mode is shown too.
     let mut rows = vec![exec_m.row.clone(), cs_m.row.clone(), gate_m.row.clone()];
     for r in rows.iter_mut() {
-        r.ratio = gate_ratio(r.rps(), cs_m.row.rps());
+        r.ratio = ratio(r.rps(), cs_m.row.rps());
     }
     let (verdict_line, slower) = verdict(&gate_m.row, &cs_m.row);
     if slower {
-        failures.push(format!(
+        f.failures.push(format!(
             "{verdict_line} (the issue's bar: the gate must not be the slower of the two)"
         ));
     }
-    let machine = format!(
-        "machine: nproc={} ({}); client: {} runtime thread(s), {} connections; per server \
-         warmup {} + measured {}",
-        nproc(),
-        cpu_model(),
-        args.client_threads.max(1),
-        args.connections,
-        fmt_dur(args.warmup),
-        fmt_dur(args.duration)
-    );
     let mut out = String::new();
     out.push_str(&table_with(&rows, "server", "÷ /execute (clawshield)"));
     out.push('\n');
     out.push_str(&format!("**{verdict_line}**\n\n"));
-    out.push_str(&format!("{machine}\n"));
-    out.push_str(&format!("command: `{cmd}`\n"));
+    out.push_str(&run_lines(args, "per server", cmd));
     out.push_str(&format!(
         "shield benchmark: three fresh servers, each on its own temp dir with a SQLite file (WAL, \
          synchronous=FULL: durability on, the servers' defaults): `openexec serve` in demo mode \
@@ -918,43 +682,22 @@ pub fn run(
          the window (softirq: the kernel's, mostly loopback networking; other: every other busy \
          process, the idle server included, which distorts the run when not ~0).\n",
     ));
-    let doc = || {
+    f.finish(out, args, cmd, || {
         json!({
-            "machine": {"nproc": nproc(), "cpu": cpu_model()},
-            "command": cmd,
             "benchmark": "shield",
-            "connections": args.connections,
-            "client_threads": args.client_threads.max(1),
-            "warmup_s": args.warmup.as_secs_f64(),
-            "duration_s": args.duration.as_secs_f64(),
             "policy": {
                 "policy_hash": policy_hash,
                 "generated_rules": rules,
                 "files": checked.files,
-                "eval_ms_grown": (eval_us / 1000.0 * 1000.0).round() / 1000.0,
-                "eval_ms_example": (example_us / 1000.0 * 1000.0).round() / 1000.0,
+                "eval_ms_grown": round3(eval_us / 1000.0),
+                "eval_ms_example": round3(example_us / 1000.0),
             },
-            "rows": rows.iter().map(|r| {
-                let mut v = row_json(r);
-                v["ratio_to_execute"] = json!(r.ratio.map(|x| (x * 1000.0).round() / 1000.0));
-                v
-            }).collect::<Vec<_>>(),
+            "rows": rows.iter().map(|r| row_json_as(r, "ratio_to_execute")).collect::<Vec<_>>(),
             "gate_ratio": rows[2].ratio,
             "verdict": verdict_line,
             "gate_slower": slower,
-            "notes": notes,
-            "server_threads": thread_notes,
-            "failures": failures,
-            "ok": failures.is_empty(),
         })
-    };
-    crate::report::finish(
-        out,
-        notes.iter().chain(thread_notes.iter()),
-        &failures,
-        args.json.as_deref(),
-        doc,
-    )
+    })
 }
 
 #[cfg(test)]
@@ -1142,10 +885,10 @@ mod tests {
         assert!(line.contains("ClawShield 4000 proposals/s (p50 15.00 ms, p99 30.00 ms)"));
         let (line, slower) = verdict(&row("clawshield", 0, 0), &exec);
         assert!(!slower && line.contains("none"), "{line}");
-        assert_eq!(gate_ratio(50.0, 100.0), Some(0.5));
-        assert_eq!(gate_ratio(50.0, 0.0), None);
+        assert_eq!(ratio(50.0, 100.0), Some(0.5));
+        assert_eq!(ratio(50.0, 0.0), None);
         let mut rows = vec![exec.clone(), row("clawshield", 20_000, 30_000)];
-        rows[1].ratio = gate_ratio(rows[1].rps(), rows[0].rps());
+        rows[1].ratio = ratio(rows[1].rps(), rows[0].rps());
         let t = table_with(&rows, "server", "÷ /execute");
         assert!(
             t.starts_with(
