@@ -250,7 +250,16 @@ impl<Op: Send + Sync + 'static, Out: Send + 'static> Queue<Op, Out> {
         let mut ops: Vec<Op> = Vec::with_capacity(max);
         let mut replies: Vec<Reply<Out>> = Vec::with_capacity(max);
         let mut alone: Vec<Sent<Op, Out>> = Vec::new();
-        while self.rx.recv_many(&mut waiting, max).await > 0 {
+        loop {
+            if let Some(stage) = &stage {
+                // A batch committed while the last sync runs waits for the next one anyway:
+                // commit again only once the sync stage has taken it, so that everything that
+                // arrived meanwhile shares one commit (one pass over the pages it touches).
+                stage.taken().await;
+            }
+            if self.rx.recv_many(&mut waiting, max).await == 0 {
+                break;
+            }
             for (op, reply) in waiting.drain(..) {
                 if C::alone(&op) {
                     alone.push((op, reply));
@@ -385,6 +394,9 @@ struct SyncStage<Out> {
     tx: std::sync::mpsc::Sender<Synced<Out>>,
     failed: std::sync::Arc<std::sync::OnceLock<StoreError>>,
     ended: oneshot::Receiver<()>,
+    /// Batches sent that no sync has taken yet, and the stage's signal when it takes some.
+    queued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    took: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl<Out: Send + 'static> SyncStage<Out> {
@@ -393,6 +405,9 @@ impl<Out: Send + 'static> SyncStage<Out> {
         let failed = std::sync::Arc::new(std::sync::OnceLock::new());
         let (ended_tx, ended) = oneshot::channel();
         let f = failed.clone();
+        let queued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let took = std::sync::Arc::new(tokio::sync::Notify::new());
+        let (q, t) = (queued.clone(), took.clone());
         let mut sync = d.sync;
         std::thread::Builder::new()
             .name(d.thread.into())
@@ -401,6 +416,8 @@ impl<Out: Send + 'static> SyncStage<Out> {
                 while let Ok(first) = rx.recv() {
                     pending.push(first);
                     pending.extend(rx.try_iter());
+                    q.fetch_sub(pending.len(), std::sync::atomic::Ordering::SeqCst);
+                    t.notify_waiters();
                     if let Some(e) = f.get() {
                         for (s, _) in pending.drain(..) {
                             s.fail(e);
@@ -435,12 +452,33 @@ impl<Out: Send + 'static> SyncStage<Out> {
                 }
                 let _ = ended_tx.send(());
             })?;
-        Ok(SyncStage { tx, failed, ended })
+        Ok(SyncStage {
+            tx,
+            failed,
+            ended,
+            queued,
+            took,
+        })
     }
 
     fn send(&self, s: Settle<Out>, after: Option<AfterDurable>) {
+        self.queued
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if let Err(std::sync::mpsc::SendError((s, _))) = self.tx.send((s, after)) {
+            self.queued
+                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             s.fail(&unavailable("the store's sync stage has stopped"));
+        }
+    }
+
+    /// Wait until a sync has taken every batch sent (at once when none waits).
+    async fn taken(&self) {
+        loop {
+            let signal = self.took.notified();
+            if self.queued.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return;
+            }
+            signal.await;
         }
     }
 

@@ -10,8 +10,8 @@
 //!    decision never reaches), and that the example's own Rego unit tests still pass. It also
 //!    times the evaluation of a small `charge_card` in this process, for the bundle and for the
 //!    example alone.
-//! 2. Two servers, each on a fresh temp dir with its own SQLite file (WAL, `synchronous=FULL`:
-//!    the servers' defaults, so every 200 answer was fsync'd first): `openexec shield serve`
+//! 2. Two servers, each on a fresh temp dir with its own SQLite file (WAL, the
+//!    servers' defaults, so every 200 answer was fsync'd first): `openexec shield serve`
 //!    with that bundle, an identities file of one agent, and the breakers that would refuse a
 //!    closed-loop benchmark switched off (`CLAWSHIELD_RATE_PER_AGENT=0`,
 //!    `CLAWSHIELD_RATE_PER_ACTION=0`, `CLAWSHIELD_LOOP_MAX=0`, no budget: `CLAWSHIELD_BUDGET=0`);
@@ -669,7 +669,7 @@ pub fn run(
     out.push_str(&run_lines(args, "per server", cmd));
     out.push_str(&format!(
         "shield benchmark: three fresh servers, each on its own temp dir with a SQLite file (WAL, \
-         synchronous=FULL: durability on, the servers' defaults): `openexec serve` in demo mode \
+         every answer after its commit's fsync: durability on, the servers' defaults): `openexec serve` in demo mode \
          (POST /execute of the built-in echo, payload {{\"i\": N}}), `openexec serve` in \
          clawshield mode (the same, each request with its own v1 artifact minted before the \
          window and verified by OpenExec: the mode it runs in beside the gate, and the bar) and `openexec shield serve` \

@@ -436,7 +436,7 @@ pub fn run(
     out.push_str(
         "vs-original benchmark: the Python original (uvicorn, demo mode, its own SQLite file) \
          and fresh `openexec serve` servers (each on its own temp dir with a SQLite file: WAL, \
-         synchronous=FULL, durability on, the server's defaults) in demo and in clawshield \
+         every answer after its commit's fdatasync, the server's defaults) in demo and in clawshield \
          mode, all on this machine, driven one after another with the same client and \
          settings, every request a unique nonce: the original's POST /execute of echo \
          (payload {\"i\": N}); ours in demo mode, GET /health then POST /execute of echo; in \
