@@ -869,15 +869,9 @@ impl Engine {
             None,
             None,
         );
-        let claim = Claim {
-            tenant_id: att.tenant_id.clone(),
-            nonce: att.nonce.clone(),
-            exec_id: att.request_hash.clone(),
-            action: att.action.clone(),
-            template: String::from_utf8(json::canonicalize(&template.to_value()))
-                .unwrap_or_default(),
-            approval_key,
-        };
+        let template =
+            String::from_utf8(json::canonicalize(&template.to_value())).unwrap_or_default();
+        let claim = claim_of(att, template, approval_key);
         // Marked before the claim is sent: recovery must never see our own fresh claim unmarked.
         let key = (att.tenant_id.clone(), att.nonce.clone());
         if let Ok(mut c) = self.claimed.lock() {
@@ -909,13 +903,7 @@ impl Engine {
             c.remove(&(att.tenant_id.clone(), att.nonce.clone()));
         }
         match stored {
-            Ok(log_index) => {
-                let evidence = Evidence {
-                    log_index: Some(log_index),
-                    ..evidence
-                };
-                outcome_answer(status, result, message, evidence, false)
-            }
+            Ok(log_index) => fresh_answer(status, result, message, evidence, log_index),
             Err(e) => {
                 // The handler ran but its receipt is not durable: never report success. The claim
                 // stays `running` and becomes `interrupted` once the store takes writes again.
@@ -996,14 +984,8 @@ impl Engine {
         let (receipt, result, message, status) =
             self.run_handler(att, handler, approval.clone()).await;
         let (rec, evidence) = self.seal(&receipt, result.as_ref(), message.clone());
-        let claim = Claim {
-            tenant_id: att.tenant_id.clone(),
-            nonce: att.nonce.clone(),
-            exec_id: att.request_hash.clone(),
-            action: att.action.clone(),
-            template: String::new(),
-            approval_key,
-        };
+        // No template: a settled claim is never running, so never recovered from it.
+        let claim = claim_of(att, String::new(), approval_key);
         let settled = self.store.settle(claim, status, rec).await;
         // `openexec_handler_runs_total` counts the runs whose outcome is recorded (for an
         // action with effects, every run: its claim came first); a run of an action without
@@ -1015,11 +997,7 @@ impl Engine {
         metrics::counter!(counter, "action" => att.action.clone()).increment(1);
         match settled {
             Ok(Settled::Logged(log_index)) => {
-                let evidence = Evidence {
-                    log_index: Some(log_index),
-                    ..evidence
-                };
-                outcome_answer(status, result, message, evidence, false)
+                fresh_answer(status, result, message, evidence, log_index)
             }
             Ok(Settled::Refused(c)) => self.not_claimed(att, handler, approval, c).await,
             // Nothing is stored; a request answered before can still be answered from a read.
@@ -1314,6 +1292,33 @@ fn stored_answer(row: &ClaimRow, replayed: bool) -> Option<Outcome> {
         evidence_of(r),
         replayed,
     ))
+}
+
+/// The claim of `att` (its nonce, exec_id and action) with `template` and the approval to use.
+fn claim_of(att: &Attempt, template: String, approval_key: Option<String>) -> Claim {
+    Claim {
+        tenant_id: att.tenant_id.clone(),
+        nonce: att.nonce.clone(),
+        exec_id: att.request_hash.clone(),
+        action: att.action.clone(),
+        template,
+        approval_key,
+    }
+}
+
+/// The answer of an outcome just stored at `log_index` (not a replay).
+fn fresh_answer(
+    status: ClaimStatus,
+    result: Option<Value>,
+    message: Option<String>,
+    evidence: Evidence,
+    log_index: u64,
+) -> Outcome {
+    let evidence = Evidence {
+        log_index: Some(log_index),
+        ..evidence
+    };
+    outcome_answer(status, result, message, evidence, false)
 }
 
 fn outcome_answer(

@@ -617,6 +617,20 @@ pub(crate) fn settled_with(op: &WriteOp) -> Option<(ClaimStatus, &NewReceipt)> {
     }
 }
 
+/// A claim of the batch that won its nonce (and approval): a plain claim is answered
+/// `Claimed`; a settled one's receipt joins `settled`, to be logged with the batch.
+pub(crate) fn won<'a>(
+    ops: &'a [WriteOp],
+    i: usize,
+    out: &mut [Option<Applied>],
+    settled: &mut Vec<(usize, &'a NewReceipt)>,
+) {
+    match settled_with(&ops[i]) {
+        Some((_, r)) => settled.push((i, r)),
+        None => out[i] = Some(Ok(Written::Claim(ClaimResult::Claimed))),
+    }
+}
+
 /// The receipts a batch logs, in batch order: the outcomes of claims that were still running
 /// (`updated`), of claims settled in this batch (`settled`: claimed, so their receipt is new),
 /// then rejections. An outcome for a claim that is not running fails alone.

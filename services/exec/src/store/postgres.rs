@@ -31,9 +31,9 @@ use openexec_log::{leaf_hash, Frontier, Hash, NodeId, StoredCheckpoint};
 use super::tree_check::{hash_hex, leaf_data, LogHead, RECEIPT_LEAVES};
 use super::{
     all_applied, assign_indices, claim_row, corrupt, log_written, now_text, receipts_to_log,
-    settled_with, stored_receipt, unavailable, writer_config, Applied, Batch, Claim, ClaimResult,
-    ClaimRow, ClaimStatus, LogWrite, NewReceipt, StoreError, StoreLimits, StoredReceipt, WriteOp,
-    Writer, Written, CLAIM_ROW_COLUMNS,
+    settled_with, stored_receipt, unavailable, won, writer_config, Applied, Batch, Claim,
+    ClaimResult, ClaimRow, ClaimStatus, LogWrite, NewReceipt, StoreError, StoreLimits,
+    StoredReceipt, WriteOp, Writer, Written, CLAIM_ROW_COLUMNS,
 };
 use openexec_logstore::store::postgres as logstore;
 use openexec_logstore::store::postgres::{frontier_of_head, frontier_text};
@@ -550,10 +550,7 @@ async fn apply_batch(
                     exec_id: w.clone(),
                 })));
             }
-            None | Some(Some(_)) => match settled_with(&ops[i]) {
-                Some((_, r)) => settled.push((i, r)),
-                None => out[i] = Some(Ok(Written::Claim(ClaimResult::Claimed))),
-            },
+            None | Some(Some(_)) => won(ops, i, &mut out, &mut settled),
             Some(w) => {
                 give_back.0.push(c.tenant_id.clone());
                 give_back.1.push(c.nonce.clone());

@@ -24,7 +24,7 @@ use super::tree_check::{
 };
 use super::{
     all_applied, assign_indices, claim_row, log_written, now_text, receipts_to_log, settled_with,
-    stored_receipt, unavailable, writer_config, Applied, Batch, Claim, ClaimResult, ClaimRow,
+    stored_receipt, unavailable, won, writer_config, Applied, Batch, Claim, ClaimResult, ClaimRow,
     LogWrite, NewReceipt, StoreError, StoredReceipt, WriteOp, Writer, Written, CLAIM_ROW_COLUMNS,
 };
 use openexec_logstore::store::sqlite as logstore;
@@ -718,10 +718,6 @@ async fn apply_batch(
     let mut s2 = Script::default();
     let mut taken: Vec<(usize, &Claim)> = Vec::new();
     let mut settled: Vec<(usize, &NewReceipt)> = Vec::new();
-    let mut claimed = |i: usize, out: &mut [Option<Applied>]| match settled_with(&ops[i]) {
-        Some((_, r)) => settled.push((i, r)),
-        None => out[i] = Some(Ok(Written::Claim(ClaimResult::Claimed))),
-    };
     for (i, c) in &claims {
         // `remove`: a second claim of the same key in one batch is taken by the first.
         if !inserted.remove(&(c.tenant_id.clone(), c.nonce.clone())) {
@@ -729,11 +725,11 @@ async fn apply_batch(
             continue;
         }
         let Some(k) = c.approval_key.as_deref() else {
-            claimed(*i, &mut out);
+            won(ops, *i, &mut out, &mut settled);
             continue;
         };
         match approved.get(k) {
-            Some(winner) if *winner == c.exec_id => claimed(*i, &mut out),
+            Some(winner) if *winner == c.exec_id => won(ops, *i, &mut out, &mut settled),
             winner => {
                 let exec_id = match winner {
                     Some(w) => w.clone(),
